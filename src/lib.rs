@@ -1,0 +1,17 @@
+//! ringkeeper: a ZooKeeper-compatible coordination service.
+//!
+//! See `docs/ARCHITECTURE.md` for the map. The sans-IO core (`proto`, `txn`, `tree`,
+//! `machine`, `session`, `watch`, `consensus`, `log::record`) never touches glommio, sockets,
+//! files or clocks; the shell (`server`, `log::wal`, `main.rs`) does all I/O around it.
+
+pub mod admin;
+pub mod config;
+pub mod consensus;
+pub mod log;
+pub mod machine;
+pub mod proto;
+pub mod server;
+pub mod session;
+pub mod tree;
+pub mod txn;
+pub mod watch;

@@ -1,0 +1,122 @@
+//! What the replicated log carries and what applying it yields.
+//!
+//! ringkeeper logs *commands* (a write request stamped with its session, xid, caller identities
+//! and the leader's clock) rather than ZooKeeper's pre-validated Txns. Applying a command is
+//! deterministic (`machine::Machine::apply_batch`): every member validates it against the same
+//! state and reaches the same result, error results included (failed writes consume a zxid, as
+//! in ZooKeeper). This removes ZooKeeper's "outstanding changes" bookkeeping in prep, which is
+//! where its own ordering bugs live, at the cost of validating on every member.
+//!
+//! One raft entry holds one `Batch`, serialized with rkyv.
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::proto::types::{
+    CheckVersionRequest, CreateRequest, DeleteRequest, ErrorCode, Id, SessionId,
+    SetAclRequest, SetDataRequest, Stat, Zxid,
+};
+
+/// One raft entry: everything the sequencer gathered while the previous entry was in flight.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Batch {
+    /// The leader's wall clock when it sealed the batch: ctime/mtime of every node it touches,
+    /// and "now" for session and TTL decisions, so that every member decides the same.
+    pub time_ms: i64,
+    pub commands: Vec<Command>,
+}
+
+/// One client request (or server-internal action) to apply.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Command {
+    /// The session the request came on; 0 for server-internal commands.
+    pub session: SessionId,
+    /// The client's xid; with `session` it identifies a retry (idempotency).
+    pub xid: i32,
+    /// Opaque routing tag of the member/shard/connection that waits for the reply.
+    /// Not part of the state: apply only hands it back.
+    pub origin: u64,
+    /// The caller's identities (ip, digests, super) at the time of the request; ACL checks at
+    /// apply use these.
+    pub auth: Vec<Id>,
+    pub op: Op,
+}
+
+/// A write inside `multi`, or on its own.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub enum WriteOp {
+    /// `opcode` is the request's: 1, 15, 19 or 21 (it picks container/TTL and the reply shape).
+    Create { opcode: i32, req: CreateRequest },
+    Delete(DeleteRequest),
+    SetData(SetDataRequest),
+    Check(CheckVersionRequest),
+}
+
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub enum Op {
+    /// A new session; its id is assigned at apply (deterministically, from replicated state).
+    CreateSession { timeout_ms: i32, passwd: Vec<u8> },
+    /// closeSession from the client: its ephemerals go in this same transaction.
+    CloseSession,
+    /// The leader's session tracker found these sessions silent past their timeout.
+    ExpireSessions { sessions: Vec<SessionId> },
+    Write(WriteOp),
+    SetAcl(SetAclRequest),
+    Multi(Vec<WriteOp>),
+    /// The reaper's removal of an empty container or expired TTL node; re-checked at apply.
+    DeleteContainer { path: String },
+    /// A write ZooKeeper rejects before prep (undecodable body, reconfig while disabled, a
+    /// read op inside multi): it still consumes a zxid and gets this error.
+    Fail(ErrorCode),
+}
+
+/// The outcome of one command, as the reply will carry it.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub enum OpResult {
+    SessionCreated { session: SessionId, timeout_ms: i32, passwd: Vec<u8> },
+    SessionClosed,
+    SessionsExpired,
+    /// create/create2/createContainer/createTTL: the actual path and the new node's Stat.
+    Created { path: String, stat: Stat },
+    Deleted,
+    /// setData's and setACL's Stat after the change.
+    Stat(Stat),
+    Checked,
+    /// One entry per op, in order; see `MultiResult`.
+    Multi(Vec<MultiResult>),
+    Error(ErrorCode),
+}
+
+/// One op's result inside a multi. On failure every op gets `Error`: 0 (rolled back) before
+/// the failing op, its code for the failing op, RuntimeInconsistency after it.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub enum MultiResult {
+    Created { opcode: i32, path: String, stat: Stat },
+    Deleted,
+    SetData(Stat),
+    Checked,
+    Error(ErrorCode),
+}
+
+/// Why a watch fires, as the applier reports it; the per-shard watch registry maps it to the
+/// watchers that get it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Trigger {
+    pub path: std::sync::Arc<str>,
+    pub event: crate::proto::types::EventType,
+}
+
+/// The result of applying one command.
+#[derive(Clone, Debug)]
+pub struct Applied {
+    pub origin: u64,
+    pub session: SessionId,
+    pub xid: i32,
+    pub zxid: Zxid,
+    pub result: OpResult,
+    /// Watch triggers in the order ZooKeeper sends their events.
+    pub triggers: Vec<Trigger>,
+    /// Sessions this command ended (close or expiry): their connections are closed.
+    pub ended_sessions: Vec<SessionId>,
+    /// True when this was a retry answered from the idempotency table (nothing applied).
+    pub duplicate: bool,
+}
