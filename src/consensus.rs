@@ -1,1 +1,292 @@
-//! (in progress)
+//! The consensus driver: raft-rs behind a small sans-IO surface.
+//!
+//! The shell feeds it proposals, ticks, peer messages and "durable up to ready N" notices; it
+//! hands back `Output`s: entries and hard state to persist, messages to send, committed
+//! entries to apply. It never waits and never does I/O, so the write path of one member and of
+//! a five-member ensemble are the same code, and a simulation can drive it in one thread.
+//!
+//! Persistence is asynchronous (raft-rs `advance_append_async` + `on_persist_ready`): entries
+//! are staged in the in-memory storage at once, written by the log's group commit, and only
+//! counted as persisted when the shell reports the sync that covers them. A single member is a
+//! one-voter group that elects itself at start-up.
+
+use raft::eraftpb::{ConfState, Entry, HardState, Message};
+use raft::storage::MemStorage;
+use raft::{Config, RawNode, StateRole, Storage};
+
+/// Raft ticks per election timeout; the shell ticks every `TICK_MS`.
+pub const ELECTION_TICKS: usize = 10;
+pub const HEARTBEAT_TICKS: usize = 2;
+pub const TICK_MS: u64 = 50;
+/// Entries kept in memory behind the applied index, for slow followers (later: snapshots).
+const RETAINED_ENTRIES: u64 = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsensusError {
+    #[error("not the leader (leader is {leader:?})")]
+    NotLeader { leader: Option<u64> },
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+}
+
+/// An entry recovered from the log at start-up.
+pub struct StoredEntry {
+    pub index: u64,
+    pub term: u64,
+    pub data: Vec<u8>,
+}
+
+/// Everything one `poll` asks the shell to do, in this order: send `messages` now; persist
+/// `entries` and `hard_state` (in one group commit) and report `persisted(number)` once durable;
+/// send `persisted_messages` only after that; apply `committed` (already durable).
+#[derive(Default)]
+pub struct Output {
+    pub number: u64,
+    pub entries: Vec<Entry>,
+    pub hard_state: Option<HardState>,
+    pub messages: Vec<Message>,
+    pub persisted_messages: Vec<Message>,
+    pub committed: Vec<Entry>,
+    /// This ready must be reported back through `persisted` even if it carries nothing to
+    /// write (raft-rs requires readies to be persisted in order).
+    pub must_persist: bool,
+    /// Set when this member's role or leader changed.
+    pub leader_changed: bool,
+}
+
+pub struct Consensus {
+    node: RawNode<MemStorage>,
+    /// Highest index handed out as committed.
+    handed_out: u64,
+}
+
+impl Consensus {
+    /// Build the driver from the recovered log. `voters` lists every voting member's id.
+    pub fn new(
+        id: u64,
+        voters: Vec<u64>,
+        entries: Vec<StoredEntry>,
+        hard_state: Option<(u64, u64, u64)>,
+    ) -> Result<Consensus, ConsensusError> {
+        let storage = MemStorage::new_with_conf_state(ConfState::from((voters.clone(), vec![])));
+        {
+            let mut core = storage.wl();
+            let ents: Vec<Entry> = entries
+                .into_iter()
+                .map(|e| {
+                    let mut entry = Entry::default();
+                    entry.index = e.index;
+                    entry.term = e.term;
+                    entry.data = e.data.into();
+                    entry
+                })
+                .collect();
+            if let Some(first) = ents.first() {
+                // The log may start after 1 once snapshots exist; MemStorage needs the
+                // entries to follow its (empty) snapshot, so place a snapshot marker there.
+                if first.index > 1 {
+                    let mut snap = raft::eraftpb::Snapshot::default();
+                    snap.mut_metadata().index = first.index - 1;
+                    snap.mut_metadata().term = first.term;
+                    snap.mut_metadata().set_conf_state(ConfState::from((voters.clone(), vec![])));
+                    core.apply_snapshot(snap)?;
+                }
+            }
+            core.append(&ents)?;
+            if let Some((term, vote, commit)) = hard_state {
+                let last = ents.last().map_or(0, |e| e.index);
+                let mut hs = HardState::default();
+                hs.term = term.max(ents.last().map_or(0, |e| e.term));
+                hs.vote = vote;
+                // A commit index beyond the durable log cannot be trusted.
+                hs.commit = commit.min(last);
+                core.set_hardstate(hs);
+            }
+        }
+        let config = Config {
+            id,
+            election_tick: ELECTION_TICKS,
+            heartbeat_tick: HEARTBEAT_TICKS,
+            applied: 0,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            check_quorum: true,
+            pre_vote: true,
+            ..Default::default()
+        };
+        config.validate()?;
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let mut node = RawNode::new(&config, storage, &logger)?;
+        if voters == [id] {
+            // A one-member group needs no election timeout to pass.
+            node.campaign()?;
+        }
+        Ok(Consensus { node, handed_out: 0 })
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.node.raft.state == StateRole::Leader
+    }
+
+    pub fn leader_id(&self) -> Option<u64> {
+        match self.node.raft.leader_id {
+            0 => None,
+            id => Some(id),
+        }
+    }
+
+    pub fn term(&self) -> u64 {
+        self.node.raft.term
+    }
+
+    pub fn commit_index(&self) -> u64 {
+        self.node.raft.raft_log.committed
+    }
+
+    pub fn tick(&mut self) {
+        self.node.tick();
+    }
+
+    pub fn step(&mut self, msg: Message) -> Result<(), ConsensusError> {
+        Ok(self.node.step(msg)?)
+    }
+
+    /// Propose one entry (a serialized `txn::Batch`).
+    pub fn propose(&mut self, data: Vec<u8>) -> Result<(), ConsensusError> {
+        if !self.is_leader() {
+            return Err(ConsensusError::NotLeader { leader: self.leader_id() });
+        }
+        Ok(self.node.propose(vec![], data)?)
+    }
+
+    pub fn has_ready(&self) -> bool {
+        self.node.has_ready()
+    }
+
+    /// Take the next unit of work, if any. Entries are staged in memory before this returns.
+    pub fn poll(&mut self) -> Result<Option<Output>, ConsensusError> {
+        if !self.node.has_ready() {
+            return Ok(None);
+        }
+        let mut rd = self.node.ready();
+        let mut out = Output {
+            number: rd.number(),
+            leader_changed: rd.ss().is_some(),
+            must_persist: rd.must_sync() || !rd.entries().is_empty() || rd.hs().is_some(),
+            ..Default::default()
+        };
+        out.messages = rd.take_messages();
+        out.committed = rd.take_committed_entries();
+        if !rd.snapshot().is_empty() {
+            // Snapshots arrive with the ensemble issue; a single member never receives one.
+            self.node.mut_store().wl().apply_snapshot(rd.snapshot().clone())?;
+        }
+        out.entries = rd.take_entries();
+        if !out.entries.is_empty() {
+            self.node.mut_store().wl().append(&out.entries)?;
+        }
+        if let Some(hs) = rd.hs() {
+            self.node.mut_store().wl().set_hardstate(hs.clone());
+            out.hard_state = Some(hs.clone());
+        }
+        out.persisted_messages = rd.take_persisted_messages();
+        self.node.advance_append_async(rd);
+        self.note_handed_out(&out.committed);
+        Ok(Some(out))
+    }
+
+    /// The log reports that every ready up to `number` is durable. Afterwards `poll` may yield
+    /// newly committed entries.
+    pub fn persisted(&mut self, number: u64) {
+        self.node.on_persist_ready(number);
+    }
+
+    /// The shell applied everything up to `index`; lets raft release memory.
+    pub fn applied(&mut self, index: u64) -> Result<(), ConsensusError> {
+        self.node.advance_apply_to(index);
+        let store = self.node.mut_store();
+        let first = store.first_index()?;
+        if index > first + 2 * RETAINED_ENTRIES {
+            store.wl().compact(index - RETAINED_ENTRIES)?;
+        }
+        Ok(())
+    }
+
+    fn note_handed_out(&mut self, committed: &[Entry]) {
+        if let Some(last) = committed.last() {
+            debug_assert!(last.index > self.handed_out, "committed entries went backwards");
+            self.handed_out = last.index;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Drive a one-member group the way the shell does, persisting instantly.
+    fn drain(c: &mut Consensus, log: &mut Vec<Entry>, applied: &mut Vec<Vec<u8>>) {
+        while let Some(out) = c.poll().unwrap() {
+            log.extend(out.entries.iter().cloned());
+            for e in &out.committed {
+                if !e.data.is_empty() {
+                    applied.push(e.data.to_vec());
+                }
+            }
+            if let Some(last) = out.committed.last() {
+                c.applied(last.index).unwrap();
+            }
+            if out.must_persist {
+                c.persisted(out.number);
+            }
+        }
+    }
+
+    #[test]
+    fn single_member_commits_after_persist() {
+        let mut c = Consensus::new(1, vec![1], vec![], None).unwrap();
+        let (mut log, mut applied) = (vec![], vec![]);
+        drain(&mut c, &mut log, &mut applied);
+        assert!(c.is_leader());
+        c.propose(b"a".to_vec()).unwrap();
+        c.propose(b"b".to_vec()).unwrap();
+        // Staged but not yet durable: nothing may be committed.
+        let out = c.poll().unwrap().unwrap();
+        assert_eq!(out.entries.len(), 2);
+        assert!(out.committed.iter().all(|e| e.data.is_empty()));
+        assert!(c.poll().unwrap().is_none());
+        c.persisted(out.number);
+        let out = c.poll().unwrap().unwrap();
+        let data: Vec<_> = out.committed.iter().map(|e| e.data.to_vec()).collect();
+        assert_eq!(data, vec![b"a".to_vec(), b"b".to_vec()]);
+    }
+
+    #[test]
+    fn restart_recommits_the_durable_log() {
+        let mut c = Consensus::new(1, vec![1], vec![], None).unwrap();
+        let (mut log, mut applied) = (vec![], vec![]);
+        drain(&mut c, &mut log, &mut applied);
+        for i in 0..5u8 {
+            c.propose(vec![i]).unwrap();
+            drain(&mut c, &mut log, &mut applied);
+        }
+        assert_eq!(applied.len(), 5);
+        let term = c.term();
+        // Restart from the durable log with a hard state whose commit index lags behind.
+        let stored = log
+            .iter()
+            .map(|e| StoredEntry { index: e.index, term: e.term, data: e.data.to_vec() })
+            .collect();
+        let mut c2 = Consensus::new(1, vec![1], stored, Some((term, 1, 2))).unwrap();
+        let (mut log2, mut applied2) = (vec![], vec![]);
+        drain(&mut c2, &mut log2, &mut applied2);
+        assert_eq!(applied2, applied, "every durable entry is applied again, in order");
+        assert!(c2.term() > term);
+    }
+
+    #[test]
+    fn propose_on_follower_is_refused() {
+        let c = &mut Consensus::new(1, vec![1, 2, 3], vec![], None).unwrap();
+        assert!(matches!(c.propose(vec![1]), Err(ConsensusError::NotLeader { .. })));
+    }
+}
