@@ -1,1 +1,1334 @@
-//! (in progress)
+//! Server configuration: defaults, a TOML file, an Apache `zoo.cfg`, and command-line flags,
+//! each layer overriding the ones before it. The table of settings is `docs/CONFIGURATION.md`.
+//!
+//! The only I/O here is reading the files named by `--config` and `--zoo-cfg`.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::admin::FourLetter;
+
+/// Config files larger than this are refused (they are a few hundred bytes in practice).
+pub const MAX_CONFIG_FILE_BYTES: u64 = 1 << 20;
+
+/// ringkeeper's default four-letter-word whitelist (ZooKeeper's is only `srvr`).
+pub const DEFAULT_FOUR_LETTER_WHITELIST: &[&str] = &[
+    "ruok", "srvr", "stat", "mntr", "conf", "isro", "envi", "cons", "wchs",
+];
+
+// Ranges accepted by validation.
+const MAX_SHARDS: usize = 1024;
+const MIN_PACKET_BYTES: usize = 1024;
+const MAX_PACKET_BYTES: usize = 1 << 30;
+const MIN_SEGMENT_BYTES: u64 = 1 << 20;
+const MAX_SEGMENT_BYTES: u64 = 1 << 40;
+const SEGMENT_ALIGN: u64 = 4096;
+const MAX_INTERVAL_MS: u64 = 86_400_000;
+const MAX_OUTSTANDING_PER_CONN: u32 = 1_000_000;
+
+/// Every setting of a member, resolved and validated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Where clients connect.
+    pub client_addr: SocketAddr,
+    /// Snapshots (and the log unless `data_log_dir` is set).
+    pub data_dir: PathBuf,
+    /// The write-ahead log; `None` means inside `data_dir`.
+    pub data_log_dir: Option<PathBuf>,
+    /// Executor threads, one per core.
+    pub shards: usize,
+    /// ZooKeeper's tickTime: session expiry granularity and the default timeout bounds.
+    pub tick_time_ms: i32,
+    pub min_session_timeout_ms: i32,
+    pub max_session_timeout_ms: i32,
+    /// Largest frame payload accepted (jute.maxbuffer); larger frames close the connection.
+    pub max_packet_bytes: usize,
+    /// Concurrent connections per client IP; 0 = unlimited.
+    pub max_client_cnxns: u32,
+    /// `user:base64(sha1(user:password))`; a client that authenticates as it is super.
+    pub super_digest: Option<String>,
+    /// Four-letter words that are answered (always includes `srvr`, as ZooKeeper does).
+    pub four_letter_whitelist: Vec<String>,
+    /// TTL nodes (ZooKeeper's extendedTypesEnabled).
+    pub ttl_enabled: bool,
+    /// How often empty containers and expired TTL nodes are looked for.
+    pub container_check_interval_ms: u64,
+    /// A connection that has not completed its handshake by then is closed.
+    pub sessionless_timeout_ms: u64,
+    /// Requests a connection may have in flight before the server stops reading from it.
+    pub max_outstanding_per_conn: u32,
+    /// Size of one preallocated log segment file.
+    pub log_segment_bytes: u64,
+    /// This member's id (1-255): the top byte of the session ids it creates.
+    pub server_id: u64,
+    /// A `tracing` filter: `info`, `debug`, `ringkeeper=debug,warn`, ...
+    pub log_level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let tick = 2000;
+        Config {
+            client_addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 2181),
+            data_dir: PathBuf::from("./data"),
+            data_log_dir: None,
+            shards: default_shards(),
+            tick_time_ms: tick,
+            min_session_timeout_ms: 2 * tick,
+            max_session_timeout_ms: 20 * tick,
+            max_packet_bytes: 1_048_575,
+            max_client_cnxns: 60,
+            super_digest: None,
+            four_letter_whitelist: DEFAULT_FOUR_LETTER_WHITELIST
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            ttl_enabled: false,
+            container_check_interval_ms: 1000,
+            sessionless_timeout_ms: 10_000,
+            max_outstanding_per_conn: 1000,
+            log_segment_bytes: 64 << 20,
+            server_id: 1,
+            log_level: "info".to_string(),
+        }
+    }
+}
+
+fn default_shards() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_SHARDS)
+}
+
+/// Why a configuration was refused: always one readable line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: larger than {limit} bytes")]
+    TooLarge { path: PathBuf, limit: u64 },
+    #[error("{path}:{line}: {message}")]
+    File {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// `ringkeeper serve` flags. Each one overrides the config files.
+#[derive(clap::Args, Clone, Debug, Default, PartialEq)]
+pub struct ServeArgs {
+    /// TOML configuration file (keys as in docs/CONFIGURATION.md).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Apache ZooKeeper zoo.cfg to take settings from (overrides --config).
+    #[arg(long, value_name = "FILE")]
+    pub zoo_cfg: Option<PathBuf>,
+    /// Client listen address [default: 127.0.0.1:2181].
+    #[arg(long, value_name = "IP:PORT")]
+    pub client_addr: Option<String>,
+    /// Data directory [default: ./data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Log directory [default: the data directory].
+    #[arg(long, value_name = "DIR")]
+    pub data_log_dir: Option<PathBuf>,
+    /// Executor threads [default: number of cores].
+    #[arg(long, value_name = "N")]
+    pub shards: Option<usize>,
+    /// tickTime in ms [default: 2000].
+    #[arg(long, value_name = "MS", allow_negative_numbers = true)]
+    pub tick_time: Option<i32>,
+    /// Smallest negotiated session timeout in ms [default: 2 x tick].
+    #[arg(long, value_name = "MS", allow_negative_numbers = true)]
+    pub min_session_timeout: Option<i32>,
+    /// Largest negotiated session timeout in ms [default: 20 x tick].
+    #[arg(long, value_name = "MS", allow_negative_numbers = true)]
+    pub max_session_timeout: Option<i32>,
+    /// Largest request frame in bytes (jute.maxbuffer) [default: 1048575].
+    #[arg(long, value_name = "BYTES")]
+    pub max_packet_size: Option<usize>,
+    /// Connections per client IP, 0 = unlimited [default: 60].
+    #[arg(long, value_name = "N")]
+    pub max_client_cnxns: Option<u32>,
+    /// Super user digest, `user:base64(sha1(user:password))`.
+    #[arg(long, value_name = "USER:HASH")]
+    pub super_digest: Option<String>,
+    /// Four-letter words to answer, comma separated, `*` for all.
+    #[arg(long, value_name = "CMDS", value_delimiter = ',')]
+    pub four_letter_whitelist: Option<Vec<String>>,
+    /// Allow TTL nodes (`--ttl-enabled` or `--ttl-enabled=false`).
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub ttl_enabled: Option<bool>,
+    /// Container/TTL reaper period in ms [default: 1000].
+    #[arg(long, value_name = "MS")]
+    pub container_check_interval: Option<u64>,
+    /// Handshake deadline for new connections in ms [default: 10000].
+    #[arg(long, value_name = "MS")]
+    pub sessionless_timeout: Option<u64>,
+    /// Requests in flight per connection before reads pause [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub max_outstanding_per_conn: Option<u32>,
+    /// Log segment size in bytes, a multiple of 4096 [default: 67108864].
+    #[arg(long, value_name = "BYTES")]
+    pub log_segment_bytes: Option<u64>,
+    /// This member's id, 1-255 [default: 1].
+    #[arg(long, value_name = "ID")]
+    pub server_id: Option<u64>,
+    /// tracing filter (`info`, `debug`, `ringkeeper=trace,info`) [default: info].
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+}
+
+/// One source of settings: every field optional; `None` leaves the earlier value.
+/// Also the schema of the TOML file (unknown keys are an error there).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigLayer {
+    pub client_addr: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub data_log_dir: Option<PathBuf>,
+    pub shards: Option<usize>,
+    pub tick_time_ms: Option<i32>,
+    pub min_session_timeout_ms: Option<i32>,
+    pub max_session_timeout_ms: Option<i32>,
+    pub max_packet_bytes: Option<usize>,
+    pub max_client_cnxns: Option<u32>,
+    pub super_digest: Option<String>,
+    pub four_letter_whitelist: Option<Vec<String>>,
+    pub ttl_enabled: Option<bool>,
+    pub container_check_interval_ms: Option<u64>,
+    pub sessionless_timeout_ms: Option<u64>,
+    pub max_outstanding_per_conn: Option<u32>,
+    pub log_segment_bytes: Option<u64>,
+    pub server_id: Option<u64>,
+    pub log_level: Option<String>,
+}
+
+macro_rules! overlay_fields {
+    ($self:ident, $later:ident, $($field:ident),*) => {
+        $( if $later.$field.is_some() { $self.$field = $later.$field; } )*
+    };
+}
+
+impl ConfigLayer {
+    /// Values set in `later` replace those of `self`.
+    pub fn overlay(&mut self, later: ConfigLayer) {
+        overlay_fields!(
+            self,
+            later,
+            client_addr,
+            data_dir,
+            data_log_dir,
+            shards,
+            tick_time_ms,
+            min_session_timeout_ms,
+            max_session_timeout_ms,
+            max_packet_bytes,
+            max_client_cnxns,
+            super_digest,
+            four_letter_whitelist,
+            ttl_enabled,
+            container_check_interval_ms,
+            sessionless_timeout_ms,
+            max_outstanding_per_conn,
+            log_segment_bytes,
+            server_id,
+            log_level
+        );
+    }
+
+    /// The layer the command-line flags make (`--config`/`--zoo-cfg` are not settings).
+    pub fn from_args(args: &ServeArgs) -> ConfigLayer {
+        ConfigLayer {
+            client_addr: args.client_addr.clone(),
+            data_dir: args.data_dir.clone(),
+            data_log_dir: args.data_log_dir.clone(),
+            shards: args.shards,
+            tick_time_ms: args.tick_time,
+            min_session_timeout_ms: args.min_session_timeout,
+            max_session_timeout_ms: args.max_session_timeout,
+            max_packet_bytes: args.max_packet_size,
+            max_client_cnxns: args.max_client_cnxns,
+            super_digest: args.super_digest.clone(),
+            four_letter_whitelist: args.four_letter_whitelist.clone(),
+            ttl_enabled: args.ttl_enabled,
+            container_check_interval_ms: args.container_check_interval,
+            sessionless_timeout_ms: args.sessionless_timeout,
+            max_outstanding_per_conn: args.max_outstanding_per_conn,
+            log_segment_bytes: args.log_segment_bytes,
+            server_id: args.server_id,
+            log_level: args.log_level.clone(),
+        }
+    }
+
+    /// Parses a TOML config file's text; `path` only labels errors.
+    pub fn from_toml(text: &str, path: &Path) -> Result<ConfigLayer, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::File {
+            path: path.to_path_buf(),
+            line: e.span().map_or(0, |s| line_of(text, s.start)),
+            message: one_line(e.message()),
+        })
+    }
+}
+
+impl Config {
+    /// Defaults < `--config` < `--zoo-cfg` < flags. Returns the warnings to print once at
+    /// start-up (zoo.cfg keys that do not apply, unknown four-letter words).
+    pub fn from_args(args: &ServeArgs) -> Result<(Config, Vec<String>), ConfigError> {
+        let mut layers = Vec::new();
+        let mut warnings = Vec::new();
+        if let Some(path) = &args.config {
+            layers.push(ConfigLayer::from_toml(&read_limited(path)?, path)?);
+        }
+        if let Some(path) = &args.zoo_cfg {
+            let (layer, mut w) = parse_zoo_cfg(&read_limited(path)?, path)?;
+            layers.push(layer);
+            warnings.append(&mut w);
+        }
+        layers.push(ConfigLayer::from_args(args));
+        let (config, mut w) = Config::from_layers(layers)?;
+        warnings.append(&mut w);
+        Ok((config, warnings))
+    }
+
+    /// Applies `layers` in order over the defaults, then validates.
+    pub fn from_layers(
+        layers: impl IntoIterator<Item = ConfigLayer>,
+    ) -> Result<(Config, Vec<String>), ConfigError> {
+        let mut merged = ConfigLayer::default();
+        for layer in layers {
+            merged.overlay(layer);
+        }
+        let mut warnings = Vec::new();
+        let d = Config::default();
+        let tick_time_ms = merged.tick_time_ms.unwrap_or(d.tick_time_ms);
+        if tick_time_ms <= 0 {
+            return Err(invalid(format!(
+                "tick_time_ms must be > 0 (got {tick_time_ms})"
+            )));
+        }
+        let derived = |factor: i32, name: &str| {
+            tick_time_ms.checked_mul(factor).ok_or_else(|| {
+                invalid(format!(
+                    "{name}: {factor} x tick_time_ms {tick_time_ms} overflows"
+                ))
+            })
+        };
+        let min_session_timeout_ms = match merged.min_session_timeout_ms {
+            Some(v) => v,
+            None => derived(2, "min_session_timeout_ms")?,
+        };
+        let max_session_timeout_ms = match merged.max_session_timeout_ms {
+            Some(v) => v,
+            None => derived(20, "max_session_timeout_ms")?,
+        };
+        let client_addr = match &merged.client_addr {
+            Some(s) => parse_addr(s)?,
+            None => d.client_addr,
+        };
+        let four_letter_whitelist = match &merged.four_letter_whitelist {
+            Some(list) => normalize_whitelist(list, &mut warnings),
+            None => d.four_letter_whitelist,
+        };
+        let config = Config {
+            client_addr,
+            data_dir: merged.data_dir.unwrap_or(d.data_dir),
+            data_log_dir: merged.data_log_dir.filter(|p| !p.as_os_str().is_empty()),
+            shards: merged.shards.unwrap_or(d.shards),
+            tick_time_ms,
+            min_session_timeout_ms,
+            max_session_timeout_ms,
+            max_packet_bytes: merged.max_packet_bytes.unwrap_or(d.max_packet_bytes),
+            max_client_cnxns: merged.max_client_cnxns.unwrap_or(d.max_client_cnxns),
+            super_digest: merged.super_digest.filter(|s| !s.is_empty()),
+            four_letter_whitelist,
+            ttl_enabled: merged.ttl_enabled.unwrap_or(d.ttl_enabled),
+            container_check_interval_ms: merged
+                .container_check_interval_ms
+                .unwrap_or(d.container_check_interval_ms),
+            sessionless_timeout_ms: merged
+                .sessionless_timeout_ms
+                .unwrap_or(d.sessionless_timeout_ms),
+            max_outstanding_per_conn: merged
+                .max_outstanding_per_conn
+                .unwrap_or(d.max_outstanding_per_conn),
+            log_segment_bytes: merged.log_segment_bytes.unwrap_or(d.log_segment_bytes),
+            server_id: merged.server_id.unwrap_or(d.server_id),
+            log_level: merged.log_level.unwrap_or(d.log_level),
+        };
+        config.validate()?;
+        Ok((config, warnings))
+    }
+
+    /// Checks ranges and cross-field rules.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.tick_time_ms <= 0 {
+            return Err(invalid(format!(
+                "tick_time_ms must be > 0 (got {})",
+                self.tick_time_ms
+            )));
+        }
+        if self.min_session_timeout_ms <= 0 {
+            return Err(invalid(format!(
+                "min_session_timeout_ms must be > 0 (got {})",
+                self.min_session_timeout_ms
+            )));
+        }
+        if self.min_session_timeout_ms > self.max_session_timeout_ms {
+            return Err(invalid(format!(
+                "min_session_timeout_ms ({}) must not be larger than max_session_timeout_ms ({})",
+                self.min_session_timeout_ms, self.max_session_timeout_ms
+            )));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir must not be empty".to_string()));
+        }
+        if !(1..=MAX_SHARDS).contains(&self.shards) {
+            return Err(invalid(format!(
+                "shards must be 1-{MAX_SHARDS} (got {})",
+                self.shards
+            )));
+        }
+        if !(MIN_PACKET_BYTES..=MAX_PACKET_BYTES).contains(&self.max_packet_bytes) {
+            return Err(invalid(format!(
+                "max_packet_bytes must be {MIN_PACKET_BYTES}-{MAX_PACKET_BYTES} (got {})",
+                self.max_packet_bytes
+            )));
+        }
+        if let Some(digest) = &self.super_digest {
+            check_super_digest(digest)?;
+        }
+        for (name, value) in [
+            (
+                "container_check_interval_ms",
+                self.container_check_interval_ms,
+            ),
+            ("sessionless_timeout_ms", self.sessionless_timeout_ms),
+        ] {
+            if !(1..=MAX_INTERVAL_MS).contains(&value) {
+                return Err(invalid(format!(
+                    "{name} must be 1-{MAX_INTERVAL_MS} (got {value})"
+                )));
+            }
+        }
+        if !(1..=MAX_OUTSTANDING_PER_CONN).contains(&self.max_outstanding_per_conn) {
+            return Err(invalid(format!(
+                "max_outstanding_per_conn must be 1-{MAX_OUTSTANDING_PER_CONN} (got {})",
+                self.max_outstanding_per_conn
+            )));
+        }
+        let seg = self.log_segment_bytes;
+        if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&seg) || seg % SEGMENT_ALIGN != 0 {
+            return Err(invalid(format!(
+                "log_segment_bytes must be a multiple of {SEGMENT_ALIGN} between \
+                 {MIN_SEGMENT_BYTES} and {MAX_SEGMENT_BYTES} (got {seg})"
+            )));
+        }
+        if !(1..=255).contains(&self.server_id) {
+            return Err(invalid(format!(
+                "server_id must be 1-255 (got {})",
+                self.server_id
+            )));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
+            return Err(invalid(format!(
+                "log_level `{}`: {}",
+                self.log_level,
+                one_line(&e.to_string())
+            )));
+        }
+        Ok(())
+    }
+
+    /// The session timeout granted for a requested one: `min(max(requested, min), max)`.
+    pub fn negotiate_timeout(&self, requested: i32) -> i32 {
+        requested
+            .max(self.min_session_timeout_ms)
+            .min(self.max_session_timeout_ms)
+    }
+
+    /// Where the log lives: `data_log_dir`, or `data_dir` when unset.
+    pub fn effective_data_log_dir(&self) -> &Path {
+        self.data_log_dir.as_deref().unwrap_or(&self.data_dir)
+    }
+
+    /// Whether the four-letter word `cmd` is answered.
+    pub fn four_letter_allowed(&self, cmd: &str) -> bool {
+        self.four_letter_whitelist.iter().any(|c| c == cmd)
+    }
+}
+
+fn invalid(message: String) -> ConfigError {
+    ConfigError::Invalid(message)
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset).map_or(0, |t| t.matches('\n').count()) + 1
+}
+
+fn read_limited(path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read;
+    let read_err = |source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let mut text = String::new();
+    file.take(MAX_CONFIG_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(read_err)?;
+    if text.len() as u64 > MAX_CONFIG_FILE_BYTES {
+        return Err(ConfigError::TooLarge {
+            path: path.to_path_buf(),
+            limit: MAX_CONFIG_FILE_BYTES,
+        });
+    }
+    Ok(text)
+}
+
+/// `ip:port`, `[v6]:port` or `localhost:port` (no name resolution here).
+fn parse_addr(s: &str) -> Result<SocketAddr, ConfigError> {
+    let s = s.trim();
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if let Some(port) = s.strip_prefix("localhost:") {
+        if let Ok(port) = port.parse::<u16>() {
+            return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+        }
+    }
+    Err(invalid(format!(
+        "client_addr `{s}` is not IP:PORT (e.g. 127.0.0.1:2181 or [::1]:2181)"
+    )))
+}
+
+/// `user:hash` where hash is base64 of a 20-byte SHA-1 (ZooKeeper's superDigest form).
+fn check_super_digest(digest: &str) -> Result<(), ConfigError> {
+    use base64::Engine;
+    let bad = || {
+        invalid(format!(
+            "super_digest must be `user:base64(sha1(user:password))` (got `{digest}`)"
+        ))
+    };
+    let (user, hash) = digest.rsplit_once(':').ok_or_else(bad)?;
+    if user.is_empty() {
+        return Err(bad());
+    }
+    match base64::engine::general_purpose::STANDARD.decode(hash) {
+        Ok(bytes) if bytes.len() == 20 => Ok(()),
+        _ => Err(bad()),
+    }
+}
+
+/// Expands `*`, trims, drops unknown words (with a warning) and duplicates, and adds `srvr`
+/// (ZooKeeper always answers it: zkServer.sh depends on it).
+fn normalize_whitelist(list: &[String], warnings: &mut Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let push = |name: &str, out: &mut Vec<String>| {
+        if !out.iter().any(|c| c == name) {
+            out.push(name.to_string());
+        }
+    };
+    for entry in list {
+        let name = entry.trim();
+        if name.is_empty() {
+            continue;
+        }
+        if name == "*" {
+            for cmd in FourLetter::ALL {
+                push(cmd.name(), &mut out);
+            }
+        } else if FourLetter::from_name(name).is_some() {
+            push(name, &mut out);
+        } else {
+            warnings.push(format!(
+                "four_letter_whitelist: unknown command `{name}` ignored"
+            ));
+        }
+    }
+    push("srvr", &mut out);
+    out
+}
+
+// ---- zoo.cfg ----
+
+/// zoo.cfg keys ringkeeper understands but does not apply, and why.
+const ZOO_IGNORED: &[(&str, &str)] = &[
+    ("initLimit", "quorum timing is raft's"),
+    ("syncLimit", "quorum timing is raft's"),
+    ("electionAlg", "raft elects leaders"),
+    ("electionPortBindRetry", "raft elects leaders"),
+    ("peerType", "no observers"),
+    ("standaloneEnabled", "no ZooKeeper quorum layer"),
+    ("reconfigEnabled", "no dynamic reconfig"),
+    ("dynamicConfigFile", "no dynamic reconfig"),
+    ("syncEnabled", "no observers"),
+    ("quorumListenOnAllIPs", "no ZooKeeper quorum layer"),
+    ("cnxTimeout", "no ZooKeeper quorum layer"),
+    ("connectToLearnerMasterLimit", "no ZooKeeper quorum layer"),
+    ("observerMasterPort", "no observers"),
+    ("leaderServes", "every member serves clients"),
+    ("secureClientPort", "no TLS"),
+    ("secureClientPortAddress", "no TLS"),
+    ("sslQuorum", "no TLS"),
+    ("portUnification", "no TLS"),
+    ("serverCnxnFactory", "ringkeeper has its own network layer"),
+    ("clientPortListenBacklog", "not configurable"),
+    ("globalOutstandingLimit", "use max_outstanding_per_conn"),
+    ("maxCnxns", "only the per-IP limit (maxClientCnxns) exists"),
+    ("preAllocSize", "use log_segment_bytes"),
+    ("snapCount", "snapshots are scheduled by ringkeeper"),
+    ("snapSizeLimitInKb", "snapshots are scheduled by ringkeeper"),
+    ("txnLogSizeLimitInKb", "use log_segment_bytes"),
+    ("forceSync", "every write is fsynced"),
+    ("localSessionsEnabled", "no local sessions"),
+    ("localSessionsUpgradingEnabled", "no local sessions"),
+    ("skipACL", "ACLs are always checked"),
+    ("maxResponseCacheSize", "no response cache"),
+    ("maxGetChildrenResponseCacheSize", "no response cache"),
+];
+
+/// Prefixes of zoo.cfg keys that do not apply.
+const ZOO_IGNORED_PREFIXES: &[(&str, &str)] = &[
+    ("server.", "ensemble membership is not read from zoo.cfg"),
+    ("group.", "no hierarchical quorums"),
+    ("weight.", "no hierarchical quorums"),
+    (
+        "autopurge.",
+        "old log segments and snapshots are removed automatically",
+    ),
+    ("admin.", "no AdminServer (four-letter words only)"),
+    ("metricsProvider.", "metrics are in mntr"),
+    ("ssl.", "no TLS"),
+    ("quorum.", "no ZooKeeper quorum layer"),
+    ("authProvider.", "only digest, ip, world and super auth"),
+    ("multiAddress.", "no ZooKeeper quorum layer"),
+];
+
+/// Reads an Apache `zoo.cfg` (Java properties syntax). Returns the settings that apply and a
+/// warning for each key that does not (or is unknown).
+pub fn parse_zoo_cfg(text: &str, path: &Path) -> Result<(ConfigLayer, Vec<String>), ConfigError> {
+    let mut layer = ConfigLayer::default();
+    let mut warnings = Vec::new();
+    let mut port: Option<u16> = None;
+    let mut host: Option<(String, usize)> = None;
+    let err = |line: usize, message: String| ConfigError::File {
+        path: path.to_path_buf(),
+        line,
+        message,
+    };
+    for (line, raw_key, value) in properties(text) {
+        // zoo.cfg keys ZooKeeper does not know become `zookeeper.<key>` system properties, so
+        // both spellings of the system-property settings work there.
+        let key = match raw_key.strip_prefix("zookeeper.") {
+            Some(k) if is_system_property_key(k) => k,
+            _ => raw_key.as_str(),
+        };
+        let value = value.trim();
+        let num = |what: &str| -> Result<i64, ConfigError> {
+            parse_java_int(value)
+                .ok_or_else(|| err(line, format!("{raw_key}: `{value}` is not {what}")))
+        };
+        let in_range = |v: i64, lo: i64, hi: i64| -> Result<i64, ConfigError> {
+            if (lo..=hi).contains(&v) {
+                Ok(v)
+            } else {
+                Err(err(
+                    line,
+                    format!("{raw_key}: {v} is out of range {lo}-{hi}"),
+                ))
+            }
+        };
+        match key {
+            "clientPort" => port = Some(in_range(num("a port")?, 1, 65535)? as u16),
+            "clientPortAddress" => host = Some((value.to_string(), line)),
+            "dataDir" => layer.data_dir = Some(PathBuf::from(value)),
+            "dataLogDir" => layer.data_log_dir = Some(PathBuf::from(value)),
+            "tickTime" => {
+                layer.tick_time_ms = Some(in_range(num("a number")?, 1, i32::MAX.into())? as i32)
+            }
+            // -1 means "derive from tickTime", as in ZooKeeper.
+            "minSessionTimeout" | "maxSessionTimeout" => {
+                let v = in_range(num("a number")?, -1, i32::MAX.into())? as i32;
+                let v = (v != -1).then_some(v);
+                if key == "minSessionTimeout" {
+                    layer.min_session_timeout_ms = v;
+                } else {
+                    layer.max_session_timeout_ms = v;
+                }
+            }
+            "maxClientCnxns" => {
+                layer.max_client_cnxns =
+                    Some(in_range(num("a number")?, 0, u32::MAX.into())? as u32)
+            }
+            "4lw.commands.whitelist" => {
+                layer.four_letter_whitelist =
+                    Some(value.split(',').map(|s| s.trim().to_string()).collect())
+            }
+            "jute.maxbuffer" => {
+                layer.max_packet_bytes =
+                    Some(in_range(num("a number")?, 0, i32::MAX.into())? as usize)
+            }
+            "extendedTypesEnabled" => {
+                layer.ttl_enabled = Some(match value.to_ascii_lowercase().as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(err(line, format!("{raw_key}: `{value}` is not true/false"))),
+                })
+            }
+            "znode.container.checkIntervalMs" => {
+                layer.container_check_interval_ms =
+                    Some(in_range(num("a number")?, 0, i64::MAX)? as u64)
+            }
+            "DigestAuthenticationProvider.superDigest" => {
+                layer.super_digest = Some(value.to_string())
+            }
+            _ => warnings.push(zoo_warning(path, line, &raw_key)),
+        }
+    }
+    match (host, port) {
+        (Some((_, line)), None) => {
+            return Err(err(
+                line,
+                "clientPortAddress is set but clientPort is not set".into(),
+            ))
+        }
+        (Some((host, line)), Some(port)) => {
+            let ip = if host == "localhost" {
+                IpAddr::V4(Ipv4Addr::LOCALHOST)
+            } else {
+                host.parse::<IpAddr>().map_err(|_| {
+                    err(
+                        line,
+                        format!("clientPortAddress `{host}` is not an IP address"),
+                    )
+                })?
+            };
+            layer.client_addr = Some(SocketAddr::new(ip, port).to_string());
+        }
+        // ZooKeeper binds every interface when only clientPort is given.
+        (None, Some(port)) => {
+            layer.client_addr =
+                Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port).to_string())
+        }
+        (None, None) => {}
+    }
+    Ok((layer, warnings))
+}
+
+fn is_system_property_key(key: &str) -> bool {
+    matches!(
+        key,
+        "4lw.commands.whitelist"
+            | "jute.maxbuffer"
+            | "extendedTypesEnabled"
+            | "znode.container.checkIntervalMs"
+            | "DigestAuthenticationProvider.superDigest"
+    )
+}
+
+fn zoo_warning(path: &Path, line: usize, key: &str) -> String {
+    let reason = ZOO_IGNORED
+        .iter()
+        .find(|(k, _)| *k == key)
+        .or_else(|| {
+            ZOO_IGNORED_PREFIXES
+                .iter()
+                .find(|(p, _)| key.starts_with(p))
+        })
+        .map(|(_, why)| *why);
+    match reason {
+        Some(why) => format!(
+            "{}:{line}: `{key}` does not apply to ringkeeper ({why}); ignored",
+            path.display()
+        ),
+        None => format!("{}:{line}: unknown key `{key}`; ignored", path.display()),
+    }
+}
+
+/// Java's `Integer.decode` forms: decimal, `0x`/`#` hex, leading-zero octal, optional sign.
+fn parse_java_int(s: &str) -> Option<i64> {
+    let (neg, body) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    let magnitude = if let Some(hex) = body.strip_prefix("0x").or_else(|| body.strip_prefix("0X")) {
+        i64::from_str_radix(hex, 16).ok()?
+    } else if let Some(hex) = body.strip_prefix('#') {
+        i64::from_str_radix(hex, 16).ok()?
+    } else if body.len() > 1 && body.starts_with('0') {
+        i64::from_str_radix(&body[1..], 8).ok()?
+    } else {
+        body.parse::<i64>().ok()?
+    };
+    Some(if neg { -magnitude } else { magnitude })
+}
+
+/// `(line, key, value)` of each entry of a Java properties text: `#`/`!` comments, `=`, `:` or
+/// whitespace separators, backslash line continuations and escapes.
+fn properties(text: &str) -> Vec<(usize, String, String)> {
+    let mut out = Vec::new();
+    let mut lines = text.lines().enumerate().peekable();
+    while let Some((index, first)) = lines.next() {
+        let start = first.trim_start();
+        if start.is_empty() || start.starts_with('#') || start.starts_with('!') {
+            continue;
+        }
+        // Join continuation lines: an odd number of trailing backslashes continues the line.
+        let mut logical = String::from(start);
+        while ends_with_odd_backslashes(&logical) {
+            logical.pop();
+            match lines.next() {
+                Some((_, next)) => logical.push_str(next.trim_start()),
+                None => break,
+            }
+        }
+        let (key, value) = split_property(&logical);
+        out.push((index + 1, unescape(&key), unescape(&value)));
+    }
+    out
+}
+
+fn ends_with_odd_backslashes(s: &str) -> bool {
+    s.chars().rev().take_while(|&c| c == '\\').count() % 2 == 1
+}
+
+/// Splits at the first unescaped `=`, `:` or whitespace (and the separator's surroundings).
+fn split_property(line: &str) -> (String, String) {
+    let mut key = String::new();
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                key.push(c);
+                if let Some(n) = chars.next() {
+                    key.push(n);
+                }
+            }
+            '=' | ':' => {
+                let rest: String = chars.collect();
+                return (key, rest.trim_start().to_string());
+            }
+            c if c.is_whitespace() => {
+                let rest: String = chars.collect();
+                let rest = rest.trim_start();
+                let rest = rest.strip_prefix(['=', ':']).unwrap_or(rest);
+                return (key, rest.trim_start().to_string());
+            }
+            c => key.push(c),
+        }
+    }
+    (key, String::new())
+}
+
+fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('t') => out.push('\t'),
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some('f') => out.push('\u{c}'),
+            Some('u') => {
+                let hex: String = chars.by_ref().take(4).collect();
+                if let Some(ch) = u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32) {
+                    out.push(ch);
+                }
+            }
+            Some(other) => out.push(other),
+            None => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use std::io::Write;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn args(list: &[&str]) -> ServeArgs {
+        let mut argv = vec!["ringkeeper"];
+        argv.extend_from_slice(list);
+        Cli::try_parse_from(argv).expect("flags parse").serve
+    }
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
+    }
+
+    fn zoo(text: &str) -> (ConfigLayer, Vec<String>) {
+        parse_zoo_cfg(text, Path::new("zoo.cfg")).expect("zoo.cfg parses")
+    }
+
+    fn err_text(r: Result<(Config, Vec<String>), ConfigError>) -> String {
+        r.expect_err("must be refused").to_string()
+    }
+
+    #[test]
+    fn defaults() {
+        let (c, warnings) = Config::from_args(&ServeArgs::default()).unwrap();
+        assert!(warnings.is_empty());
+        assert_eq!(c.client_addr, sa("127.0.0.1:2181"));
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.effective_data_log_dir(), Path::new("./data"));
+        assert!(c.shards >= 1);
+        assert_eq!(
+            (
+                c.tick_time_ms,
+                c.min_session_timeout_ms,
+                c.max_session_timeout_ms
+            ),
+            (2000, 4000, 40000)
+        );
+        assert_eq!(c.max_packet_bytes, 1_048_575);
+        assert_eq!(c.max_client_cnxns, 60);
+        assert_eq!(c.super_digest, None);
+        assert_eq!(c.four_letter_whitelist, DEFAULT_FOUR_LETTER_WHITELIST);
+        assert!(!c.ttl_enabled);
+        assert_eq!(c.container_check_interval_ms, 1000);
+        assert_eq!(c.sessionless_timeout_ms, 10_000);
+        assert_eq!(c.server_id, 1);
+        assert_eq!(c.log_level, "info");
+        assert_eq!(c, Config::default());
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn negotiate_clamps() {
+        let c = Config::default();
+        assert_eq!(c.negotiate_timeout(1), 4000);
+        assert_eq!(c.negotiate_timeout(-5), 4000);
+        assert_eq!(c.negotiate_timeout(30000), 30000);
+        assert_eq!(c.negotiate_timeout(100_000), 40000);
+        assert_eq!(c.negotiate_timeout(i32::MAX), 40000);
+    }
+
+    #[test]
+    fn every_flag_parses() {
+        let a = args(&[
+            "--client-addr=0.0.0.0:3000",
+            "--data-dir=/d",
+            "--data-log-dir=/l",
+            "--shards=3",
+            "--tick-time=100",
+            "--min-session-timeout=150",
+            "--max-session-timeout=5000",
+            "--max-packet-size=4096",
+            "--max-client-cnxns=0",
+            "--super-digest=super:D/InIHSb7yEEbrWz8b9l71RjZJU=",
+            "--four-letter-whitelist=ruok,mntr",
+            "--ttl-enabled",
+            "--container-check-interval=50",
+            "--sessionless-timeout=7",
+            "--max-outstanding-per-conn=9",
+            "--log-segment-bytes=2097152",
+            "--server-id=7",
+            "--log-level=debug",
+        ]);
+        let (c, w) = Config::from_args(&a).unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(c.client_addr, sa("0.0.0.0:3000"));
+        assert_eq!(c.data_dir, PathBuf::from("/d"));
+        assert_eq!(c.effective_data_log_dir(), Path::new("/l"));
+        assert_eq!(c.shards, 3);
+        assert_eq!(
+            (
+                c.tick_time_ms,
+                c.min_session_timeout_ms,
+                c.max_session_timeout_ms
+            ),
+            (100, 150, 5000)
+        );
+        assert_eq!(c.max_packet_bytes, 4096);
+        assert_eq!(c.max_client_cnxns, 0);
+        assert_eq!(
+            c.super_digest.as_deref(),
+            Some("super:D/InIHSb7yEEbrWz8b9l71RjZJU=")
+        );
+        assert_eq!(c.four_letter_whitelist, ["ruok", "mntr", "srvr"]);
+        assert!(c.ttl_enabled);
+        assert_eq!(c.container_check_interval_ms, 50);
+        assert_eq!(c.sessionless_timeout_ms, 7);
+        assert_eq!(c.max_outstanding_per_conn, 9);
+        assert_eq!(c.log_segment_bytes, 2 << 20);
+        assert_eq!(c.server_id, 7);
+        assert_eq!(c.log_level, "debug");
+    }
+
+    #[test]
+    fn ttl_flag_forms() {
+        assert_eq!(args(&[]).ttl_enabled, None);
+        assert_eq!(args(&["--ttl-enabled"]).ttl_enabled, Some(true));
+        assert_eq!(args(&["--ttl-enabled=false"]).ttl_enabled, Some(false));
+    }
+
+    #[test]
+    fn session_bounds_follow_final_tick() {
+        let (c, _) = Config::from_args(&args(&["--tick-time=500"])).unwrap();
+        assert_eq!(
+            (c.min_session_timeout_ms, c.max_session_timeout_ms),
+            (1000, 10000)
+        );
+        let (c, _) =
+            Config::from_args(&args(&["--tick-time=500", "--max-session-timeout=60000"])).unwrap();
+        assert_eq!(
+            (c.min_session_timeout_ms, c.max_session_timeout_ms),
+            (1000, 60000)
+        );
+    }
+
+    #[test]
+    fn toml_layer() {
+        let f = file(
+            r#"
+client_addr = "[::1]:2182"
+data_dir = "/var/lib/rk"
+tick_time_ms = 1000
+four_letter_whitelist = ["*"]
+ttl_enabled = true
+super_digest = "super:D/InIHSb7yEEbrWz8b9l71RjZJU="
+"#,
+        );
+        let a = ServeArgs {
+            config: Some(f.path().to_path_buf()),
+            ..Default::default()
+        };
+        let (c, w) = Config::from_args(&a).unwrap();
+        assert!(w.is_empty());
+        assert_eq!(c.client_addr, sa("[::1]:2182"));
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/rk"));
+        assert_eq!((c.tick_time_ms, c.min_session_timeout_ms), (1000, 2000));
+        assert_eq!(c.four_letter_whitelist.len(), FourLetter::ALL.len());
+        assert!(c.four_letter_allowed("dump") && c.four_letter_allowed("wchc"));
+        assert!(c.ttl_enabled);
+    }
+
+    #[test]
+    fn toml_errors_name_file_and_line() {
+        let f = file("tick_time_ms = 1000\nticktime = 5\n");
+        let a = ServeArgs {
+            config: Some(f.path().to_path_buf()),
+            ..Default::default()
+        };
+        let e = err_text(Config::from_args(&a));
+        assert!(e.contains(":2: unknown field `ticktime`"), "{e}");
+        assert!(!e.contains('\n'));
+        let f = file("shards = \"many\"\n");
+        let a = ServeArgs {
+            config: Some(f.path().to_path_buf()),
+            ..Default::default()
+        };
+        let e = err_text(Config::from_args(&a));
+        assert!(e.contains(":1:"), "{e}");
+        let a = ServeArgs {
+            config: Some("/nonexistent/rk.toml".into()),
+            ..Default::default()
+        };
+        assert!(err_text(Config::from_args(&a)).starts_with("cannot read /nonexistent/rk.toml"));
+    }
+
+    #[test]
+    fn oversized_file_refused() {
+        let f = file(&"#".repeat(MAX_CONFIG_FILE_BYTES as usize + 1));
+        let a = ServeArgs {
+            zoo_cfg: Some(f.path().to_path_buf()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Config::from_args(&a),
+            Err(ConfigError::TooLarge { .. })
+        ));
+    }
+
+    const DEBIAN_ZOO_CFG: &str = "\
+# http://hadoop.apache.org/zookeeper/docs/current/zookeeperAdmin.html
+tickTime=2000
+initLimit=10
+syncLimit=5
+dataDir=/var/lib/zookeeper
+clientPort=2181
+#server.1=zookeeper1:2888:3888
+server.1 = zk1:2888:3888
+autopurge.snapRetainCount=3
+autopurge.purgeInterval=1
+admin.enableServer=false
+4lw.commands.whitelist=ruok, srvr ,mntr
+fooBar=1
+";
+
+    #[test]
+    fn zoo_cfg_keys_and_warnings() {
+        let (layer, warnings) = zoo(DEBIAN_ZOO_CFG);
+        assert_eq!(layer.tick_time_ms, Some(2000));
+        assert_eq!(layer.data_dir, Some(PathBuf::from("/var/lib/zookeeper")));
+        assert_eq!(
+            layer.client_addr.as_deref(),
+            Some("0.0.0.0:2181"),
+            "clientPort alone: all interfaces"
+        );
+        assert_eq!(
+            layer.four_letter_whitelist,
+            Some(vec![
+                "ruok".to_string(),
+                "srvr".to_string(),
+                "mntr".to_string()
+            ])
+        );
+        assert_eq!(warnings.len(), 7, "{warnings:#?}");
+        assert!(
+            warnings[0].contains("zoo.cfg:3: `initLimit` does not apply"),
+            "{}",
+            warnings[0]
+        );
+        assert!(
+            warnings[2].contains(":8: `server.1` does not apply"),
+            "{}",
+            warnings[2]
+        );
+        assert!(warnings[5].contains("`admin.enableServer` does not apply"));
+        assert!(warnings[6].contains(":13: unknown key `fooBar`"));
+    }
+
+    #[test]
+    fn zoo_cfg_all_applied_keys() {
+        let (layer, warnings) = zoo(
+            "clientPort 2190\n\
+             clientPortAddress : 127.0.0.2\n\
+             dataDir=/d\n\
+             dataLogDir=/l\n\
+             tickTime=0x64\n\
+             minSessionTimeout=-1\n\
+             maxSessionTimeout=9000\n\
+             maxClientCnxns=0\n\
+             jute.maxbuffer=4194304\n\
+             zookeeper.extendedTypesEnabled=TRUE\n\
+             znode.container.checkIntervalMs=250\n\
+             zookeeper.DigestAuthenticationProvider.superDigest=super:D/InIHSb7yEEbrWz8b9l71RjZJU=\n",
+        );
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let (c, _) = Config::from_layers([layer]).unwrap();
+        assert_eq!(c.client_addr, sa("127.0.0.2:2190"));
+        assert_eq!(c.data_dir, PathBuf::from("/d"));
+        assert_eq!(c.data_log_dir, Some(PathBuf::from("/l")));
+        assert_eq!(c.tick_time_ms, 100);
+        assert_eq!(c.min_session_timeout_ms, 200, "-1 means 2 x tick");
+        assert_eq!(c.max_session_timeout_ms, 9000);
+        assert_eq!(c.max_client_cnxns, 0);
+        assert_eq!(c.max_packet_bytes, 4 << 20);
+        assert!(c.ttl_enabled);
+        assert_eq!(c.container_check_interval_ms, 250);
+        assert!(c.super_digest.is_some());
+    }
+
+    #[test]
+    fn zoo_cfg_errors() {
+        let p = Path::new("zoo.cfg");
+        let e = parse_zoo_cfg("clientPortAddress=127.0.0.1\n", p)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "zoo.cfg:1: clientPortAddress is set but clientPort is not set"
+        );
+        let e = parse_zoo_cfg("\n\ntickTime=fast\n", p)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "zoo.cfg:3: tickTime: `fast` is not a number");
+        let e = parse_zoo_cfg("clientPort=70000\n", p)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "zoo.cfg:1: clientPort: 70000 is out of range 1-65535");
+        let e = parse_zoo_cfg("extendedTypesEnabled=yes\n", p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is not true/false"));
+    }
+
+    #[test]
+    fn properties_syntax() {
+        let got = properties(
+            "  # comment\n! also\n\na=1\nb : 2\nc   3\nd\\\n   ontinued=x\\\n  y\ne=C:\\\\data\\tx\nf\\=g=h\nempty=\n",
+        );
+        let got: Vec<(usize, &str, &str)> = got
+            .iter()
+            .map(|(l, k, v)| (*l, k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (4, "a", "1"),
+                (5, "b", "2"),
+                (6, "c", "3"),
+                (7, "dontinued", "xy"),
+                (10, "e", "C:\\data\tx"),
+                (11, "f=g", "h"),
+                (12, "empty", ""),
+            ]
+        );
+    }
+
+    #[test]
+    fn java_ints() {
+        assert_eq!(parse_java_int("10"), Some(10));
+        assert_eq!(parse_java_int("-1"), Some(-1));
+        assert_eq!(parse_java_int("0xfffff"), Some(1_048_575));
+        assert_eq!(parse_java_int("#10"), Some(16));
+        assert_eq!(parse_java_int("010"), Some(8));
+        assert_eq!(parse_java_int("0"), Some(0));
+        assert_eq!(parse_java_int("1e3"), None);
+        assert_eq!(parse_java_int(""), None);
+    }
+
+    #[test]
+    fn precedence_defaults_toml_zoo_flags() {
+        let toml = file("tick_time_ms = 1000\ndata_dir = \"/toml\"\nshards = 2\nserver_id = 3\n");
+        let zoo_cfg = file("tickTime=3000\ndataDir=/zoo\n");
+        // TOML over defaults.
+        let a = ServeArgs {
+            config: Some(toml.path().to_path_buf()),
+            ..Default::default()
+        };
+        let (c, _) = Config::from_args(&a).unwrap();
+        assert_eq!(
+            (c.tick_time_ms, c.data_dir.to_str(), c.shards),
+            (1000, Some("/toml"), 2)
+        );
+        // zoo.cfg over TOML; TOML keys zoo.cfg does not set survive.
+        let a = ServeArgs {
+            config: Some(toml.path().to_path_buf()),
+            zoo_cfg: Some(zoo_cfg.path().to_path_buf()),
+            ..Default::default()
+        };
+        let (c, _) = Config::from_args(&a).unwrap();
+        assert_eq!(
+            (c.tick_time_ms, c.data_dir.to_str(), c.shards),
+            (3000, Some("/zoo"), 2)
+        );
+        assert_eq!(
+            c.max_session_timeout_ms, 60000,
+            "derived from the winning tick"
+        );
+        assert_eq!(c.server_id, 3);
+        // Flags over both.
+        let mut a = args(&["--data-dir=/flag", "--shards=4"]);
+        a.config = Some(toml.path().to_path_buf());
+        a.zoo_cfg = Some(zoo_cfg.path().to_path_buf());
+        let (c, _) = Config::from_args(&a).unwrap();
+        assert_eq!(
+            (c.tick_time_ms, c.data_dir.to_str(), c.shards),
+            (3000, Some("/flag"), 4)
+        );
+    }
+
+    #[test]
+    fn validation_errors_are_one_line() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--tick-time=0"], "tick_time_ms must be > 0"),
+            (
+                &["--min-session-timeout=5000", "--max-session-timeout=4000"],
+                "must not be larger",
+            ),
+            (&["--tick-time=-3"], "tick_time_ms must be > 0"),
+            (&["--tick-time=200000000"], "overflows"),
+            (&["--shards=0"], "shards must be"),
+            (&["--max-packet-size=10"], "max_packet_bytes must be"),
+            (&["--super-digest=nocolon"], "super_digest must be"),
+            (&["--super-digest=super:short"], "super_digest must be"),
+            (
+                &["--container-check-interval=0"],
+                "container_check_interval_ms must be",
+            ),
+            (
+                &["--sessionless-timeout=0"],
+                "sessionless_timeout_ms must be",
+            ),
+            (
+                &["--max-outstanding-per-conn=0"],
+                "max_outstanding_per_conn must be",
+            ),
+            (
+                &["--log-segment-bytes=1000000"],
+                "log_segment_bytes must be",
+            ),
+            (&["--server-id=0"], "server_id must be"),
+            (&["--server-id=256"], "server_id must be"),
+            (&["--log-level=info,[[["], "log_level"),
+            (&["--client-addr=nohost"], "client_addr `nohost`"),
+        ];
+        for (flags, want) in cases {
+            let e = err_text(Config::from_args(&args(flags)));
+            assert!(e.contains(want), "{flags:?}: {e}");
+            assert!(e.starts_with("invalid configuration: "), "{e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+    }
+
+    #[test]
+    fn empty_data_dir_refused() {
+        let layer = ConfigLayer {
+            data_dir: Some(PathBuf::new()),
+            ..Default::default()
+        };
+        let e = Config::from_layers([layer]).unwrap_err().to_string();
+        assert_eq!(e, "invalid configuration: data_dir must not be empty");
+    }
+
+    #[test]
+    fn whitelist_normalization() {
+        let (c, w) =
+            Config::from_args(&args(&["--four-letter-whitelist=ruok, bogus,ruok,"])).unwrap();
+        assert_eq!(c.four_letter_whitelist, ["ruok", "srvr"]);
+        assert_eq!(
+            w,
+            ["four_letter_whitelist: unknown command `bogus` ignored"]
+        );
+        assert!(
+            c.four_letter_allowed("srvr"),
+            "srvr is always answered, as in ZooKeeper"
+        );
+        assert!(!c.four_letter_allowed("stat"));
+    }
+
+    #[test]
+    fn localhost_addr() {
+        let (c, _) = Config::from_args(&args(&["--client-addr=localhost:2999"])).unwrap();
+        assert_eq!(c.client_addr, sa("127.0.0.1:2999"));
+    }
+}

@@ -139,6 +139,10 @@ impl Consensus {
         self.node.raft.term
     }
 
+    pub fn last_index(&self) -> u64 {
+        self.node.raft.raft_log.last_index()
+    }
+
     pub fn commit_index(&self) -> u64 {
         self.node.raft.raft_log.committed
     }

@@ -10,6 +10,7 @@ pub mod consensus;
 pub mod log;
 pub mod machine;
 pub mod proto;
+#[cfg(any())] // being written; re-enabled once its dependencies land
 pub mod server;
 pub mod session;
 pub mod tree;

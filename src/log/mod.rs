@@ -1,1 +1,4 @@
-//! (in progress)
+//! The write-ahead log.
+pub mod lock;
+pub mod record;
+pub mod wal;

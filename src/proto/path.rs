@@ -98,6 +98,35 @@ mod tests {
     }
 
     #[test]
+    fn forbidden_character_boundaries() {
+        let bad = [
+            '\u{1f}', '\u{7f}', '\u{9f}', '\u{e000}', '\u{f8ff}', '\u{fff0}', '\u{ffff}',
+        ];
+        let good = [
+            ' ',
+            '~',
+            '\u{a0}',
+            '\u{d7ff}',
+            '\u{f900}',
+            '\u{ffef}',
+            '\u{10000}',
+        ];
+        for c in bad {
+            assert_eq!(
+                validate(&format!("/a{c}")),
+                Err(PathError::BadCharacter),
+                "{:x}",
+                c as u32
+            );
+        }
+        for c in good {
+            assert_eq!(validate(&format!("/a{c}")), Ok(()), "{:x}", c as u32);
+        }
+        // The jute decoder turns invalid UTF-8 into U+FFFD, which writes then reject.
+        assert_eq!(validate("/a\u{fffd}"), Err(PathError::BadCharacter));
+    }
+
+    #[test]
     fn parent_name_join() {
         assert_eq!(parent("/a"), "/");
         assert_eq!(parent("/a/b"), "/a");

@@ -1,1 +1,217 @@
-//! (in progress)
+//! The glommio shell: shards, connections, the sequencer, and the links between them.
+//!
+//! ```text
+//!  shard k (every core)                         shard 0 (also serves clients)
+//!  conn tasks ─ reads: answered from the        sequencer: Batch ─▶ consensus ─▶ WAL
+//!    shard's View, watches registered locally     group commit ─▶ committed ─▶ Machine::apply
+//!  writes ─ Commands ─────── ToSequencer ──────▶   ─▶ Update { View, Applied } to every shard
+//!  ◀─ ToShard::Update: fire watches, then replies ◀─┘
+//! ```
+//!
+//! A shard's View changes only when it handles an Update, in the same step that fires the
+//! watches of that Update, so a read never observes a change whose event it has not been sent.
+
+mod conn;
+mod read;
+mod sequencer;
+mod shard;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::admin::Metrics;
+use crate::config::Config;
+use crate::machine::View;
+use crate::proto::types::SessionId;
+use crate::txn::{Applied, Command};
+
+/// Capacity of each cross-shard channel, in messages (each message is a batch).
+const LINK_CAPACITY: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("{0}")]
+    Startup(String),
+    #[error("data dir: {0}")]
+    Lock(#[from] crate::log::LockError),
+    #[error("log: {0}")]
+    Log(#[from] crate::log::WalError),
+    #[error("consensus: {0}")]
+    Consensus(#[from] crate::consensus::ConsensusError),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Routing tag of a request: which process incarnation, shard and connection waits for it.
+/// Replayed commands from an earlier incarnation route nowhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Origin(pub u64);
+
+impl Origin {
+    pub fn new(incarnation: u16, shard: u16, conn: u32) -> Origin {
+        Origin(((incarnation as u64) << 48) | ((shard as u64) << 32) | conn as u64)
+    }
+    pub fn incarnation(self) -> u16 {
+        (self.0 >> 48) as u16
+    }
+    pub fn shard(self) -> u16 {
+        (self.0 >> 32) as u16
+    }
+    pub fn conn(self) -> u32 {
+        self.0 as u32
+    }
+}
+
+/// A shard's messages to the sequencer.
+pub enum ToSequencer {
+    Commands(Vec<Command>),
+    /// Sessions that showed activity since the last report, with their negotiated timeouts.
+    Touch(Vec<(SessionId, i32)>),
+    /// A session was resumed on this connection: every other connection holding it closes.
+    Attach { session: SessionId, origin: Origin },
+}
+
+/// The sequencer's messages to a shard.
+pub enum ToShard {
+    Update(Arc<Update>),
+    Detach { session: SessionId, keep: Origin },
+    Stop,
+}
+
+/// One apply round: the new view and everything applied to reach it.
+pub struct Update {
+    pub view: View,
+    pub applied: Vec<Applied>,
+}
+
+/// State every shard can read.
+pub struct Shared {
+    pub config: Config,
+    pub metrics: Metrics,
+    pub incarnation: u16,
+    pub shutdown: AtomicBool,
+    /// Set once the log is replayed and the first view published.
+    pub serving: AtomicBool,
+    pub last_zxid: AtomicU64,
+    pub started_at: std::time::SystemTime,
+}
+
+/// Run a member until SIGTERM/SIGINT. Blocks the calling thread.
+pub fn run(config: Config) -> Result<(), ServerError> {
+    crate::log::probe_io_uring().map_err(ServerError::Startup)?;
+    let _lock = crate::log::DataDirLock::acquire(&config.data_dir)?;
+    block_termination_signals();
+
+    let shards = config.shards.max(1);
+    let shared = Arc::new(Shared {
+        config,
+        metrics: Metrics::default(),
+        incarnation: rand::random(),
+        shutdown: AtomicBool::new(false),
+        serving: AtomicBool::new(false),
+        last_zxid: AtomicU64::new(0),
+        started_at: std::time::SystemTime::now(),
+    });
+    spawn_signal_watcher(shared.clone());
+
+    // Links: every shard → sequencer, sequencer → every shard (shard 0 uses them too, so that
+    // every shard handles updates the same way).
+    let mut to_seq_rx: Vec<SharedReceiver<ToSequencer>> = Vec::new();
+    let mut to_seq_tx: Vec<Option<SharedSender<ToSequencer>>> = Vec::new();
+    let mut to_shard_tx: Vec<SharedSender<ToShard>> = Vec::new();
+    let mut to_shard_rx: Vec<Option<SharedReceiver<ToShard>>> = Vec::new();
+    for _ in 0..shards {
+        let (tx, rx) = shared_channel::new_bounded(LINK_CAPACITY);
+        to_seq_tx.push(Some(tx));
+        to_seq_rx.push(rx);
+        let (tx, rx) = shared_channel::new_bounded(LINK_CAPACITY);
+        to_shard_tx.push(tx);
+        to_shard_rx.push(Some(rx));
+    }
+
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut handles = Vec::new();
+    let mut seq_links = Some((to_seq_rx, to_shard_tx));
+    for id in 0..shards {
+        let shared = shared.clone();
+        let to_seq = to_seq_tx[id].take().expect("one sender per shard");
+        let from_seq = to_shard_rx[id].take().expect("one receiver per shard");
+        let seq = if id == 0 { seq_links.take() } else { None };
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(id % cpus))
+            .name(&format!("rk-shard-{id}"))
+            .spawn(move || async move {
+                let sequencer = seq.map(|(rx, tx)| {
+                    glommio::spawn_local(sequencer::run(shared.clone(), rx, tx))
+                });
+                let shard_result = shard::run(id as u16, shared.clone(), to_seq, from_seq).await;
+                if let Err(e) = &shard_result {
+                    tracing::error!(shard = id, "shard stopped: {e}");
+                    shared.shutdown.store(true, Ordering::SeqCst);
+                }
+                if let Some(seq) = sequencer {
+                    seq.await?;
+                }
+                shard_result
+            })
+            .map_err(|e| ServerError::Startup(format!("cannot start shard {id}: {e}")))?;
+        handles.push(handle);
+    }
+    let mut first_error = None;
+    for (id, handle) in handles.into_iter().enumerate() {
+        match handle.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            Err(_) => {
+                first_error
+                    .get_or_insert(ServerError::Startup(format!("shard {id} thread panicked")));
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// SIGTERM/SIGINT go to the watcher thread only (executor threads inherit the mask).
+fn block_termination_signals() {
+    // SAFETY: plain libc calls on a locally owned sigset.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+fn spawn_signal_watcher(shared: Arc<Shared>) {
+    std::thread::Builder::new()
+        .name("rk-signals".into())
+        .spawn(move || {
+            // SAFETY: sigwait on a locally owned set of signals this process blocked.
+            let sig = unsafe {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, libc::SIGTERM);
+                libc::sigaddset(&mut set, libc::SIGINT);
+                let mut sig: libc::c_int = 0;
+                libc::sigwait(&set, &mut sig);
+                sig
+            };
+            tracing::info!(signal = sig, "shutting down: finishing in-flight writes");
+            shared.shutdown.store(true, Ordering::SeqCst);
+        })
+        .expect("spawn signal thread");
+}
+
+/// Where the log lives.
+pub fn log_dir(config: &Config) -> PathBuf {
+    config.data_log_dir.clone().unwrap_or_else(|| config.data_dir.clone()).join("log")
+}

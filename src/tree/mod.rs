@@ -1,1 +1,452 @@
-//! (in progress)
+//! The znode tree: an MVCC index built from persistent (structurally shared) maps.
+//!
+//! `Tree` maps each full path to an `Arc<Node>`; a node holds its children's *names* in an
+//! ordered persistent set. Cloning a `Tree` is O(1), so the apply loop mutates its own copy and
+//! readers hold a clone that never changes under them. Only `machine` mutates a tree, through
+//! the primitives below; it does all validation first (ZooKeeper's order), so a primitive's
+//! preconditions are internal invariants, not input checks.
+
+pub mod acl;
+
+use std::sync::Arc;
+
+use imbl::{HashMap, OrdSet};
+
+use crate::proto::types::{perms, Acl, Id, SessionId, Stat, Zxid};
+
+/// What kind of persistent node this is (ephemeral nodes are `Normal` with an owner).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeKind {
+    Normal,
+    /// Deleted by the reaper once it has had a child and has none.
+    Container,
+    /// Deleted by the reaper once childless and unmodified for this many ms.
+    Ttl(i64),
+}
+
+/// One znode. Cheap to clone: data, ACL and the children set are shared.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    /// `None` (null) and empty data are distinct on the wire.
+    pub(crate) data: Option<Arc<[u8]>>,
+    /// Interned by the machine: many nodes share one allocation.
+    pub(crate) acl: Arc<[Acl]>,
+    pub(crate) children: OrdSet<Arc<str>>,
+    pub(crate) czxid: Zxid,
+    pub(crate) mzxid: Zxid,
+    pub(crate) pzxid: Zxid,
+    pub(crate) ctime: i64,
+    pub(crate) mtime: i64,
+    pub(crate) version: i32,
+    pub(crate) aversion: i32,
+    /// Children ever created here (ZooKeeper's stored cversion): the sequential suffix.
+    pub(crate) creations: i32,
+    /// The owning session of an ephemeral node, else 0.
+    pub(crate) ephemeral_owner: SessionId,
+    pub(crate) kind: NodeKind,
+}
+
+impl Node {
+    /// The Stat a client sees. Visible cversion = 2 × creations − numChildren (creations plus
+    /// deletions); containers and TTL nodes report ephemeralOwner 0.
+    pub fn stat(&self) -> Stat {
+        let num_children = i32::try_from(self.children.len()).unwrap_or(i32::MAX);
+        Stat {
+            czxid: self.czxid,
+            mzxid: self.mzxid,
+            ctime: self.ctime,
+            mtime: self.mtime,
+            version: self.version,
+            cversion: self.creations.wrapping_mul(2).wrapping_sub(num_children),
+            aversion: self.aversion,
+            ephemeral_owner: self.ephemeral_owner,
+            data_length: self.data_len() as i32,
+            num_children,
+            pzxid: self.pzxid,
+        }
+    }
+    /// The data; `None` for null.
+    pub fn data(&self) -> Option<&[u8]> {
+        self.data.as_deref()
+    }
+    /// The shared data buffer, for zero-copy replies.
+    pub fn data_arc(&self) -> Option<&Arc<[u8]>> {
+        self.data.as_ref()
+    }
+    fn data_len(&self) -> usize {
+        self.data.as_ref().map_or(0, |d| d.len())
+    }
+    pub fn acl(&self) -> &[Acl] {
+        &self.acl
+    }
+    pub fn acl_arc(&self) -> &Arc<[Acl]> {
+        &self.acl
+    }
+    /// Child names (no leading `/`), in sorted order.
+    pub fn children(&self) -> impl Iterator<Item = &Arc<str>> + '_ {
+        self.children.iter()
+    }
+    pub fn num_children(&self) -> usize {
+        self.children.len()
+    }
+    pub fn has_child(&self, name: &str) -> bool {
+        self.children.contains(name)
+    }
+    /// The parent's child-creation counter (the next sequential suffix).
+    pub fn creations(&self) -> i32 {
+        self.creations
+    }
+    pub fn ephemeral_owner(&self) -> SessionId {
+        self.ephemeral_owner
+    }
+    pub fn kind(&self) -> NodeKind {
+        self.kind
+    }
+    /// The reaper's rule: an empty container that has had children, or a childless TTL node
+    /// unmodified for its ttl.
+    pub fn is_reapable(&self, now_ms: i64) -> bool {
+        if !self.children.is_empty() {
+            return false;
+        }
+        match self.kind {
+            NodeKind::Normal => false,
+            NodeKind::Container => self.creations > 0,
+            NodeKind::Ttl(ttl) => self.mtime.saturating_add(ttl) <= now_ms,
+        }
+    }
+}
+
+/// The paths ZooKeeper creates at start and never lets a client delete.
+pub const RESERVED_PATHS: [&str; 4] = ["/", "/zookeeper", "/zookeeper/quota", "/zookeeper/config"];
+
+pub fn is_reserved(path: &str) -> bool {
+    RESERVED_PATHS.contains(&path)
+}
+
+/// Everything a new node needs (the machine has validated it).
+#[derive(Clone, Debug)]
+pub struct NewNode {
+    pub data: Option<Arc<[u8]>>,
+    pub acl: Arc<[Acl]>,
+    pub ephemeral_owner: SessionId,
+    pub kind: NodeKind,
+    pub zxid: Zxid,
+    pub time_ms: i64,
+}
+
+/// The whole znode tree at one point in time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tree {
+    nodes: HashMap<Arc<str>, Arc<Node>>,
+    /// Paths of containers and TTL nodes: the reaper's candidates, without a full scan.
+    reapable: OrdSet<Arc<str>>,
+    /// Σ (path length + data length), ZooKeeper's approximate data size.
+    data_size: u64,
+    ephemerals: usize,
+}
+
+impl Tree {
+    /// A fresh tree with ZooKeeper's built-in nodes, exactly as a new 3.8 server has them:
+    /// all-zero Stats, empty (non-null) data, open ACLs except `/zookeeper/config` (READ only,
+    /// aversion −1). Built-in children are not counted as creations, so `/` shows cversion −1.
+    pub fn new(open_acl: Arc<[Acl]>, read_acl: Arc<[Acl]>) -> Tree {
+        let empty: Arc<[u8]> = Arc::from(&[][..]);
+        let node = |acl: &Arc<[Acl]>, children: &[&str]| Node {
+            data: Some(empty.clone()),
+            acl: acl.clone(),
+            children: children.iter().map(|c| Arc::<str>::from(*c)).collect(),
+            czxid: 0,
+            mzxid: 0,
+            pzxid: 0,
+            ctime: 0,
+            mtime: 0,
+            version: 0,
+            aversion: 0,
+            creations: 0,
+            ephemeral_owner: 0,
+            kind: NodeKind::Normal,
+        };
+        let mut tree = Tree {
+            nodes: HashMap::new(),
+            reapable: OrdSet::new(),
+            data_size: 0,
+            ephemerals: 0,
+        };
+        let mut config = node(&read_acl, &[]);
+        config.aversion = -1;
+        for (path, n) in [
+            ("/", node(&open_acl, &["zookeeper"])),
+            ("/zookeeper", node(&open_acl, &["config", "quota"])),
+            ("/zookeeper/quota", node(&open_acl, &[])),
+            ("/zookeeper/config", config),
+        ] {
+            tree.data_size += path.len() as u64;
+            tree.nodes.insert(Arc::from(path), Arc::new(n));
+        }
+        tree
+    }
+
+    /// The node at `path`; `""` is an alias for the root, as in ZooKeeper's read ops.
+    pub fn get(&self, path: &str) -> Option<&Node> {
+        let path = if path.is_empty() { "/" } else { path };
+        self.nodes.get(path).map(|n| &**n)
+    }
+
+    /// The node and the shared key of its path (triggers reuse the key's allocation).
+    pub fn get_entry(&self, path: &str) -> Option<(&Arc<str>, &Node)> {
+        let path = if path.is_empty() { "/" } else { path };
+        self.nodes.get_key_value(path).map(|(k, n)| (k, &**n))
+    }
+
+    pub fn contains(&self, path: &str) -> bool {
+        self.get(path).is_some()
+    }
+
+    /// Number of znodes (ZooKeeper's `Node count` is this + 1: it counts the root twice).
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn approximate_data_size(&self) -> u64 {
+        self.data_size
+    }
+
+    pub fn ephemeral_count(&self) -> usize {
+        self.ephemerals
+    }
+
+    /// Every node, in no particular order (snapshots, dumps).
+    pub fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Node)> + '_ {
+        self.nodes.iter().map(|(k, n)| (k, &**n))
+    }
+
+    /// getAllChildrenNumber: all descendants of `path`, not counting itself. O(1) for the root,
+    /// O(subtree) otherwise (ZooKeeper scans every path).
+    pub fn descendant_count(&self, path: &str) -> Option<u64> {
+        let (key, node) = self.get_entry(path)?;
+        if &**key == "/" {
+            return Some(self.nodes.len() as u64 - 1);
+        }
+        // An explicit stack: depth is bounded only by the path length, not by our stack.
+        let mut count = 0u64;
+        let mut stack: Vec<(Arc<str>, Arc<str>)> = node
+            .children
+            .iter()
+            .map(|c| (key.clone(), c.clone()))
+            .collect();
+        while let Some((parent, name)) = stack.pop() {
+            count += 1;
+            let child = crate::proto::path::join(&parent, &name);
+            if let Some((ckey, cnode)) = self.get_entry(&child) {
+                stack.extend(cnode.children.iter().map(|c| (ckey.clone(), c.clone())));
+            }
+        }
+        Some(count)
+    }
+
+    /// Paths the reaper should remove now (containers that had children and are empty; TTL
+    /// nodes with no children unmodified for their ttl). Sorted.
+    pub fn reap_candidates(&self, now_ms: i64) -> Vec<String> {
+        self.reapable
+            .iter()
+            .filter(|p| self.get(p).is_some_and(|n| n.is_reapable(now_ms)))
+            .map(|p| p.to_string())
+            .collect()
+    }
+
+    /// Number of containers and TTL nodes.
+    pub fn reapable_count(&self) -> usize {
+        self.reapable.len()
+    }
+
+    fn node_mut(&mut self, path: &str) -> Option<&mut Node> {
+        self.nodes.get_mut(path).map(Arc::make_mut)
+    }
+
+    // ---- mutation primitives (machine only; callers have validated everything) ----
+
+    /// Adds `path` under `parent` (which exists and lacks the child) and bumps the parent's
+    /// creation counter and pzxid. Returns the new node's key.
+    pub(crate) fn insert(&mut self, parent: &str, path: &str, new: NewNode) -> Arc<str> {
+        let key: Arc<str> = Arc::from(path);
+        let name: Arc<str> = Arc::from(crate::proto::path::name(path));
+        let p = self.node_mut(parent);
+        debug_assert!(p.is_some(), "insert under a missing parent {parent}");
+        if let Some(p) = p {
+            p.children.insert(name);
+            p.creations = p.creations.wrapping_add(1);
+            p.pzxid = new.zxid;
+        }
+        let data_len = new.data.as_ref().map_or(0, |d| d.len());
+        self.data_size += (path.len() + data_len) as u64;
+        if new.ephemeral_owner != 0 {
+            self.ephemerals += 1;
+        }
+        if new.kind != NodeKind::Normal {
+            self.reapable.insert(key.clone());
+        }
+        let node = Node {
+            data: new.data,
+            acl: new.acl,
+            children: OrdSet::new(),
+            czxid: new.zxid,
+            mzxid: new.zxid,
+            pzxid: new.zxid,
+            ctime: new.time_ms,
+            mtime: new.time_ms,
+            version: 0,
+            aversion: 0,
+            creations: 0,
+            ephemeral_owner: new.ephemeral_owner,
+            kind: new.kind,
+        };
+        let old = self.nodes.insert(key.clone(), Arc::new(node));
+        debug_assert!(old.is_none(), "insert over an existing node {path}");
+        key
+    }
+
+    /// Removes a childless node and unlinks it from its parent (raising the parent's pzxid).
+    /// Returns the removed node.
+    pub(crate) fn remove(&mut self, parent: &str, path: &str, zxid: Zxid) -> Option<Arc<Node>> {
+        let node = self.nodes.remove(path)?;
+        debug_assert!(node.children.is_empty(), "remove of non-empty {path}");
+        if let Some(p) = self.node_mut(parent) {
+            p.children.remove(crate::proto::path::name(path));
+            p.pzxid = p.pzxid.max(zxid);
+        }
+        self.data_size = self
+            .data_size
+            .saturating_sub((path.len() + node.data_len()) as u64);
+        if node.ephemeral_owner != 0 {
+            self.ephemerals = self.ephemerals.saturating_sub(1);
+        }
+        if node.kind != NodeKind::Normal {
+            self.reapable.remove(path);
+        }
+        Some(node)
+    }
+
+    /// setData: new data, version+1, mzxid and mtime. Returns the new Stat.
+    pub(crate) fn set_data(
+        &mut self,
+        path: &str,
+        data: Option<Arc<[u8]>>,
+        zxid: Zxid,
+        time_ms: i64,
+    ) -> Option<Stat> {
+        let node = self.node_mut(path)?;
+        let old_len = node.data_len() as u64;
+        let new_len = data.as_ref().map_or(0, |d| d.len()) as u64;
+        node.data = data;
+        node.version = node.version.wrapping_add(1);
+        node.mzxid = zxid;
+        node.mtime = time_ms;
+        let stat = node.stat();
+        self.data_size = self.data_size.saturating_sub(old_len) + new_len;
+        Some(stat)
+    }
+
+    /// setACL: new ACL and aversion+1; no zxid field changes.
+    pub(crate) fn set_acl(&mut self, path: &str, acl: Arc<[Acl]>) -> Option<Stat> {
+        let node = self.node_mut(path)?;
+        node.acl = acl;
+        node.aversion = node.aversion.wrapping_add(1);
+        Some(node.stat())
+    }
+}
+
+/// Convenience for readers: may the caller read this node?
+pub fn can_read(node: &Node, ids: &[Id]) -> bool {
+    acl::check(node.acl(), perms::READ, ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fresh() -> Tree {
+        Tree::new(Arc::from(Acl::open_unsafe()), Arc::from(Acl::read_unsafe()))
+    }
+
+    fn new_node(zxid: Zxid) -> NewNode {
+        NewNode {
+            data: Some(Arc::from(&b"hi"[..])),
+            acl: Arc::from(Acl::open_unsafe()),
+            ephemeral_owner: 0,
+            kind: NodeKind::Normal,
+            zxid,
+            time_ms: 100,
+        }
+    }
+
+    #[test]
+    fn builtins_match_a_fresh_zookeeper() {
+        let t = fresh();
+        assert_eq!(t.node_count(), 4);
+        let root = t.get("/").unwrap().stat();
+        assert_eq!((root.cversion, root.num_children, root.czxid), (-1, 1, 0));
+        assert_eq!(t.get("").unwrap().stat(), root, "\"\" aliases the root");
+        let zk = t.get("/zookeeper").unwrap();
+        assert_eq!(zk.stat().cversion, -2);
+        assert_eq!(
+            zk.children().map(|c| &**c).collect::<Vec<_>>(),
+            ["config", "quota"]
+        );
+        let config = t.get("/zookeeper/config").unwrap();
+        assert_eq!(config.stat().aversion, -1);
+        assert_eq!(config.data(), Some(&b""[..]));
+        assert_eq!(config.acl(), &Acl::read_unsafe()[..]);
+        assert_eq!(t.descendant_count("/"), Some(3));
+        assert_eq!(t.descendant_count("/zookeeper"), Some(2));
+        assert_eq!(t.descendant_count("/nope"), None);
+    }
+
+    #[test]
+    fn insert_remove_counters_and_snapshots() {
+        let mut t = fresh();
+        let before = t.clone();
+        t.insert("/", "/a", new_node(5));
+        t.insert("/a", "/a/b", new_node(6));
+        let a = t.get("/a").unwrap().stat();
+        assert_eq!(
+            (a.cversion, a.num_children, a.pzxid, a.data_length),
+            (1, 1, 6, 2)
+        );
+        assert_eq!(t.descendant_count("/a"), Some(1));
+        assert_eq!(t.descendant_count("/"), Some(5));
+        t.remove("/a", "/a/b", 7);
+        let a = t.get("/a").unwrap().stat();
+        assert_eq!((a.cversion, a.num_children, a.pzxid), (2, 0, 7));
+        // The earlier clone is untouched (MVCC).
+        assert!(before.get("/a").is_none());
+        assert_eq!(before.node_count(), 4);
+        assert_eq!(
+            t.approximate_data_size(),
+            before.approximate_data_size() + 2 + 2
+        );
+    }
+
+    #[test]
+    fn reapable_rules() {
+        let mut t = fresh();
+        let mut c = new_node(5);
+        c.kind = NodeKind::Container;
+        t.insert("/", "/c", c);
+        let mut ttl = new_node(6);
+        ttl.kind = NodeKind::Ttl(50);
+        t.insert("/", "/t", ttl);
+        assert_eq!(t.reap_candidates(149), Vec::<String>::new());
+        assert_eq!(t.reap_candidates(150), vec!["/t".to_string()]);
+        t.insert("/c", "/c/x", new_node(7));
+        t.insert("/t", "/t/x", new_node(8));
+        assert_eq!(t.reap_candidates(1000), Vec::<String>::new());
+        t.remove("/c", "/c/x", 9);
+        t.remove("/t", "/t/x", 10);
+        assert_eq!(
+            t.reap_candidates(1000),
+            vec!["/c".to_string(), "/t".to_string()]
+        );
+        t.remove("/", "/c", 11);
+        assert_eq!(t.reapable_count(), 1);
+    }
+}

@@ -1,0 +1,502 @@
+//! One client connection: the handshake, the request loop, per-session FIFO, and the writer.
+//!
+//! Requests are answered strictly in the order they arrived. A write goes to the sequencer and
+//! holds back every later request of the connection until its reply arrives (a read must see
+//! the session's own writes); a read with nothing in front of it is answered at once from the
+//! shard's View.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use glommio::net::TcpStream;
+
+use super::read::{self, ReadCtx};
+use super::shard::Shard;
+use crate::proto::frame::four_letter_word;
+use crate::proto::records::{
+    decode_request, encode_reply, encode_watch_event, ConnectRequest, ConnectResponse,
+    ReplyBody, Request, RequestError, RequestHeader,
+};
+use crate::proto::types::{opcode, xid, ErrorCode, EventType, Id, SessionId};
+use crate::txn::{Applied, Command, Op, OpResult, WriteOp};
+
+/// Bytes queued for a client that is not reading before the connection is dropped.
+const MAX_QUEUED_BYTES: usize = 64 << 20;
+/// Requests of one connection in flight (writes at the sequencer plus reads queued behind
+/// them); beyond it the connection's socket is not read until replies drain.
+const MAX_PENDING: usize = 1024;
+const READ_BUFFER: usize = 64 << 10;
+
+enum Pending {
+    /// Waiting for the sequencer: a write, or the session creation of the handshake.
+    Write { xid: i32, opcode: i32 },
+    Connect { read_only: Option<bool> },
+    /// A request that arrived behind a write: answered when everything before it is.
+    Deferred { header: RequestHeader, req: Result<Request, RequestError> },
+}
+
+struct ConnState {
+    session: SessionId,
+    timeout_ms: i32,
+    ids: Vec<Id>,
+    pending: VecDeque<Pending>,
+    writes_in_flight: usize,
+    closing: bool,
+}
+
+/// The part of a connection other tasks of the shard talk to.
+pub struct ConnHandle {
+    pub id: u32,
+    pub peer: SocketAddr,
+    shard: Rc<Shard>,
+    state: RefCell<ConnState>,
+    out: LocalSender<Vec<u8>>,
+    queued_bytes: Cell<usize>,
+    /// Fired to stop the read loop.
+    stop: LocalSender<()>,
+    /// Wakes a read loop that paused because too much was pending.
+    resume: LocalSender<()>,
+    pub received: Cell<u64>,
+    pub sent: Cell<u64>,
+    pub established: std::time::Instant,
+}
+
+/// Serve one accepted connection until it closes.
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+    let peer = match stream.peer_addr() {
+        Ok(p) => p,
+        Err(_) => return,
+    };
+    let _ = stream.set_nodelay(true);
+    let id = shard.next_conn_id();
+    let (read_half, write_half) = futures_lite::io::split(stream);
+    let (out_tx, out_rx) = local_channel::new_unbounded();
+    let (stop_tx, stop_rx) = local_channel::new_bounded(1);
+    let (resume_tx, resume_rx) = local_channel::new_bounded(1);
+    let conn = Rc::new(ConnHandle {
+        id,
+        peer,
+        shard: shard.clone(),
+        state: RefCell::new(ConnState {
+            session: 0,
+            timeout_ms: 0,
+            ids: vec![Id::new("ip", peer.ip().to_string())],
+            pending: VecDeque::new(),
+            writes_in_flight: 0,
+            closing: false,
+        }),
+        out: out_tx,
+        queued_bytes: Cell::new(0),
+        stop: stop_tx,
+        resume: resume_tx,
+        received: Cell::new(0),
+        sent: Cell::new(0),
+        established: std::time::Instant::now(),
+    });
+    shard.conns.borrow_mut().insert(id, conn.clone());
+    shard.shared.metrics.connections.add(1);
+
+    let writer = glommio::spawn_local(write_loop(conn.clone(), write_half, out_rx));
+    let reader = read_loop(conn.clone(), BufReader::with_capacity(READ_BUFFER, read_half), resume_rx);
+    let stopped = async {
+        let _ = stop_rx.recv().await;
+        Ok(())
+    };
+    if let Err(reason) = futures_lite::future::or(reader, stopped).await {
+        tracing::debug!(peer = %peer, "closing connection: {reason}");
+    }
+    let session = conn.state.borrow().session;
+    shard.detach_conn(id, session);
+    conn.out.close();
+    // Let the writer flush what is queued (bounded: a client that does not read is dropped).
+    let _ = futures_lite::future::or(writer, async {
+        glommio::timer::sleep(Duration::from_secs(2)).await;
+    })
+    .await;
+    shard.shared.metrics.connections.sub(1);
+}
+
+async fn write_loop(
+    conn: Rc<ConnHandle>,
+    mut sink: futures_lite::io::WriteHalf<TcpStream>,
+    frames: LocalReceiver<Vec<u8>>,
+) {
+    let mut buf = Vec::with_capacity(64 << 10);
+    while let Some(first) = frames.recv().await {
+        buf.clear();
+        buf.extend_from_slice(&first);
+        // Coalesce everything already queued into one write.
+        while let Ok(more) = frames.try_recv() {
+            buf.extend_from_slice(&more);
+            if buf.len() >= 1 << 20 {
+                break;
+            }
+        }
+        conn.queued_bytes.set(conn.queued_bytes.get().saturating_sub(buf.len()));
+        if sink.write_all(&buf).await.is_err() || sink.flush().await.is_err() {
+            let _ = conn.stop.try_send(());
+            return;
+        }
+    }
+    let _ = sink.close().await;
+}
+
+type Reader = BufReader<futures_lite::io::ReadHalf<TcpStream>>;
+
+async fn read_exact(r: &mut Reader, buf: &mut [u8]) -> Result<(), String> {
+    r.read_exact(buf).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => "client closed the connection".to_string(),
+        _ => format!("read failed: {e}"),
+    })
+}
+
+async fn read_frame(conn: &ConnHandle, r: &mut Reader, len_bytes: [u8; 4]) -> Result<Vec<u8>, String> {
+    let len = i32::from_be_bytes(len_bytes);
+    let max = conn.shard.shared.config.max_packet_bytes;
+    if len < 0 || len as usize > max {
+        conn.shard.shared.metrics.bad_frames.add(1);
+        return Err(format!("frame length {len} outside 0..={max}"));
+    }
+    let mut payload = vec![0u8; len as usize];
+    read_exact(r, &mut payload).await?;
+    conn.received.set(conn.received.get() + 1);
+    conn.shard.shared.metrics.packets_received.add(1);
+    Ok(payload)
+}
+
+async fn read_loop(conn: Rc<ConnHandle>, mut r: Reader, resume: LocalReceiver<()>) -> Result<(), String> {
+    let sessionless = Duration::from_millis(conn.shard.shared.config.sessionless_timeout_ms);
+    let mut first = [0u8; 4];
+    let got_first = futures_lite::future::or(
+        async { read_exact(&mut r, &mut first).await.map(|_| true) },
+        async {
+            glommio::timer::sleep(sessionless).await;
+            Ok(false)
+        },
+    )
+    .await?;
+    if !got_first {
+        return Err("no handshake within the sessionless timeout".into());
+    }
+    if let Some(cmd) = four_letter_word(&first) {
+        let text = conn.shard.four_letter(cmd);
+        conn.send_bytes(text.into_bytes());
+        return Err(format!("four-letter word {cmd} answered"));
+    }
+    let payload = read_frame(&conn, &mut r, first).await?;
+    let request = ConnectRequest::decode(&payload).map_err(|e| format!("bad ConnectRequest: {e}"))?;
+    conn.handshake(request).await?;
+
+    loop {
+        let mut len = [0u8; 4];
+        read_exact(&mut r, &mut len).await?;
+        let payload = read_frame(&conn, &mut r, len).await?;
+        let (header, req) = decode_request(&payload).map_err(|e| format!("bad request header: {e}"))?;
+        conn.handle(header, req)?;
+        while conn.state.borrow().pending.len() >= MAX_PENDING {
+            conn.shard.shared.metrics.conn_throttled.add(1);
+            if resume.recv().await.is_none() {
+                return Err("connection stopped".into());
+            }
+        }
+        if conn.state.borrow().closing {
+            // Requests after the server decided to close are not answered.
+            return Err("connection closing".into());
+        }
+    }
+}
+
+impl ConnHandle {
+    pub fn send_bytes(&self, bytes: Vec<u8>) {
+        if bytes.is_empty() {
+            return;
+        }
+        let queued = self.queued_bytes.get() + bytes.len();
+        self.queued_bytes.set(queued);
+        self.sent.set(self.sent.get() + 1);
+        self.shard.shared.metrics.packets_sent.add(1);
+        if queued > MAX_QUEUED_BYTES {
+            self.close("client is not reading its replies");
+            return;
+        }
+        let _ = self.out.try_send(bytes);
+    }
+
+    pub fn send_event(&self, event: EventType, path: &str) {
+        let mut frame = Vec::with_capacity(32 + path.len());
+        encode_watch_event(&mut frame, event, path);
+        self.send_bytes(frame);
+    }
+
+    /// Stop reading; what is queued is still written.
+    pub fn close(&self, reason: &str) {
+        let mut st = self.state.borrow_mut();
+        if !st.closing {
+            st.closing = true;
+            tracing::debug!(peer = %self.peer, session = format!("{:#x}", st.session), "closing: {reason}");
+        }
+        drop(st);
+        let _ = self.stop.try_send(());
+    }
+
+    pub fn session(&self) -> SessionId {
+        self.state.borrow().session
+    }
+
+    pub fn timeout_ms(&self) -> i32 {
+        self.state.borrow().timeout_ms
+    }
+
+    async fn handshake(self: &Rc<Self>, req: ConnectRequest) -> Result<(), String> {
+        let shard = &self.shard;
+        let view = shard.view.borrow().clone();
+        if req.last_zxid_seen > view.last_zxid() {
+            return Err(format!(
+                "client has seen zxid {:#x}, newer than this server's {:#x}",
+                req.last_zxid_seen,
+                view.last_zxid()
+            ));
+        }
+        let timeout = shard.shared.config.negotiate_timeout(req.timeout_ms);
+        if req.session_id == 0 {
+            let passwd: [u8; 16] = rand::random();
+            self.state.borrow_mut().pending.push_back(Pending::Connect { read_only: req.read_only });
+            shard.submit(Command {
+                session: 0,
+                xid: 0,
+                origin: shard.origin(self.id).0,
+                auth: Vec::new(),
+                op: Op::CreateSession { timeout_ms: timeout, passwd: passwd.to_vec() },
+            });
+            return Ok(());
+        }
+        let valid = view.session(req.session_id).is_some_and(|s| s.passwd == req.passwd.as_slice());
+        if !valid {
+            let mut frame = Vec::new();
+            ConnectResponse::invalid(req.read_only).encode(&mut frame);
+            self.send_bytes(frame);
+            return Err(format!("session {:#x} is expired, unknown or has another password", req.session_id));
+        }
+        {
+            let mut st = self.state.borrow_mut();
+            st.session = req.session_id;
+            st.timeout_ms = timeout;
+        }
+        let mut frame = Vec::new();
+        ConnectResponse {
+            timeout_ms: timeout,
+            session_id: req.session_id,
+            passwd: req.passwd.clone(),
+            read_only: req.read_only.map(|_| false),
+        }
+        .encode(&mut frame);
+        self.send_bytes(frame);
+        shard.touch(req.session_id, timeout);
+        shard.attach(req.session_id, self.id).await;
+        Ok(())
+    }
+
+    /// One decoded request, in arrival order.
+    fn handle(self: &Rc<Self>, header: RequestHeader, req: Result<Request, RequestError>) -> Result<(), String> {
+        let (session, timeout) = {
+            let st = self.state.borrow();
+            (st.session, st.timeout_ms)
+        };
+        self.shard.touch(session, timeout);
+        if let Some(op) = write_op(&header, &req) {
+            let mut st = self.state.borrow_mut();
+            st.pending.push_back(Pending::Write { xid: header.xid, opcode: header.opcode });
+            st.writes_in_flight += 1;
+            let auth = st.ids.clone();
+            drop(st);
+            self.shard.submit(Command {
+                session,
+                xid: header.xid,
+                origin: self.shard.origin(self.id).0,
+                auth,
+                op,
+            });
+            return Ok(());
+        }
+        if self.state.borrow().pending.is_empty() {
+            self.answer(header, req);
+        } else {
+            self.state.borrow_mut().pending.push_back(Pending::Deferred { header, req });
+        }
+        Ok(())
+    }
+
+    /// Answer a request that needs no write, against the shard's current view.
+    fn answer(self: &Rc<Self>, header: RequestHeader, req: Result<Request, RequestError>) {
+        let mut frames = Vec::new();
+        let view = self.shard.view.borrow().clone();
+        let mut close = None;
+        match req {
+            Err(RequestError::UnknownOpcode(op)) => {
+                encode_reply(&mut frames, header.xid, -1, ErrorCode::Unimplemented, &ReplyBody::Empty);
+                close = Some(format!("unknown opcode {op}"));
+            }
+            Err(e) => read::answer_error(&mut frames, &header, &e, view.last_zxid()),
+            Ok(Request::Auth { scheme, auth }) => {
+                let result = self.authenticate(&scheme, &auth);
+                encode_reply(&mut frames, header.xid, 0, result, &ReplyBody::Empty);
+                if result != ErrorCode::Ok {
+                    close = Some(format!("authentication with scheme {scheme:?} failed"));
+                }
+            }
+            Ok(req) => {
+                let st = self.state.borrow();
+                let mut ctx = ReadCtx {
+                    view: &view,
+                    watches: &mut self.shard.watches.borrow_mut(),
+                    conn: self.id as u64,
+                    session: st.session,
+                    ids: &st.ids,
+                };
+                read::answer(&mut ctx, &header, req, &mut frames);
+            }
+        }
+        self.send_bytes(frames);
+        if let Some(reason) = close {
+            self.close(&reason);
+        }
+    }
+
+    fn authenticate(&self, scheme: &str, auth: &[u8]) -> ErrorCode {
+        let mut st = self.state.borrow_mut();
+        match scheme {
+            "digest" => {
+                let text = String::from_utf8_lossy(auth);
+                let id = crate::tree::acl::digest_id(&text);
+                if let Some(sup) = &self.shard.shared.config.super_digest {
+                    if &id == sup && !st.ids.iter().any(|i| i.scheme == "super") {
+                        st.ids.push(Id::new("super", ""));
+                    }
+                }
+                let id = Id::new("digest", id);
+                if !st.ids.contains(&id) {
+                    // Digests first in the order added, ip last (whoAmI shows this order).
+                    let at = st.ids.iter().position(|i| i.scheme == "ip").unwrap_or(st.ids.len());
+                    st.ids.insert(at, id);
+                }
+                ErrorCode::Ok
+            }
+            "ip" => ErrorCode::Ok, // the connection's own address is already an identity
+            _ => ErrorCode::AuthFailed,
+        }
+    }
+
+    /// The sequencer applied a command this connection sent.
+    pub fn on_applied(self: &Rc<Self>, applied: &Applied) {
+        let front = self.state.borrow_mut().pending.pop_front();
+        let mut frame = Vec::new();
+        match front {
+            Some(Pending::Connect { read_only }) => {
+                if let OpResult::SessionCreated { session, timeout_ms, passwd } = &applied.result {
+                    {
+                        let mut st = self.state.borrow_mut();
+                        st.session = *session;
+                        st.timeout_ms = *timeout_ms;
+                    }
+                    self.shard.sessions.borrow_mut().insert(*session, self.id);
+                    ConnectResponse {
+                        timeout_ms: *timeout_ms,
+                        session_id: *session,
+                        passwd: passwd.clone(),
+                        read_only: read_only.map(|_| false),
+                    }
+                    .encode(&mut frame);
+                    self.send_bytes(frame);
+                } else {
+                    self.close("session creation failed");
+                }
+            }
+            Some(Pending::Write { xid, opcode: op }) => {
+                self.state.borrow_mut().writes_in_flight -= 1;
+                read::encode_write_reply(&mut frame, xid, op, applied);
+                self.send_bytes(frame);
+                if op == opcode::CLOSE_SESSION {
+                    self.close("session closed by the client");
+                    return;
+                }
+            }
+            Some(Pending::Deferred { .. }) | None => {
+                // The sequencer answers in order: a reply with nothing waiting is a bug.
+                tracing::error!(peer = %self.peer, xid = applied.xid, "reply without a pending write");
+                self.close("internal error: reply out of order");
+                return;
+            }
+        }
+        self.release_deferred();
+    }
+
+    /// Answer the requests that were waiting behind a write, up to the next write.
+    fn release_deferred(self: &Rc<Self>) {
+        loop {
+            let next = {
+                let mut st = self.state.borrow_mut();
+                match st.pending.front() {
+                    Some(Pending::Deferred { .. }) => st.pending.pop_front(),
+                    _ => None,
+                }
+            };
+            match next {
+                Some(Pending::Deferred { header, req }) => self.answer(header, req),
+                _ => break,
+            }
+        }
+        let _ = self.resume.try_send(());
+    }
+
+    /// The session was closed or expired (on any member): the connection goes with it.
+    pub fn session_ended(&self, session: SessionId) {
+        if self.session() == session {
+            self.close("session ended");
+        }
+    }
+}
+
+/// The log command for a request that writes, or None for one answered locally.
+fn write_op(header: &RequestHeader, req: &Result<Request, RequestError>) -> Option<Op> {
+    match req {
+        Ok(Request::Create { opcode, req }) => {
+            Some(Op::Write(WriteOp::Create { opcode: *opcode, req: req.clone() }))
+        }
+        Ok(Request::Delete(r)) => Some(Op::Write(WriteOp::Delete(r.clone()))),
+        Ok(Request::SetData(r)) => Some(Op::Write(WriteOp::SetData(r.clone()))),
+        Ok(Request::Check(r)) => Some(Op::Write(WriteOp::Check(r.clone()))),
+        Ok(Request::SetAcl(r)) => Some(Op::SetAcl(r.clone())),
+        Ok(Request::Multi(ops)) => Some(Op::Multi(ops.clone())),
+        Ok(Request::CloseSession) => Some(Op::CloseSession),
+        Ok(Request::Reconfig { .. }) => Some(Op::Fail(ErrorCode::ReconfigDisabled)),
+        // An undecodable write still consumes a zxid in ZooKeeper.
+        Err(RequestError::Marshalling) if is_write_opcode(header.opcode) => {
+            Some(Op::Fail(ErrorCode::MarshallingError))
+        }
+        _ => None,
+    }
+}
+
+fn is_write_opcode(op: i32) -> bool {
+    matches!(
+        op,
+        opcode::CREATE
+            | opcode::CREATE2
+            | opcode::CREATE_CONTAINER
+            | opcode::CREATE_TTL
+            | opcode::DELETE
+            | opcode::SET_DATA
+            | opcode::SET_ACL
+            | opcode::CHECK
+            | opcode::MULTI
+            | opcode::RECONFIG
+    )
+}
+
+#[allow(dead_code)]
+const _: i32 = xid::PING;

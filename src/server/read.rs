@@ -1,0 +1,251 @@
+//! Requests answered on the connection's shard without a log write: reads against the shard's
+//! View (with ACL checks and watch registration), watch management, whoAmI, ping, sync; and the
+//! encoding of write replies. Pure functions of their inputs: no I/O here.
+
+use crate::machine::View;
+use crate::proto::records::{encode_reply, ReadOp, ReadResult, ReplyBody, Request, RequestError, RequestHeader, SetWatches};
+use crate::proto::types::{perms, xid, AddWatchMode, ErrorCode, EventType, Id, SessionId, WatcherType};
+use crate::tree::acl;
+use crate::txn::{Applied, OpResult};
+use crate::watch::{WatchKind, WatchRegistry};
+use crate::proto::types::opcode;
+
+pub struct ReadCtx<'a> {
+    pub view: &'a View,
+    pub watches: &'a mut WatchRegistry,
+    pub conn: u64,
+    pub session: SessionId,
+    pub ids: &'a [Id],
+}
+
+/// Reads do not validate path syntax: "" is the root, anything else is looked up as is.
+fn read_path(path: &str) -> &str {
+    if path.is_empty() {
+        "/"
+    } else {
+        path
+    }
+}
+
+pub fn answer(ctx: &mut ReadCtx<'_>, header: &RequestHeader, req: Request, out: &mut Vec<u8>) {
+    let zxid = ctx.view.last_zxid();
+    let x = header.xid;
+    let reply = |out: &mut Vec<u8>, err: ErrorCode, body: &ReplyBody| encode_reply(out, x, zxid, err, body);
+    match req {
+        Request::Ping => encode_reply(out, xid::PING, zxid, ErrorCode::Ok, &ReplyBody::Empty),
+        Request::Sync { path } => reply(out, ErrorCode::Ok, &ReplyBody::Path(&path)),
+        Request::Exists { path, watch } => {
+            if path.contains('\0') {
+                return reply(out, ErrorCode::BadArguments, &ReplyBody::Empty);
+            }
+            let path = read_path(&path);
+            match ctx.view.stat(path) {
+                Some(stat) => {
+                    if watch {
+                        ctx.watches.register(ctx.conn, path, WatchKind::Data);
+                    }
+                    reply(out, ErrorCode::Ok, &ReplyBody::Stat(stat))
+                }
+                None => {
+                    if watch {
+                        ctx.watches.register(ctx.conn, path, WatchKind::Exist);
+                    }
+                    reply(out, ErrorCode::NoNode, &ReplyBody::Empty)
+                }
+            }
+        }
+        Request::GetData { path, watch } => {
+            let path = read_path(&path);
+            match readable(ctx, path) {
+                Err(e) => reply(out, e, &ReplyBody::Empty),
+                Ok(node) => {
+                    if watch {
+                        ctx.watches.register(ctx.conn, path, WatchKind::Data);
+                    }
+                    reply(out, ErrorCode::Ok, &ReplyBody::Data { data: node.data(), stat: node.stat() })
+                }
+            }
+        }
+        Request::GetChildren { path, watch } | Request::GetChildren2 { path, watch } => {
+            let two = header.opcode == opcode::GET_CHILDREN2;
+            let path = read_path(&path);
+            match readable(ctx, path) {
+                Err(e) => reply(out, e, &ReplyBody::Empty),
+                Ok(node) => {
+                    if watch {
+                        ctx.watches.register(ctx.conn, path, WatchKind::Child);
+                    }
+                    let children = node.children();
+                    if two {
+                        reply(out, ErrorCode::Ok, &ReplyBody::Children2 { children: &children, stat: node.stat() })
+                    } else {
+                        reply(out, ErrorCode::Ok, &ReplyBody::Children(&children))
+                    }
+                }
+            }
+        }
+        Request::GetAcl { path } => {
+            let path = read_path(&path);
+            match ctx.view.node(path) {
+                None => reply(out, ErrorCode::NoNode, &ReplyBody::Empty),
+                Some(node) => {
+                    let list = node.acl();
+                    if !acl::check(list, perms::READ | perms::ADMIN, ctx.ids) {
+                        return reply(out, ErrorCode::NoAuth, &ReplyBody::Empty);
+                    }
+                    let shown = if acl::check(list, perms::ADMIN, ctx.ids) {
+                        list.to_vec()
+                    } else {
+                        acl::redact_digests(list)
+                    };
+                    reply(out, ErrorCode::Ok, &ReplyBody::Acl { acl: &shown, stat: node.stat() })
+                }
+            }
+        }
+        Request::GetAllChildrenNumber { path } => {
+            let path = read_path(&path);
+            match readable(ctx, path) {
+                Err(e) => reply(out, e, &ReplyBody::Empty),
+                Ok(_) => reply(out, ErrorCode::Ok, &ReplyBody::Count(ctx.view.descendant_count(path) as i32)),
+            }
+        }
+        Request::GetEphemerals { prefix } => {
+            let prefix = if prefix.is_empty() { "/" } else { prefix.as_str() };
+            let paths = ctx.view.ephemerals(ctx.session, prefix);
+            reply(out, ErrorCode::Ok, &ReplyBody::Paths(&paths))
+        }
+        Request::MultiRead(ops) => {
+            let mut results = Vec::with_capacity(ops.len());
+            for op in &ops {
+                // Watches are never set inside multiRead.
+                let (path, is_data) = match op {
+                    ReadOp::GetData { path } => (read_path(path), true),
+                    ReadOp::GetChildren { path } => (read_path(path), false),
+                };
+                results.push(match readable(ctx, path) {
+                    Err(e) => ReadResult::Error(e),
+                    Ok(node) if is_data => ReadResult::Data { data: node.data(), stat: node.stat() },
+                    Ok(node) => ReadResult::Children(node.children()),
+                });
+            }
+            reply(out, ErrorCode::Ok, &ReplyBody::MultiRead(&results))
+        }
+        Request::CheckWatches { path, kind } | Request::RemoveWatches { path, kind } => {
+            let remove = header.opcode == opcode::REMOVE_WATCHES;
+            let Some(kind) = WatcherType::from_i32(kind) else {
+                return reply(out, ErrorCode::MarshallingError, &ReplyBody::Empty);
+            };
+            let found = if remove {
+                ctx.watches.remove(ctx.conn, &path, kind)
+            } else {
+                ctx.watches.check(ctx.conn, &path, kind)
+            };
+            let err = if found { ErrorCode::Ok } else { ErrorCode::NoWatcher };
+            reply(out, err, &ReplyBody::Empty)
+        }
+        Request::AddWatch { path, mode } => {
+            let kind = match AddWatchMode::from_i32(mode) {
+                Some(AddWatchMode::Persistent) => WatchKind::Persistent,
+                Some(AddWatchMode::PersistentRecursive) => WatchKind::PersistentRecursive,
+                None => return reply(out, ErrorCode::MarshallingError, &ReplyBody::Empty),
+            };
+            ctx.watches.register(ctx.conn, &path, kind);
+            reply(out, ErrorCode::Ok, &ReplyBody::ErrorResponse(0))
+        }
+        Request::SetWatches(sw) => {
+            set_watches(ctx, &sw, out);
+            reply(out, ErrorCode::Ok, &ReplyBody::Empty)
+        }
+        Request::WhoAmI => {
+            let entries: Vec<(String, String)> = ctx
+                .ids
+                .iter()
+                .filter(|id| id.scheme != "super")
+                .map(|id| {
+                    let user = match id.scheme.as_str() {
+                        "digest" => id.id.split(':').next().unwrap_or("").to_string(),
+                        _ => id.id.clone(),
+                    };
+                    (id.scheme.clone(), user)
+                })
+                .collect();
+            reply(out, ErrorCode::Ok, &ReplyBody::WhoAmI(&entries))
+        }
+        // SASL is not configured: say so rather than pretend.
+        Request::Sasl => reply(out, ErrorCode::Unimplemented, &ReplyBody::Empty),
+        // Writes never come here (conn::write_op routes them to the sequencer).
+        _ => reply(out, ErrorCode::SystemError, &ReplyBody::Empty),
+    }
+}
+
+/// The node at `path` if the caller may READ it.
+fn readable<'v>(ctx: &ReadCtx<'v>, path: &str) -> Result<crate::machine::NodeRef<'v>, ErrorCode> {
+    let node = ctx.view.node(path).ok_or(ErrorCode::NoNode)?;
+    if !acl::check(node.acl(), perms::READ, ctx.ids) {
+        return Err(ErrorCode::NoAuth);
+    }
+    Ok(node)
+}
+
+/// setWatches/setWatches2 after a reconnect: catch up on what changed since `relative_zxid`
+/// with events sent now, register the rest (protocol section 12.5).
+fn set_watches(ctx: &mut ReadCtx<'_>, sw: &SetWatches, out: &mut Vec<u8>) {
+    use crate::proto::records::encode_watch_event;
+    let rel = sw.relative_zxid;
+    for path in &sw.data {
+        match ctx.view.stat(path) {
+            None => encode_watch_event(out, EventType::NodeDeleted, path),
+            Some(stat) if stat.mzxid > rel => encode_watch_event(out, EventType::NodeDataChanged, path),
+            Some(_) => ctx.watches.register(ctx.conn, path, WatchKind::Data),
+        }
+    }
+    for path in &sw.exist {
+        match ctx.view.stat(path) {
+            Some(_) => encode_watch_event(out, EventType::NodeCreated, path),
+            None => ctx.watches.register(ctx.conn, path, WatchKind::Exist),
+        }
+    }
+    for path in &sw.child {
+        match ctx.view.stat(path) {
+            None => encode_watch_event(out, EventType::NodeDeleted, path),
+            Some(stat) if stat.pzxid > rel => encode_watch_event(out, EventType::NodeChildrenChanged, path),
+            Some(_) => ctx.watches.register(ctx.conn, path, WatchKind::Child),
+        }
+    }
+    for path in &sw.persistent {
+        ctx.watches.register(ctx.conn, path, WatchKind::Persistent);
+    }
+    for path in &sw.persistent_recursive {
+        ctx.watches.register(ctx.conn, path, WatchKind::PersistentRecursive);
+    }
+}
+
+/// The reply to a request that failed to decode (and needs no zxid).
+pub fn answer_error(out: &mut Vec<u8>, header: &RequestHeader, err: &RequestError, zxid: i64) {
+    match err {
+        RequestError::MultiReadWithWrite => crate::proto::records::encode_multi_read_marshalling_error(out, header.xid, zxid),
+        _ => encode_reply(out, header.xid, zxid, ErrorCode::MarshallingError, &ReplyBody::Empty),
+    }
+}
+
+/// The reply to a write, from what applying it produced.
+pub fn encode_write_reply(out: &mut Vec<u8>, xid: i32, op: i32, applied: &Applied) {
+    let zxid = applied.zxid;
+    match &applied.result {
+        OpResult::Created { path, stat } => {
+            if op == opcode::CREATE {
+                encode_reply(out, xid, zxid, ErrorCode::Ok, &ReplyBody::Path(path))
+            } else {
+                encode_reply(out, xid, zxid, ErrorCode::Ok, &ReplyBody::PathStat { path, stat: *stat })
+            }
+        }
+        OpResult::Stat(stat) => encode_reply(out, xid, zxid, ErrorCode::Ok, &ReplyBody::Stat(*stat)),
+        OpResult::Multi(results) => encode_reply(out, xid, zxid, ErrorCode::Ok, &ReplyBody::Multi(results)),
+        OpResult::Error(code) => encode_reply(out, xid, zxid, *code, &ReplyBody::Empty),
+        OpResult::Deleted
+        | OpResult::Checked
+        | OpResult::SessionClosed
+        | OpResult::SessionsExpired
+        | OpResult::SessionCreated { .. } => encode_reply(out, xid, zxid, ErrorCode::Ok, &ReplyBody::Empty),
+    }
+}

@@ -1,0 +1,370 @@
+//! The sequencer: shard 0's loop around the consensus driver, the log and the state machine.
+//!
+//! Commands from every shard are gathered into one `Batch` per proposal; raft stages it, the
+//! log group-commits it (one write+fdatasync in flight, everything that queued meanwhile in the
+//! next), and once durable (on a quorum) it is applied and the result fanned out to every
+//! shard. Nothing waits on a timer: batch size follows load.
+
+use std::collections::HashSet;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use glommio::channels::local_channel::{self, LocalSender};
+use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver, SharedSender};
+
+use super::{ServerError, Shared, ToSequencer, ToShard, Update};
+use crate::consensus::{Consensus, Output, StoredEntry, TICK_MS};
+use crate::log::{LogRecord, Wal, WalOptions};
+use crate::machine::{Machine, MachineConfig};
+use crate::proto::types::SessionId;
+use crate::session::ExpiryTracker;
+use crate::txn::{Batch, Command, Op};
+
+/// Most commands in one proposal; more wait for the next.
+const MAX_BATCH_COMMANDS: usize = 4096;
+/// This member's id in a standalone deployment.
+const MEMBER_ID: u64 = 1;
+/// Origin of the reaper's commands (no connection waits for them).
+const REAPER_ORIGIN: u64 = u64::MAX;
+
+enum Event {
+    Shard(ToSequencer),
+    Persisted(u64),
+    WalFailed(String),
+    Tick,
+}
+
+pub async fn run(
+    shared: Arc<Shared>,
+    from_shards: Vec<SharedReceiver<ToSequencer>>,
+    to_shards: Vec<SharedSender<ToShard>>,
+) -> Result<(), ServerError> {
+    let config = &shared.config;
+    let (wal, recovery) =
+        Wal::open(&super::log_dir(config), WalOptions { segment_bytes: config.log_segment_bytes, ..Default::default() })
+            .await?;
+    if let Some((file, offset)) = &recovery.truncated_tail {
+        tracing::warn!(file = %file.display(), offset, "truncated a torn record at the log tail");
+    }
+    let entries: Vec<StoredEntry> = recovery
+        .entries
+        .into_iter()
+        .map(|e| StoredEntry { index: e.index, term: e.term, data: e.data })
+        .collect();
+    let replayed = entries.len();
+    let consensus = Consensus::new(MEMBER_ID, vec![MEMBER_ID], entries, recovery.hard_state)?;
+    let machine = Machine::new(MachineConfig { ttl_enabled: config.ttl_enabled, ..Default::default() });
+
+    let mut links = Vec::with_capacity(to_shards.len());
+    for tx in to_shards {
+        links.push(tx.connect().await);
+    }
+    let (inbox_tx, inbox) = local_channel::new_unbounded::<Event>();
+    for rx in from_shards {
+        let tx = inbox_tx.clone();
+        glommio::spawn_local(async move {
+            let rx = rx.connect().await;
+            while let Some(msg) = rx.recv().await {
+                if tx.send(Event::Shard(msg)).await.is_err() {
+                    break;
+                }
+            }
+        })
+        .detach();
+    }
+    {
+        let tx = inbox_tx.clone();
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(Duration::from_millis(TICK_MS)).await;
+                if tx.send(Event::Tick).await.is_err() {
+                    break;
+                }
+            }
+        })
+        .detach();
+    }
+
+    let mut seq = Sequencer {
+        shared: shared.clone(),
+        wal: Rc::new(wal),
+        consensus,
+        machine,
+        tracker: ExpiryTracker::new(config.tick_time_ms as i64),
+        links,
+        inbox_tx,
+        pending: Vec::new(),
+        last_time_ms: 0,
+        reaping: HashSet::new(),
+        next_reap: Instant::now(),
+        last_tick: Instant::now(),
+        unpersisted: 0,
+        reaps_in_flight: 0,
+        replay_until: None,
+    };
+    let last = seq.consensus.last_index();
+    seq.replay_until = (last > 0).then_some(last);
+    tracing::info!(entries = replayed, "log replay starting");
+    seq.pump().await?;
+
+    while let Some(event) = inbox.recv().await {
+        seq.handle(event);
+        // Drain whatever else is already queued before proposing: this is the batching.
+        while let Ok(event) = inbox.try_recv() {
+            seq.handle(event);
+        }
+        let stopping = shared.shutdown.load(Ordering::SeqCst);
+        if stopping {
+            // Writes not yet proposed were never acknowledged: drop them; finish the rest.
+            seq.pending.clear();
+        }
+        seq.propose()?;
+        seq.pump().await?;
+        if stopping && seq.unpersisted == 0 {
+            break;
+        }
+    }
+    seq.shut_down().await
+}
+
+struct Sequencer {
+    shared: Arc<Shared>,
+    wal: Rc<Wal>,
+    consensus: Consensus,
+    machine: Machine,
+    tracker: ExpiryTracker,
+    links: Vec<ConnectedSender<ToShard>>,
+    inbox_tx: LocalSender<Event>,
+    pending: Vec<Command>,
+    last_time_ms: i64,
+    /// Paths with a reaper delete in flight, so a slow commit does not propose them twice.
+    reaping: HashSet<String>,
+    next_reap: Instant,
+    last_tick: Instant,
+    /// Readies submitted to the log and not yet durable.
+    unpersisted: usize,
+    /// Reaper deletes proposed and not yet applied; `reaping` is cleared when this drops to 0.
+    reaps_in_flight: usize,
+    /// Until the replayed log is applied, the member does not serve.
+    replay_until: Option<u64>,
+}
+
+impl Sequencer {
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Shard(ToSequencer::Commands(cmds)) => {
+                self.shared.metrics.sequencer_commands.add(cmds.len() as u64);
+                self.pending.extend(cmds);
+            }
+            Event::Shard(ToSequencer::Touch(sessions)) => {
+                let now = self.now_ms();
+                for (session, timeout) in sessions {
+                    self.tracker.touch(session, timeout, now);
+                }
+            }
+            Event::Shard(ToSequencer::Attach { session, origin }) => {
+                for link in &self.links {
+                    // Best effort: a shard that is gone has no connection to close.
+                    let _ = link.try_send(ToShard::Detach { session, keep: origin });
+                }
+            }
+            Event::Persisted(number) => {
+                self.unpersisted -= 1;
+                self.consensus.persisted(number);
+            }
+            Event::WalFailed(reason) => {
+                // Never retry an fsync, never acknowledge what it did not cover.
+                tracing::error!("log write failed, stopping: {reason}");
+                self.shared.shutdown.store(true, Ordering::SeqCst);
+            }
+            Event::Tick => self.tick(),
+        }
+    }
+
+    fn tick(&mut self) {
+        let now = Instant::now();
+        while self.last_tick + Duration::from_millis(TICK_MS) <= now {
+            self.last_tick += Duration::from_millis(TICK_MS);
+            self.consensus.tick();
+        }
+        if !self.consensus.is_leader() || self.replay_until.is_some() {
+            return;
+        }
+        let now_ms = self.now_ms();
+        let expired: Vec<SessionId> = self.tracker.expired(now_ms);
+        if !expired.is_empty() {
+            for s in &expired {
+                self.tracker.remove(*s);
+            }
+            tracing::info!(count = expired.len(), "expiring sessions");
+            self.pending.push(internal(Op::ExpireSessions { sessions: expired }));
+        }
+        if now >= self.next_reap {
+            self.next_reap =
+                now + Duration::from_millis(self.shared.config.container_check_interval_ms);
+            for path in self.machine.view().reap_candidates(now_ms) {
+                if self.reaping.insert(path.clone()) {
+                    self.reaps_in_flight += 1;
+                    let mut cmd = internal(Op::DeleteContainer { path });
+                    cmd.origin = REAPER_ORIGIN;
+                    self.pending.push(cmd);
+                }
+            }
+        }
+    }
+
+    /// Seal the pending commands into one proposal.
+    fn propose(&mut self) -> Result<(), ServerError> {
+        if self.pending.is_empty() || !self.consensus.is_leader() {
+            return Ok(());
+        }
+        while !self.pending.is_empty() {
+            let take = self.pending.len().min(MAX_BATCH_COMMANDS);
+            let commands: Vec<Command> = self.pending.drain(..take).collect();
+            let batch = Batch { time_ms: self.now_ms(), commands };
+            let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&batch)
+                .map_err(|e| ServerError::Startup(format!("cannot serialize a batch: {e}")))?;
+            self.shared.metrics.batches_proposed.add(1);
+            self.shared.metrics.batch_commands.record(batch.commands.len() as u64);
+            self.consensus.propose(bytes.to_vec())?;
+        }
+        Ok(())
+    }
+
+    /// Hand every ready to the log, apply what is committed, fan out the results.
+    async fn pump(&mut self) -> Result<(), ServerError> {
+        while let Some(out) = self.consensus.poll()? {
+            self.persist(&out);
+            self.apply(out).await?;
+        }
+        Ok(())
+    }
+
+    fn persist(&mut self, out: &Output) {
+        if !out.must_persist {
+            return;
+        }
+        let mut records: Vec<LogRecord<'_>> = out
+            .entries
+            .iter()
+            .map(|e| LogRecord::Entry { index: e.index, term: e.term, data: &e.data })
+            .collect();
+        if let Some(hs) = &out.hard_state {
+            records.push(LogRecord::HardState { term: hs.term, vote: hs.vote, commit: hs.commit });
+        }
+        let ticket = self.wal.submit(&records);
+        self.unpersisted += 1;
+        let (wal, tx, number) = (self.wal.clone(), self.inbox_tx.clone(), out.number);
+        glommio::spawn_local(async move {
+            let event = match wal.wait_durable(ticket).await {
+                Ok(()) => Event::Persisted(number),
+                Err(e) => Event::WalFailed(e.to_string()),
+            };
+            let _ = tx.send(event).await;
+        })
+        .detach();
+    }
+
+    async fn apply(&mut self, out: Output) -> Result<(), ServerError> {
+        if out.committed.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let mut applied = Vec::new();
+        let mut last_index = 0;
+        for entry in &out.committed {
+            last_index = entry.index;
+            if entry.data.is_empty() {
+                continue; // a new leader's empty entry
+            }
+            let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(entry.data.len());
+            aligned.extend_from_slice(&entry.data);
+            let batch = rkyv::from_bytes::<Batch, rkyv::rancor::Error>(&aligned).map_err(|e| {
+                ServerError::Startup(format!("log entry {} does not decode: {e}", entry.index))
+            })?;
+            for a in self.machine.apply_batch(entry.term, &batch) {
+                self.track_sessions(&a);
+                applied.push(a);
+            }
+        }
+        self.consensus.applied(last_index)?;
+        if self.replay_until.is_some_and(|until| last_index >= until) {
+            self.replay_until = None;
+        }
+        let view = self.machine.view();
+        self.shared.last_zxid.store(view.last_zxid() as u64, Ordering::Relaxed);
+        if self.replay_until.is_some() {
+            return Ok(()); // still replaying: shards wait for the first view
+        }
+        if !self.shared.serving.swap(true, Ordering::SeqCst) {
+            applied.clear(); // replayed results route nowhere
+            self.restart_session_clocks();
+            tracing::info!(zxid = format!("{:#x}", view.last_zxid()), "serving");
+        }
+        self.shared.metrics.apply_latency_us.record(started.elapsed().as_micros() as u64);
+        let update = Arc::new(Update { view, applied });
+        for link in &self.links {
+            // A full link means a shard is not keeping up. Updates must not be dropped, so
+            // the sequencer waits here (its own clients wait with it): that is backpressure.
+            if let Err(msg) = link.try_send(ToShard::Update(update.clone())) {
+                self.shared.metrics.link_full.add(1);
+                let _ = link.send(msg).await;
+            }
+        }
+        Ok(())
+    }
+
+    fn track_sessions(&mut self, a: &crate::txn::Applied) {
+        use crate::txn::OpResult;
+        if let OpResult::SessionCreated { session, timeout_ms, .. } = &a.result {
+            let now = self.now_ms();
+            self.tracker.touch(*session, *timeout_ms, now);
+        }
+        for s in &a.ended_sessions {
+            self.tracker.remove(*s);
+        }
+        if a.origin == REAPER_ORIGIN {
+            self.reaps_in_flight = self.reaps_in_flight.saturating_sub(1);
+            if self.reaps_in_flight == 0 {
+                self.reaping.clear();
+            }
+        }
+    }
+
+    /// A (new) leader gives every session a fresh full timeout.
+    fn restart_session_clocks(&mut self) {
+        let now = self.now_ms();
+        let view = self.machine.view();
+        for (session, timeout) in view.sessions() {
+            self.tracker.touch(session, timeout, now);
+        }
+    }
+
+    /// The leader's wall clock in ms, never going backwards.
+    fn now_ms(&mut self) -> i64 {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        self.last_time_ms = self.last_time_ms.max(now);
+        self.last_time_ms
+    }
+
+    async fn shut_down(self) -> Result<(), ServerError> {
+        for link in &self.links {
+            let _ = link.send(ToShard::Stop).await;
+        }
+        let zxid = self.machine.view().last_zxid();
+        let wal = Rc::try_unwrap(self.wal)
+            .map_err(|_| ServerError::Startup("log still in use at shutdown".into()))?;
+        wal.close().await?;
+        tracing::info!(
+            zxid = format!("{zxid:#x}"),
+            "stopped cleanly: log synced, every acknowledged write is on disk"
+        );
+        Ok(())
+    }
+}
+
+fn internal(op: Op) -> Command {
+    Command { session: 0, xid: 0, origin: 0, auth: Vec::new(), op }
+}

@@ -1,0 +1,218 @@
+//! One shard: a glommio executor pinned to a core, owning its connections, its watches and its
+//! copy of the current View. Everything here is single-threaded (`Rc`, `RefCell`).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver, SharedSender};
+use glommio::net::TcpListener;
+
+use super::conn::{self, ConnHandle};
+use super::{Origin, ServerError, Shared, ToSequencer, ToShard, Update};
+use crate::machine::View;
+use crate::proto::types::SessionId;
+use crate::txn::Command;
+use crate::watch::WatchRegistry;
+
+/// How often a shard reports session activity to the sequencer.
+const TOUCH_INTERVAL: Duration = Duration::from_millis(100);
+
+pub struct Shard {
+    pub id: u16,
+    pub shared: Arc<Shared>,
+    pub view: RefCell<View>,
+    pub watches: RefCell<WatchRegistry>,
+    pub conns: RefCell<HashMap<u32, Rc<ConnHandle>>>,
+    /// Sessions attached to a connection of this shard.
+    pub sessions: RefCell<HashMap<SessionId, u32>>,
+    outbox: RefCell<Vec<Command>>,
+    flush_scheduled: Cell<bool>,
+    touched: RefCell<HashMap<SessionId, i32>>,
+    to_seq: ConnectedSender<ToSequencer>,
+    next_conn: Cell<u32>,
+}
+
+impl Shard {
+    pub fn origin(&self, conn: u32) -> Origin {
+        Origin::new(self.shared.incarnation, self.id, conn)
+    }
+
+    pub fn next_conn_id(&self) -> u32 {
+        let id = self.next_conn.get();
+        self.next_conn.set(id.wrapping_add(1).max(1));
+        id
+    }
+
+    /// Queue a write for the sequencer; all writes queued during one turn of this shard's
+    /// executor travel in one message.
+    pub fn submit(self: &Rc<Self>, cmd: Command) {
+        self.outbox.borrow_mut().push(cmd);
+        if !self.flush_scheduled.replace(true) {
+            let shard = self.clone();
+            glommio::spawn_local(async move {
+                futures_lite::future::yield_now().await;
+                shard.flush_scheduled.set(false);
+                let cmds = std::mem::take(&mut *shard.outbox.borrow_mut());
+                if !cmds.is_empty() {
+                    shard.shared.metrics.shard_batches.add(1);
+                    let _ = shard.to_seq.send(ToSequencer::Commands(cmds)).await;
+                }
+            })
+            .detach();
+        }
+    }
+
+    pub fn touch(&self, session: SessionId, timeout_ms: i32) {
+        if session != 0 {
+            self.touched.borrow_mut().insert(session, timeout_ms);
+        }
+    }
+
+    pub async fn attach(&self, session: SessionId, conn: u32) {
+        self.sessions.borrow_mut().insert(session, conn);
+        let _ = self.to_seq.send(ToSequencer::Attach { session, origin: self.origin(conn) }).await;
+    }
+
+    pub fn detach_conn(&self, conn: u32, session: SessionId) {
+        self.conns.borrow_mut().remove(&conn);
+        let mut sessions = self.sessions.borrow_mut();
+        if sessions.get(&session) == Some(&conn) {
+            sessions.remove(&session);
+        }
+        self.watches.borrow_mut().remove_conn(conn as u64);
+    }
+
+    fn handle_update(&self, update: &Update) {
+        *self.view.borrow_mut() = update.view.clone();
+        let conns = self.conns.borrow().clone();
+        // Events first, then replies: a reply (or a read released by it) may observe any change
+        // of this update, so every event of the update must already be queued.
+        for applied in &update.applied {
+            if applied.triggers.is_empty() {
+                continue;
+            }
+            let fired = self.watches.borrow_mut().fire(&applied.triggers);
+            for (conn, event, path) in fired {
+                if let Some(c) = conns.get(&(conn as u32)) {
+                    c.send_event(event, &path);
+                }
+            }
+        }
+        for applied in &update.applied {
+            let origin = Origin(applied.origin);
+            if origin.incarnation() == self.shared.incarnation && origin.shard() == self.id {
+                if let Some(c) = conns.get(&origin.conn()) {
+                    c.on_applied(applied);
+                }
+            }
+            for ended in &applied.ended_sessions {
+                let conn = self.sessions.borrow().get(ended).copied();
+                if let Some(c) = conn.and_then(|id| conns.get(&id)) {
+                    c.session_ended(*ended);
+                }
+            }
+        }
+    }
+
+    fn handle_detach(&self, session: SessionId, keep: Origin) {
+        let conn = self.sessions.borrow().get(&session).copied();
+        if let Some(id) = conn {
+            if self.origin(id) != keep {
+                if let Some(c) = self.conns.borrow().get(&id).cloned() {
+                    c.close("session resumed on another connection");
+                }
+            }
+        }
+    }
+}
+
+pub async fn run(
+    id: u16,
+    shared: Arc<Shared>,
+    to_seq: SharedSender<ToSequencer>,
+    from_seq: SharedReceiver<ToShard>,
+) -> Result<(), ServerError> {
+    let to_seq = to_seq.connect().await;
+    let from_seq = from_seq.connect().await;
+
+    // Serve nothing until the log is replayed and the first view arrives.
+    let first = loop {
+        match from_seq.recv().await {
+            Some(ToShard::Update(u)) => break u,
+            Some(ToShard::Stop) | None => return Ok(()),
+            Some(ToShard::Detach { .. }) => {}
+        }
+    };
+    let shard = Rc::new(Shard {
+        id,
+        shared: shared.clone(),
+        view: RefCell::new(first.view.clone()),
+        watches: RefCell::new(WatchRegistry::default()),
+        conns: RefCell::new(HashMap::new()),
+        sessions: RefCell::new(HashMap::new()),
+        outbox: RefCell::new(Vec::new()),
+        flush_scheduled: Cell::new(false),
+        touched: RefCell::new(HashMap::new()),
+        to_seq,
+        next_conn: Cell::new(1),
+    });
+    shard.handle_update(&first);
+
+    let listener = TcpListener::bind(shared.config.client_addr).map_err(|e| {
+        ServerError::Startup(format!("cannot listen on {}: {e}", shared.config.client_addr))
+    })?;
+    if id == 0 {
+        tracing::info!(addr = %shared.config.client_addr, shards = shared.config.shards, "listening");
+    }
+    let acceptor = {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            loop {
+                match listener.accept().await {
+                    Ok(stream) => {
+                        let shard = shard.clone();
+                        glommio::spawn_local(conn::serve(shard, stream)).detach();
+                    }
+                    Err(e) => {
+                        tracing::warn!("accept failed: {e}");
+                        glommio::timer::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+        })
+    };
+    let toucher = {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(TOUCH_INTERVAL).await;
+                let touched: Vec<(SessionId, i32)> = shard.touched.borrow_mut().drain().collect();
+                if !touched.is_empty() {
+                    let _ = shard.to_seq.send(ToSequencer::Touch(touched)).await;
+                }
+            }
+        })
+    };
+
+    while let Some(msg) = from_seq.recv().await {
+        match msg {
+            ToShard::Update(update) => shard.handle_update(&update),
+            ToShard::Detach { session, keep } => shard.handle_detach(session, keep),
+            ToShard::Stop => break,
+        }
+    }
+    drop(acceptor);
+    drop(toucher);
+    let conns: Vec<Rc<ConnHandle>> = shard.conns.borrow().values().cloned().collect();
+    for c in conns {
+        c.close("server shutting down");
+    }
+    // Give writers a moment to flush replies already queued.
+    glommio::timer::sleep(Duration::from_millis(50)).await;
+    shared.serving.store(false, Ordering::SeqCst);
+    Ok(())
+}
