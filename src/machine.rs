@@ -57,6 +57,9 @@ struct State {
     last_zxid: Zxid,
 }
 
+/// A node as a reader borrows it from a `View`.
+pub type NodeRef<'a> = &'a Node;
+
 /// A consistent, immutable snapshot of the state for readers: never blocks, never changes,
 /// never shows half of a multi or of a batch. Cloning is O(1).
 #[derive(Clone, Debug)]
@@ -87,7 +90,8 @@ impl View {
     }
     /// Child names, sorted; `None` if the node does not exist.
     pub fn children(&self, path: &str) -> Option<Vec<Arc<str>>> {
-        self.node(path).map(|n| n.children().cloned().collect())
+        self.node(path)
+            .map(|n| n.children().iter().cloned().collect())
     }
     /// getAllChildrenNumber: every descendant, the node itself excluded.
     pub fn descendant_count(&self, path: &str) -> Option<u64> {
@@ -105,6 +109,10 @@ impl View {
     }
     pub fn sessions(&self) -> impl Iterator<Item = (SessionId, &Session)> + '_ {
         self.state.sessions.iter()
+    }
+    /// `(session, timeout_ms)` of every live session: what a new leader's tracker needs.
+    pub fn session_timeouts(&self) -> impl Iterator<Item = (SessionId, i32)> + '_ {
+        self.state.sessions.iter().map(|(id, s)| (id, s.timeout_ms))
     }
     pub fn session_count(&self) -> usize {
         self.state.sessions.len()
@@ -547,13 +555,12 @@ fn create(
         zxid: cx.zxid,
         time_ms: cx.time_ms,
     };
-    let key = state.tree.insert(&parent_key, full, new);
+    let (key, stat) = state.tree.insert(&parent_key, full, new);
     if owner != 0 {
         if let Some(s) = state.sessions.get_mut(owner) {
             s.ephemerals.insert(key.clone());
         }
     }
-    let stat = state.tree.get(&key).map(Node::stat).unwrap_or_default();
     cx.triggers.push(Trigger {
         path: key.clone(),
         event: EventType::NodeCreated,
@@ -905,6 +912,12 @@ mod tests {
     }
 
     #[test]
+    fn views_cross_threads() {
+        fn send_sync<T: Send + Sync + Clone>() {}
+        send_sync::<View>();
+    }
+
+    #[test]
     fn views_are_snapshots() {
         let mut m = Machine::new(MachineConfig::default());
         let s = new_session(&mut m, 0);
@@ -913,6 +926,12 @@ mod tests {
         assert!(!before.exists("/a"));
         assert!(m.view().exists("/a"));
         assert_eq!(before.last_zxid(), 1);
+        let timeouts: Vec<_> = m.view().session_timeouts().collect();
+        assert_eq!(timeouts, [(s, 30000)]);
+        assert_eq!(
+            m.view().session(s).map(|x| &x.passwd[..]),
+            Some(&[1u8; 16][..])
+        );
     }
 
     #[test]
@@ -971,6 +990,167 @@ mod tests {
         let (a, b) = (v.node("/a").unwrap(), v.node("/b").unwrap());
         assert!(Arc::ptr_eq(a.acl_arc(), b.acl_arc()));
         assert!(Arc::ptr_eq(a.acl_arc(), v.node("/").unwrap().acl_arc()));
+    }
+
+    mod props {
+        use super::super::*;
+        use super::cmd;
+        use proptest::prelude::*;
+
+        const PATHS: [&str; 6] = ["/a", "/b", "/a/x", "/a/y", "/b/z", "/a/x/q"];
+
+        fn path() -> impl Strategy<Value = String> {
+            prop::sample::select(&PATHS[..]).prop_map(String::from)
+        }
+
+        fn version() -> impl Strategy<Value = i32> {
+            prop_oneof![Just(-1), 0..3i32]
+        }
+
+        fn write_op() -> impl Strategy<Value = WriteOp> {
+            prop_oneof![
+                (
+                    path(),
+                    0..4i32,
+                    prop::bool::ANY,
+                    prop::option::of(prop::collection::vec(any::<u8>(), 0..4))
+                )
+                    .prop_map(|(path, flags, container, data)| WriteOp::Create {
+                        opcode: if container {
+                            opcode::CREATE_CONTAINER
+                        } else {
+                            opcode::CREATE
+                        },
+                        req: CreateRequest {
+                            path,
+                            data,
+                            acl: Acl::open_unsafe(),
+                            flags,
+                            ttl: -1
+                        },
+                    }),
+                (path(), version())
+                    .prop_map(|(path, version)| WriteOp::Delete(DeleteRequest { path, version })),
+                (path(), version(), prop::collection::vec(any::<u8>(), 0..4)).prop_map(
+                    |(path, version, d)| {
+                        WriteOp::SetData(SetDataRequest {
+                            path,
+                            data: Some(d),
+                            version,
+                        })
+                    }
+                ),
+                (path(), version()).prop_map(|(path, version)| WriteOp::Check(
+                    CheckVersionRequest { path, version }
+                )),
+            ]
+        }
+
+        #[derive(Clone, Debug)]
+        enum Step {
+            Op { session: usize, xid: i32, op: Op },
+            NewSession,
+            Reap(String),
+            Term(u64),
+        }
+
+        fn step() -> impl Strategy<Value = Step> {
+            prop_oneof![
+                6 => (0..3usize, 1..4i32, write_op()).prop_map(|(session, xid, w)| Step::Op { session, xid, op: Op::Write(w) }),
+                4 => (0..3usize, 1..4i32, prop::collection::vec(write_op(), 0..5))
+                    .prop_map(|(session, xid, ops)| Step::Op { session, xid, op: Op::Multi(ops) }),
+                1 => (0..3usize, path(), version()).prop_map(|(session, path, version)| Step::Op {
+                    session,
+                    xid: 9,
+                    op: Op::SetAcl(SetAclRequest { path, acl: Acl::open_unsafe(), version }),
+                }),
+                1 => (0..3usize).prop_map(|session| Step::Op { session, xid: 10, op: Op::CloseSession }),
+                1 => Just(Step::NewSession),
+                1 => path().prop_map(Step::Reap),
+                1 => (0..4u64).prop_map(Step::Term),
+            ]
+        }
+
+        /// The tree plus every session's ephemerals: what a failed multi must not touch.
+        type Observable = (Tree, Vec<(SessionId, Vec<Arc<str>>)>);
+
+        fn observable(m: &Machine) -> Observable {
+            let v = m.view();
+            let mut eph: Vec<_> = v
+                .sessions()
+                .map(|(id, s)| (id, s.ephemerals().cloned().collect()))
+                .collect();
+            eph.sort();
+            (v.tree().clone(), eph)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn failed_multis_change_nothing_and_zxids_increase(steps in prop::collection::vec(step(), 1..60)) {
+                let mut m = Machine::new(MachineConfig::default());
+                let mut twin = Machine::new(MachineConfig::default());
+                let mut sessions: Vec<SessionId> = vec![];
+                let mut term = 0u64;
+                let mut last = m.last_zxid();
+                for (i, s) in steps.into_iter().enumerate() {
+                    let time = 1000 + i as i64;
+                    let command = match s {
+                        Step::NewSession => cmd(0, 0, Op::CreateSession { timeout_ms: 1000, passwd: vec![] }),
+                        Step::Reap(path) => cmd(0, 0, Op::DeleteContainer { path }),
+                        Step::Term(t) => {
+                            term = term.max(t);
+                            continue;
+                        }
+                        Step::Op { session, xid, op } => {
+                            let id = sessions.get(session).copied().unwrap_or(12345);
+                            cmd(id, xid, op)
+                        }
+                    };
+                    let before = observable(&m);
+                    let b = Batch { time_ms: time, commands: vec![command.clone()] };
+                    let out = m.apply_batch(term, &b);
+                    let twin_out = twin.apply_batch(term, &b);
+                    prop_assert_eq!(out.len(), 1);
+                    let a = &out[0];
+                    prop_assert_eq!(&a.result, &twin_out[0].result, "members disagree");
+                    if a.duplicate {
+                        prop_assert!(a.zxid <= last);
+                        prop_assert_eq!(m.last_zxid(), last);
+                        prop_assert!(a.triggers.is_empty());
+                    } else {
+                        prop_assert!(a.zxid > last, "zxid {:#x} after {:#x}", a.zxid, last);
+                        prop_assert_eq!(m.last_zxid(), a.zxid);
+                        last = a.zxid;
+                    }
+                    match &a.result {
+                        OpResult::SessionCreated { session, .. } => sessions.push(*session),
+                        OpResult::Multi(parts) if parts.iter().any(|p| matches!(p, MultiResult::Error(_))) => {
+                            prop_assert!(a.triggers.is_empty());
+                            prop_assert!(parts.iter().all(|p| matches!(p, MultiResult::Error(_))));
+                            let after = observable(&m);
+                            prop_assert!(before == after, "a failed multi changed the state");
+                        }
+                        OpResult::Error(_) => {
+                            prop_assert!(a.triggers.is_empty());
+                            prop_assert!(before == observable(&m), "a failed write changed the state");
+                        }
+                        _ => {}
+                    }
+                    // Invariants: counters agree with a full scan.
+                    let v = m.view();
+                    let scan_eph = v.tree().iter().filter(|(_, n)| n.ephemeral_owner() != 0).count();
+                    prop_assert_eq!(v.ephemeral_count(), scan_eph);
+                    let owned: usize = v.sessions().map(|(_, s)| s.ephemeral_count()).sum();
+                    prop_assert_eq!(owned, scan_eph);
+                    let size: u64 = v.tree().iter().map(|(p, n)| (p.len() + n.data().map_or(0, |d| d.len())) as u64).sum();
+                    prop_assert_eq!(v.approximate_data_size(), size);
+                    prop_assert_eq!(v.descendant_count("/"), Some(v.node_count() as u64 - 1));
+                }
+                prop_assert!(observable(&m) == observable(&twin), "members diverged");
+            }
+        }
     }
 
     // ---------------------------------------------------------------------------------------

@@ -1,1 +1,80 @@
-fn main() {}
+//! The `ringkeeper` command line.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use ringkeeper::config::{Config, ServeArgs};
+
+#[derive(Parser)]
+#[command(name = "ringkeeper", version, about = "A ZooKeeper-compatible coordination service")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a member (one-member ensemble by default) on the ZooKeeper client port.
+    Serve(ServeArgs),
+    /// Load generator speaking the ZooKeeper protocol (targets ringkeeper or ZooKeeper).
+    Bench(ringkeeper::bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Bench(args) => bench(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let (config, warnings) = match Config::from_args(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ringkeeper: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(&config.log_level);
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    match ringkeeper::server::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("ringkeeper: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench(args: ringkeeper::bench::BenchArgs) -> ExitCode {
+    let json = args.json;
+    match ringkeeper::bench::run(args) {
+        Ok(report) => {
+            if json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.to_text());
+            }
+            if report.mostly_failed() {
+                eprintln!("ringkeeper bench: most operations failed");
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ringkeeper bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+}

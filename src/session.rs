@@ -132,7 +132,7 @@ impl SessionTable {
     pub(crate) fn allocate_id(&mut self, time_ms: i64) -> SessionId {
         let base = *self
             .id_base
-            .get_or_insert_with(|| (1i64 << 56) | ((((time_ms as u64) << 24) >> 8) as i64));
+            .get_or_insert((1i64 << 56) | ((((time_ms as u64) << 24) >> 8) as i64));
         loop {
             let id = base.wrapping_add(self.created as i64);
             self.created = self.created.wrapping_add(1);

@@ -12,9 +12,9 @@ use std::path::Path;
 use ringkeeper::proto::frame::{self, four_letter_word, FrameError, DEFAULT_MAX_PACKET};
 use ringkeeper::proto::jute::Reader;
 use ringkeeper::proto::records::{
-    decode_request, encode_multi_read_marshalling, encode_reply, encode_watch_event,
-    ConnectRequest, ConnectResponse, MultiReadResult, ReadOp, ReplyBody, Request, RequestError,
-    RequestHeader, StrList, PASSWD_LEN,
+    decode_request, encode_multi_read_marshalling_error, encode_reply, encode_watch_event,
+    ConnectRequest, ConnectResponse, ReadOp, ReadResult, ReplyBody, Request, RequestError,
+    RequestHeader, PASSWD_LEN,
 };
 use ringkeeper::proto::types::{opcode, xid, Acl, ErrorCode, EventType, Id, Stat};
 use ringkeeper::txn::{MultiResult, WriteOp};
@@ -132,7 +132,7 @@ enum Body {
     Children(Vec<String>),
     Children2(Vec<String>, Stat),
     Multi(Vec<MultiResult>),
-    MultiRead(Vec<ReadResult>),
+    MultiRead(Vec<ReadValue>),
     Count(i32),
     Paths(Vec<String>),
     ErrorResponse(i32),
@@ -140,7 +140,7 @@ enum Body {
 }
 
 #[derive(Debug)]
-enum ReadResult {
+enum ReadValue {
     Data(Option<Vec<u8>>, Stat),
     Children(Vec<String>),
     Error(ErrorCode),
@@ -270,14 +270,14 @@ fn decode_body(name: &str, req: &Request, body: &[u8]) -> Body {
                 results.push(match (t, op) {
                     (-1, _) => {
                         assert_eq!(r.read_i32().unwrap(), err, "{name}");
-                        ReadResult::Error(code(err))
+                        ReadValue::Error(code(err))
                     }
-                    (4, ReadOp::GetData { .. }) => ReadResult::Data(
+                    (4, ReadOp::GetData { .. }) => ReadValue::Data(
                         r.read_buffer().unwrap().map(<[u8]>::to_vec),
                         r.read_stat().unwrap(),
                     ),
                     (8, ReadOp::GetChildren { .. }) => {
-                        ReadResult::Children(r.read_string_vec().unwrap())
+                        ReadValue::Children(r.read_string_vec().unwrap())
                     }
                     other => panic!("{name}: result {other:?}"),
                 });
@@ -296,8 +296,7 @@ fn decode_body(name: &str, req: &Request, body: &[u8]) -> Body {
 
 /// Encodes `body` through the production encoder, straight from borrowed values.
 fn encode_body(out: &mut Vec<u8>, xid: i32, zxid: i64, err: ErrorCode, body: &Body) {
-    let who: Vec<(&str, &str)>;
-    let reads: Vec<MultiReadResult<'_>>;
+    let reads: Vec<ReadResult<'_>>;
     let b = match body {
         Body::Empty => ReplyBody::Empty,
         Body::Path(p) => ReplyBody::Path(p),
@@ -308,9 +307,9 @@ fn encode_body(out: &mut Vec<u8>, xid: i32, zxid: i64, err: ErrorCode, body: &Bo
             stat: *stat,
         },
         Body::Acl(acl, stat) => ReplyBody::Acl { acl, stat: *stat },
-        Body::Children(c) => ReplyBody::Children(c.into()),
+        Body::Children(c) => ReplyBody::Children(c),
         Body::Children2(c, stat) => ReplyBody::Children2 {
-            children: c.into(),
+            children: c,
             stat: *stat,
         },
         Body::Multi(results) => ReplyBody::Multi(results),
@@ -318,23 +317,20 @@ fn encode_body(out: &mut Vec<u8>, xid: i32, zxid: i64, err: ErrorCode, body: &Bo
             reads = results
                 .iter()
                 .map(|r| match r {
-                    ReadResult::Data(d, stat) => MultiReadResult::Data {
+                    ReadValue::Data(d, stat) => ReadResult::Data {
                         data: d.as_deref(),
                         stat: *stat,
                     },
-                    ReadResult::Children(c) => MultiReadResult::Children(StrList::from(c)),
-                    ReadResult::Error(e) => MultiReadResult::Error(*e),
+                    ReadValue::Children(c) => ReadResult::Children(c),
+                    ReadValue::Error(e) => ReadResult::Error(*e),
                 })
                 .collect();
             ReplyBody::MultiRead(&reads)
         }
         Body::Count(n) => ReplyBody::Count(*n),
-        Body::Paths(p) => ReplyBody::Paths(p.into()),
+        Body::Paths(p) => ReplyBody::Paths(p),
         Body::ErrorResponse(n) => ReplyBody::ErrorResponse(*n),
-        Body::WhoAmI(list) => {
-            who = list.iter().map(|(s, u)| (s.as_str(), u.as_str())).collect();
-            ReplyBody::WhoAmI(&who)
-        }
+        Body::WhoAmI(list) => ReplyBody::WhoAmI(list),
     };
     encode_reply(out, xid, zxid, err, &b);
 }
@@ -844,8 +840,8 @@ fn golden_vectors() {
             match res {
                 Err(e) => {
                     assert_eq!(Some(err), e.reply_code(), "{name}: error for {e:?}");
-                    if *e == RequestError::MultiReadOfWrites {
-                        encode_multi_read_marshalling(&mut actual, rx, zxid);
+                    if *e == RequestError::MultiReadWithWrite {
+                        encode_multi_read_marshalling_error(&mut actual, rx, zxid);
                     } else {
                         encode_body(&mut actual, rx, zxid, err, &Body::Empty);
                     }

@@ -143,7 +143,10 @@ mod tests {
         }
         let msg = err.to_string();
         assert!(msg.contains(&dir.display().to_string()), "{msg}");
-        assert!(msg.contains(&format!("pid {}", std::process::id())), "{msg}");
+        assert!(
+            msg.contains(&format!("pid {}", std::process::id())),
+            "{msg}"
+        );
         // The refused attempt did not wipe the holder's pid.
         let pid_after = std::fs::read_to_string(dir.join(LOCK_FILE)).unwrap();
         assert_eq!(pid, pid_after);

@@ -37,7 +37,7 @@ use glommio::{
 };
 use rkyv::util::AlignedVec;
 
-use super::record::{self, EncodeError, HardStateRecord, LogRecord, RecoveredEntry, Replay};
+use super::record::{self, EncodeError, LogRecord, RecoveredEntry, Replay};
 
 /// DMA block: writes are aligned to it and the tail block is rewritten on each commit.
 pub const BLOCK: u64 = 4096;
@@ -57,10 +57,13 @@ const PROBE_FILE: &str = "DMA-PROBE";
 
 /// How a write is made durable.
 ///
-/// Measured on the dev VM (ext4 on virtio, pre-zeroed 64 MiB segment, 120-byte records, see
-/// `benches/log_record.rs`): O_DSYNC and write + `fdatasync` are within noise of each other
-/// here (STACK-NOTES measured O_DSYNC ~15-40% ahead on a similar machine). O_DSYNC is the
-/// default: one io_uring operation per commit instead of two round trips through the reactor.
+/// Measured with `benches/log_record.rs` on the dev VM (ext4 on virtio, pre-zeroed segment,
+/// 120-byte records, machine loaded): both modes are bound by the device's sync latency
+/// (~4 ms per commit at the time, the same as `dd oflag=direct,dsync`) and within noise of
+/// each other: 1/64/512 records per commit gave ~210 / 18k / 116k records/s with O_DSYNC and
+/// ~220 / 15k / 129k with fdatasync. STACK-NOTES measured O_DSYNC 15-40% ahead on a quieter
+/// machine of the same kind, and it is one io_uring operation per commit instead of two, so it
+/// is the default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SyncMode {
     /// Segments opened with O_DSYNC: a completed write is durable.
@@ -186,8 +189,8 @@ pub struct WalStats {
 pub struct Recovery {
     /// Contiguous ascending raft entries, after applying overwrites (see `record::Replay`).
     pub entries: Vec<RecoveredEntry>,
-    /// The last hard state written, if any.
-    pub hard_state: Option<HardStateRecord>,
+    /// The last hard state written, if any: `(term, vote, commit)`.
+    pub hard_state: Option<(u64, u64, u64)>,
     /// A torn tail that was zeroed on disk: the segment and the offset where data now ends.
     pub truncated_tail: Option<(PathBuf, u64)>,
     /// Entries dropped because a later record rewrote their index (raft log truncation).
@@ -201,7 +204,6 @@ pub struct Recovery {
 struct Shared {
     /// Encoded, unsealed records waiting for the writer.
     pending: Vec<u8>,
-    pending_records: u64,
     /// An empty buffer to swap in for `pending` (keeps its capacity across commits).
     spare_buf: Vec<u8>,
     /// Last ticket issued by `submit`.
@@ -321,7 +323,7 @@ impl Wal {
 
         let recovery = Recovery {
             entries: replay.entries,
-            hard_state: replay.hard_state,
+            hard_state: replay.hard_state.map(|h| (h.term, h.vote, h.commit)),
             truncated_tail,
             replaced_entries: replay.replaced,
             gap_resets: replay.gap_resets,
@@ -331,7 +333,6 @@ impl Wal {
 
         let shared = Rc::new(RefCell::new(Shared {
             pending: Vec::new(),
-            pending_records: 0,
             spare_buf: Vec::new(),
             submitted: 0,
             taken: 0,
@@ -377,38 +378,51 @@ impl Wal {
     }
 
     /// Queues records for the next group commit and returns their ticket (monotonic, one per
-    /// call). Never blocks. Refused once the WAL has failed or is closing, for a record over the
-    /// size limit, or when the backlog is full (all or nothing: on error nothing is queued).
-    pub fn submit(&self, records: &[LogRecord<'_>]) -> Result<u64, WalError> {
+    /// call). Never blocks and never fails here: problems surface from [`Wal::wait_durable`].
+    /// A record over the size limit, or a backlog over `MAX_PENDING_BYTES`, poisons the WAL
+    /// (raft cannot skip an entry, and failing one ticket while a later one succeeded would
+    /// acknowledge a log with a hole). After a failure, or once closing, tickets still come
+    /// back but can never become durable.
+    pub fn submit(&self, records: &[LogRecord<'_>]) -> u64 {
         let mut guard = self.shared.borrow_mut();
         let s = &mut *guard;
-        if let Some(e) = &s.failed {
-            return Err(e.clone());
-        }
+        s.submitted += 1;
+        let ticket = s.submitted;
         if s.closing || s.writer_done {
-            return Err(WalError::Closed);
+            // Only reachable through misuse (close and drop consume the Wal); make sure the
+            // ticket can never be reported durable.
+            s.failed.get_or_insert(WalError::Closed);
+        }
+        if s.failed.is_some() {
+            return ticket;
         }
         let start = s.pending.len();
+        let mut refused = None;
         for r in records {
             if let Err(e) = record::encode(r, &mut s.pending, s.max_record_len) {
-                s.pending.truncate(start);
-                return Err(e.into());
+                refused = Some(e.into());
+                break;
             }
         }
         // A lone submit may exceed the limit; it is still bounded by the caller's batch.
-        if start > 0 && s.pending.len() > MAX_PENDING_BYTES {
-            let pending = s.pending.len();
-            s.pending.truncate(start);
-            return Err(WalError::Backlog { pending });
+        if refused.is_none() && start > 0 && s.pending.len() > MAX_PENDING_BYTES {
+            refused = Some(WalError::Backlog {
+                pending: s.pending.len(),
+            });
         }
-        s.submitted += 1;
-        s.pending_records += records.len() as u64;
-        s.stats.submits += 1;
-        s.stats.records += records.len() as u64;
+        if let Some(e) = refused {
+            s.pending.truncate(start);
+            tracing::error!(error = %e, "WAL refused a submit; refusing all further writes");
+            s.failed = Some(e);
+            s.wake_waiters();
+        } else {
+            s.stats.submits += 1;
+            s.stats.records += records.len() as u64;
+        }
         if let Some(w) = s.writer_waker.take() {
             w.wake();
         }
-        Ok(s.submitted)
+        ticket
     }
 
     /// Resolves once everything submitted up to `ticket` is written and durable; or with the
@@ -544,19 +558,21 @@ impl Writer {
             let job = poll_fn(|cx| {
                 let mut guard = shared.borrow_mut();
                 let s = &mut *guard;
+                if let Some(e) = &s.failed {
+                    return Poll::Ready(Err(e.clone()));
+                }
                 if s.submitted > s.taken {
                     let buf = std::mem::replace(&mut s.pending, std::mem::take(&mut s.spare_buf));
                     s.taken = s.submitted;
-                    s.pending_records = 0;
-                    return Poll::Ready(Some((buf, s.taken)));
+                    return Poll::Ready(Ok(Some((buf, s.taken))));
                 }
                 if s.closing {
-                    return Poll::Ready(None);
+                    return Poll::Ready(Ok(None));
                 }
                 s.writer_waker = Some(cx.waker().clone());
                 Poll::Pending
             })
-            .await;
+            .await?;
             let Some((mut buf, ticket)) = job else {
                 return Ok(());
             };
@@ -595,7 +611,10 @@ impl Writer {
             if self.pos + len as u64 > self.active.capacity {
                 self.rotate().await?;
                 // submit bounds every record by segment_bytes <= a new segment's capacity.
-                assert!(len as u64 <= self.active.capacity, "record larger than a segment");
+                assert!(
+                    len as u64 <= self.active.capacity,
+                    "record larger than a segment"
+                );
             }
         }
         if off > chunk_start {
@@ -883,7 +902,9 @@ async fn zero_range(
             return Err(WalError::Io {
                 op: "write",
                 path: path.to_path_buf(),
-                source: Arc::new(std::io::Error::other("short write while zeroing a torn tail")),
+                source: Arc::new(std::io::Error::other(
+                    "short write while zeroing a torn tail",
+                )),
             });
         }
         pos += n as u64;
@@ -976,10 +997,14 @@ fn sync_dir_std(dir: &Path) -> Result<(), WalError> {
 /// Works around glommio #605: the first DMA file a thread opens decides, per device, whether
 /// reads use the poll ring; an empty file opened read+write makes the probe succeed wrongly and
 /// every later DMA read then fails with EOPNOTSUPP on virtio disks. Opening a non-empty file
-/// read-only first makes the probe read real blocks.
-async fn dma_probe(dir: &Path) -> Result<(), WalError> {
+/// read-only first makes the probe read real blocks. `Wal::open` calls it; other code that
+/// opens DMA files on an executor before the WAL does should call it first (any dir on the
+/// same device; it leaves a 4 KiB `DMA-PROBE` file there).
+pub async fn dma_probe(dir: &Path) -> Result<(), WalError> {
     let path = dir.join(PROBE_FILE);
-    let ok = std::fs::metadata(&path).map(|m| m.len() >= BLOCK).unwrap_or(false);
+    let ok = std::fs::metadata(&path)
+        .map(|m| m.len() >= BLOCK)
+        .unwrap_or(false);
     if !ok {
         std::fs::write(&path, [0xA5u8; BLOCK as usize])
             .and_then(|_| std::fs::File::open(&path)?.sync_all())
@@ -1005,7 +1030,7 @@ async fn dma_probe(dir: &Path) -> Result<(), WalError> {
 /// suffices for glommio (raising the soft limit to the hard one if needed). glommio itself only
 /// panics deep inside executor start-up in these cases.
 pub fn probe_io_uring() -> Result<(), String> {
-    const MIN_MEMLOCK: u64 = 512 * 1024;
+    const MIN_MEMLOCK: libc::rlim_t = 512 * 1024;
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -1017,14 +1042,14 @@ pub fn probe_io_uring() -> Result<(), String> {
             std::io::Error::last_os_error()
         ));
     }
-    if (lim.rlim_cur as u64) < MIN_MEMLOCK && lim.rlim_cur != libc::RLIM_INFINITY {
+    if lim.rlim_cur < MIN_MEMLOCK && lim.rlim_cur != libc::RLIM_INFINITY {
         let raised = libc::rlimit {
             rlim_cur: lim.rlim_max,
             rlim_max: lim.rlim_max,
         };
         // SAFETY: setrlimit reads the struct we pass.
         let ok = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raised) } == 0;
-        if !ok || ((lim.rlim_max as u64) < MIN_MEMLOCK && lim.rlim_max != libc::RLIM_INFINITY) {
+        if !ok || (lim.rlim_max < MIN_MEMLOCK && lim.rlim_max != libc::RLIM_INFINITY) {
             return Err(format!(
                 "the locked-memory limit (RLIMIT_MEMLOCK) is {} KiB, hard limit {} KiB; glommio \
                  needs at least {} KiB per executor (more for registered I/O buffers). Raise it: \
@@ -1087,7 +1112,9 @@ mod tests {
     }
 
     fn payload(i: u64) -> Vec<u8> {
-        format!("entry number {i} ").repeat((i % 7 + 1) as usize).into_bytes()
+        format!("entry number {i} ")
+            .repeat((i % 7 + 1) as usize)
+            .into_bytes()
     }
 
     fn idx(r: &Recovery) -> Vec<u64> {
@@ -1097,7 +1124,7 @@ mod tests {
     async fn write_entries(wal: &Wal, range: std::ops::RangeInclusive<u64>, term: u64) {
         for i in range {
             let d = payload(i);
-            let t = wal.submit(&[entry(i, term, &d)]).unwrap();
+            let t = wal.submit(&[entry(i, term, &d)]);
             wal.wait_durable(t).await.unwrap();
         }
     }
@@ -1112,28 +1139,30 @@ mod tests {
             run(async move {
                 let opts = WalOptions { sync, ..small() };
                 let (wal, rec) = Wal::open(&dir, opts).await.unwrap();
-                assert_eq!(rec, Recovery { segments: 1, ..Recovery::default() });
+                assert_eq!(
+                    rec,
+                    Recovery {
+                        segments: 1,
+                        ..Recovery::default()
+                    }
+                );
                 let d1 = payload(1);
-                let t = wal
-                    .submit(&[
-                        entry(1, 1, &d1),
-                        LogRecord::HardState {
-                            term: 1,
-                            vote: 3,
-                            commit: 0,
-                        },
-                    ])
-                    .unwrap();
+                let t = wal.submit(&[
+                    entry(1, 1, &d1),
+                    LogRecord::HardState {
+                        term: 1,
+                        vote: 3,
+                        commit: 0,
+                    },
+                ]);
                 wal.wait_durable(t).await.unwrap();
                 assert_eq!(wal.durable_ticket(), t);
                 write_entries(&wal, 2..=20, 1).await;
-                let t = wal
-                    .submit(&[LogRecord::HardState {
-                        term: 2,
-                        vote: 1,
-                        commit: 20,
-                    }])
-                    .unwrap();
+                let t = wal.submit(&[LogRecord::HardState {
+                    term: 2,
+                    vote: 1,
+                    commit: 20,
+                }]);
                 wal.wait_durable(t).await.unwrap();
                 let stats = wal.stats();
                 assert_eq!(stats.records, 22);
@@ -1145,14 +1174,7 @@ mod tests {
                     assert_eq!(e.data, payload(e.index));
                     assert_eq!(e.term, 1);
                 }
-                assert_eq!(
-                    rec.hard_state,
-                    Some(HardStateRecord {
-                        term: 2,
-                        vote: 1,
-                        commit: 20
-                    })
-                );
+                assert_eq!(rec.hard_state, Some((2, 1, 20)));
                 assert_eq!(rec.truncated_tail, None);
                 // Appending after recovery continues the log.
                 write_entries(&wal, 21..=25, 2).await;
@@ -1172,7 +1194,7 @@ mod tests {
         run(async move {
             let (wal, _) = Wal::open(&dir, small()).await.unwrap();
             let wal = Rc::new(wal);
-            let first = wal.submit(&[entry(1, 1, b"first")]).unwrap();
+            let first = wal.submit(&[entry(1, 1, b"first")]);
             // Let the writer take the first record and start its write.
             while wal.shared.borrow().taken < first {
                 futures_lite::future::yield_now().await;
@@ -1180,7 +1202,7 @@ mod tests {
             let mut waiters = Vec::new();
             for i in 2..=100u64 {
                 let d = payload(i);
-                let t = wal.submit(&[entry(i, 1, &d)]).unwrap();
+                let t = wal.submit(&[entry(i, 1, &d)]);
                 let w = wal.clone();
                 waiters.push(glommio::spawn_local(async move { w.wait_durable(t).await }));
             }
@@ -1210,7 +1232,7 @@ mod tests {
         let dir = tmp.path().to_path_buf();
         run(async move {
             let (wal, _) = Wal::open(&dir, small()).await.unwrap();
-            let t = wal.submit(&[]).unwrap();
+            let t = wal.submit(&[]);
             wal.wait_durable(t).await.unwrap();
             assert!(matches!(
                 wal.wait_durable(t + 5).await,
@@ -1233,18 +1255,12 @@ mod tests {
             let big = vec![7u8; 1500];
             // Single-record commits, then one commit spanning several segments.
             for i in 1..=10 {
-                let t = wal.submit(&[entry(i, 1, &big)]).unwrap();
+                let t = wal.submit(&[entry(i, 1, &big)]);
                 wal.wait_durable(t).await.unwrap();
             }
             let many: Vec<LogRecord<'_>> = (11..=40).map(|i| entry(i, 1, &big)).collect();
-            let t = wal.submit(&many).unwrap();
+            let t = wal.submit(&many);
             wal.wait_durable(t).await.unwrap();
-            // A record that cannot fit in any segment is refused up front.
-            let huge = vec![0u8; 3 * BLOCK as usize];
-            assert!(matches!(
-                wal.submit(&[entry(41, 1, &huge)]),
-                Err(WalError::Record(EncodeError::TooLarge { .. }))
-            ));
             let created = wal.stats().segments_created;
             wal.close().await.unwrap();
             let segs = list_segments(&dir).unwrap();
@@ -1275,9 +1291,7 @@ mod tests {
             let (wal, _) = Wal::open(&dir, small()).await.unwrap();
             write_entries(&wal, 1..=5, 1).await;
             // A new leader truncates our log at 3 by sending its own 3 and 4.
-            let t = wal
-                .submit(&[entry(3, 2, b"new three"), entry(4, 2, b"new four")])
-                .unwrap();
+            let t = wal.submit(&[entry(3, 2, b"new three"), entry(4, 2, b"new four")]);
             wal.wait_durable(t).await.unwrap();
             wal.close().await.unwrap();
             let (wal, rec) = Wal::open(&dir, small()).await.unwrap();
@@ -1318,7 +1332,8 @@ mod tests {
         let pristine = tmp.path().join("pristine");
         let (image, last) = make_log(&pristine);
         let l = &image[last..last + 4];
-        let payload_end = record::HEADER_LEN + u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize;
+        let payload_end =
+            record::HEADER_LEN + u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize;
         let work = tmp.path().join("work");
         let (pristine2, work2) = (pristine.clone(), work.clone());
         run(async move {
@@ -1341,10 +1356,17 @@ mod tests {
                         continue;
                     }
                     assert_eq!(idx(&rec), (1..=5).collect::<Vec<_>>(), "cut {cut}");
-                    let expect_tail = if cut == 0 && !garbage { None } else { Some((seg.clone(), last as u64)) };
-                    assert_eq!(rec.truncated_tail, expect_tail, "cut {cut} garbage {garbage}");
+                    let expect_tail = if cut == 0 && !garbage {
+                        None
+                    } else {
+                        Some((seg.clone(), last as u64))
+                    };
+                    assert_eq!(
+                        rec.truncated_tail, expect_tail,
+                        "cut {cut} garbage {garbage}"
+                    );
                     // The tail is clean on disk: appending and reopening works.
-                    let t = wal.submit(&[entry(6, 2, b"rewritten")]).unwrap();
+                    let t = wal.submit(&[entry(6, 2, b"rewritten")]);
                     wal.wait_durable(t).await.unwrap();
                     wal.close().await.unwrap();
                     let (wal, rec) = Wal::open(&work2, small()).await.unwrap();
@@ -1369,7 +1391,11 @@ mod tests {
         std::fs::write(&seg, &image).unwrap();
         run(async move {
             match Wal::open(&dir, small()).await {
-                Err(WalError::Corrupt { file, offset, reason }) => {
+                Err(WalError::Corrupt {
+                    file,
+                    offset,
+                    reason,
+                }) => {
                     assert_eq!(file, seg);
                     assert_eq!(offset, victim as u64);
                     assert!(reason.contains("CRC"), "{reason}");
@@ -1393,7 +1419,7 @@ mod tests {
             let (wal, _) = Wal::open(&d, opts).await.unwrap();
             let big = vec![1u8; 1500];
             for i in 1..=8 {
-                let t = wal.submit(&[entry(i, 1, &big)]).unwrap();
+                let t = wal.submit(&[entry(i, 1, &big)]);
                 wal.wait_durable(t).await.unwrap();
             }
             wal.close().await.unwrap();
@@ -1426,8 +1452,8 @@ mod tests {
                 let (wal, _) = Wal::open(&dir, small()).await.unwrap();
                 write_entries(&wal, 1..=2, 1).await;
                 wal.inject_write_errno(errno);
-                let t1 = wal.submit(&[entry(3, 1, b"x")]).unwrap();
-                let t2 = wal.submit(&[entry(4, 1, b"y")]).unwrap();
+                let t1 = wal.submit(&[entry(3, 1, b"x")]);
+                let t2 = wal.submit(&[entry(4, 1, b"y")]);
                 for t in [t1, t2] {
                     let e = wal.wait_durable(t).await.unwrap_err();
                     assert_eq!(matches!(e, WalError::NoSpace { .. }), no_space, "{e}");
@@ -1435,7 +1461,8 @@ mod tests {
                 }
                 assert_eq!(wal.durable_ticket(), 2);
                 // Refused from now on, and close reports the failure.
-                assert!(wal.submit(&[entry(5, 1, b"z")]).is_err());
+                let t = wal.submit(&[entry(5, 1, b"z")]);
+                assert!(wal.wait_durable(t).await.is_err());
                 assert!(wal.close().await.is_err());
                 // Nothing unacknowledged came back.
                 let (wal, rec) = Wal::open(&dir, small()).await.unwrap();
@@ -1443,6 +1470,32 @@ mod tests {
                 wal.close().await.unwrap();
             });
         }
+    }
+
+    #[test]
+    fn oversized_record_poisons() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let opts = WalOptions {
+            segment_bytes: 2 * BLOCK,
+            ..WalOptions::default()
+        };
+        run(async move {
+            let (wal, _) = Wal::open(&dir, opts).await.unwrap();
+            write_entries(&wal, 1..=3, 1).await;
+            let huge = vec![0u8; 3 * BLOCK as usize];
+            let t = wal.submit(&[entry(4, 1, b"fine"), entry(5, 1, &huge)]);
+            assert!(matches!(
+                wal.wait_durable(t).await,
+                Err(WalError::Record(EncodeError::TooLarge { .. }))
+            ));
+            let t = wal.submit(&[entry(4, 1, b"later")]);
+            assert!(wal.wait_durable(t).await.is_err());
+            assert!(wal.close().await.is_err());
+            let (wal, rec) = Wal::open(&dir, opts).await.unwrap();
+            assert_eq!(idx(&rec), vec![1, 2, 3]);
+            wal.close().await.unwrap();
+        });
     }
 
     #[test]
@@ -1458,7 +1511,7 @@ mod tests {
             let (wal, _) = Wal::open(&dir, opts).await.unwrap();
             let big = vec![3u8; 1000];
             for i in 1..=12 {
-                let t = wal.submit(&[entry(i, 1, &big)]).unwrap();
+                let t = wal.submit(&[entry(i, 1, &big)]);
                 wal.wait_durable(t).await.unwrap();
             }
             wal.close().await.unwrap();
@@ -1478,13 +1531,20 @@ mod tests {
         };
         run(async move {
             assert!(matches!(
-                Wal::open(&dir, WalOptions { segment_bytes: 5000, ..opts }).await,
+                Wal::open(
+                    &dir,
+                    WalOptions {
+                        segment_bytes: 5000,
+                        ..opts
+                    }
+                )
+                .await,
                 Err(WalError::Options(_))
             ));
             let (wal, _) = Wal::open(&dir, opts).await.unwrap();
             let big = vec![1u8; 3000];
             for i in 1..=5 {
-                let t = wal.submit(&[entry(i, 1, &big)]).unwrap();
+                let t = wal.submit(&[entry(i, 1, &big)]);
                 wal.wait_durable(t).await.unwrap();
             }
             wal.close().await.unwrap();

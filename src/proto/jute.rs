@@ -23,8 +23,8 @@ pub enum DecodeError {
     LengthTooLong { len: usize, remaining: usize },
     #[error("vector of {count} elements exceeds the limit of {limit}")]
     TooManyElements { count: usize, limit: usize },
-    #[error("null {0} where a value is required")]
-    UnexpectedNull(&'static str),
+    #[error("invalid {0}")]
+    Invalid(&'static str),
 }
 
 /// A cursor over one record's bytes (usually a frame payload).
@@ -271,6 +271,14 @@ impl<'b> Writer<'b> {
 
     pub fn write_opt_str(&mut self, s: Option<&str>) {
         self.write_buffer(s.map(str::as_bytes));
+    }
+
+    /// Overwrites the int at byte offset `at` (a count written as a placeholder) with `n`.
+    pub fn patch_len(&mut self, at: usize, n: usize) {
+        let bytes = wire_len(n).to_be_bytes();
+        let slot = self.out.get_mut(at..at + 4);
+        let slot = slot.expect("patch_len: offset of an int written earlier");
+        slot.copy_from_slice(&bytes);
     }
 
     /// A vector's count prefix; the caller writes the elements.

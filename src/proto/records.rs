@@ -8,8 +8,6 @@
 //! - inside multi, the op type comes from the create *flags*, not the op header (ZooKeeper
 //!   rebuilds each op with `Op.create(..., flags)`): see `decode_multi`.
 
-use std::sync::Arc;
-
 use crate::proto::frame::{begin_frame, end_frame};
 use crate::proto::jute::{DecodeError, Reader, Writer};
 use crate::proto::types::{
@@ -227,9 +225,8 @@ pub enum Request {
         mode: i32,
     },
     WhoAmI,
-    Sasl {
-        token: Vec<u8>,
-    },
+    /// GetSASLRequest. SASL is not supported, so its token is checked but not kept.
+    Sasl,
 }
 
 /// A request whose header was readable but that cannot be carried out as sent.
@@ -243,9 +240,9 @@ pub enum RequestError {
     #[error("undecodable request body")]
     Marshalling,
     /// multiRead holding only write ops: MarshallingError *with* an empty MultiResponse body
-    /// (`encode_multi_read_marshalling`); no zxid consumed.
+    /// (`encode_multi_read_marshalling_error`); no zxid consumed.
     #[error("multiRead holds write ops")]
-    MultiReadOfWrites,
+    MultiReadWithWrite,
     /// An undecodable auth or sasl packet: ZooKeeper closes the connection without a reply.
     #[error("undecodable auth/sasl packet")]
     DropConnection,
@@ -256,7 +253,7 @@ impl RequestError {
     pub fn reply_code(self) -> Option<ErrorCode> {
         match self {
             RequestError::UnknownOpcode(_) => Some(ErrorCode::Unimplemented),
-            RequestError::Marshalling | RequestError::MultiReadOfWrites => {
+            RequestError::Marshalling | RequestError::MultiReadWithWrite => {
                 Some(ErrorCode::MarshallingError)
             }
             RequestError::DropConnection => None,
@@ -357,7 +354,7 @@ fn decode_body(op: i32, r: &mut Reader<'_>) -> Result<Request, RequestError> {
             MultiOps::Empty => Request::MultiRead(Vec::new()),
             MultiOps::Reads(ops) => Request::MultiRead(ops),
             // The first op already fails, after the (empty) response was created.
-            MultiOps::Writes(_) => return Err(RequestError::MultiReadOfWrites),
+            MultiOps::Writes(_) => return Err(RequestError::MultiReadWithWrite),
         },
         opcode::RECONFIG => {
             let decode = |r: &mut Reader<'_>| -> Result<Request, DecodeError> {
@@ -389,10 +386,8 @@ fn decode_body(op: i32, r: &mut Reader<'_>) -> Result<Request, RequestError> {
             decode(r).map_err(|_| RequestError::DropConnection)?
         }
         opcode::SASL => {
-            let token = r.read_buffer().map_err(|_| RequestError::DropConnection)?;
-            Request::Sasl {
-                token: token.map(<[u8]>::to_vec).unwrap_or_default(),
-            }
+            r.read_buffer().map_err(|_| RequestError::DropConnection)?;
+            Request::Sasl
         }
         opcode::SET_WATCHES | opcode::SET_WATCHES2 => {
             let v2 = op == opcode::SET_WATCHES2;
@@ -506,8 +501,8 @@ enum MultiOps {
 /// ZooKeeper's deserialisation fail). Every op consumes at least 9 bytes, so the op count is
 /// bounded by the frame size.
 fn read_multi_ops(r: &mut Reader<'_>) -> Result<MultiOps, DecodeError> {
-    // The error value is only a marker; the caller maps any failure to MarshallingError.
-    let invalid = DecodeError::UnexpectedNull("multi op");
+    // The caller maps any failure to MarshallingError.
+    let invalid = DecodeError::Invalid("multi op type or op mix");
     let mut ops = MultiOps::Empty;
     loop {
         let op_type = r.read_i32()?;
@@ -639,7 +634,7 @@ impl Request {
             Request::GetAllChildrenNumber { .. } => opcode::GET_ALL_CHILDREN_NUMBER,
             Request::AddWatch { .. } => opcode::ADD_WATCH,
             Request::WhoAmI => opcode::WHO_AM_I,
-            Request::Sasl { .. } => opcode::SASL,
+            Request::Sasl => opcode::SASL,
         }
     }
 
@@ -755,7 +750,7 @@ impl Request {
                 w.write_str(path);
                 w.write_i32(*mode);
             }
-            Request::Sasl { token } => w.write_buffer(Some(token)),
+            Request::Sasl => w.write_buffer(Some(&[])),
         }
     }
 }
@@ -764,97 +759,70 @@ impl Request {
 // Replies
 // ---------------------------------------------------------------------------------------
 
-/// A borrowed list of strings (children names, ephemeral paths), in whichever form the
-/// caller holds them; encoding never copies the text.
-#[derive(Clone, Copy, Debug)]
-pub enum StrList<'a> {
-    Strs(&'a [&'a str]),
-    Strings(&'a [String]),
-    Shared(&'a [Arc<str>]),
+/// A sequence of strings (children names, ephemeral paths) that a reply encodes in place,
+/// never copying the text. Implemented for slices and vectors of anything `AsRef<str>`
+/// (`String`, `&str`, `Arc<str>`, ...); the tree may implement it for its own structures.
+pub trait StrSeq {
+    /// Calls `f` on every element, in order.
+    fn each(&self, f: &mut dyn FnMut(&str));
 }
 
-impl<'a> StrList<'a> {
-    pub fn len(&self) -> usize {
-        match self {
-            StrList::Strs(s) => s.len(),
-            StrList::Strings(s) => s.len(),
-            StrList::Shared(s) => s.len(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn get(&self, i: usize) -> Option<&'a str> {
-        match *self {
-            StrList::Strs(s) => s.get(i).copied(),
-            StrList::Strings(s) => s.get(i).map(String::as_str),
-            StrList::Shared(s) => s.get(i).map(|a| &**a),
-        }
-    }
-
-    pub fn iter(&self) -> StrListIter<'a> {
-        StrListIter {
-            list: *self,
-            next: 0,
+impl<T: AsRef<str>> StrSeq for [T] {
+    fn each(&self, f: &mut dyn FnMut(&str)) {
+        for s in self {
+            f(s.as_ref());
         }
     }
 }
 
-impl<'a> From<&'a [&'a str]> for StrList<'a> {
-    fn from(s: &'a [&'a str]) -> Self {
-        StrList::Strs(s)
+impl<T: AsRef<str>> StrSeq for Vec<T> {
+    fn each(&self, f: &mut dyn FnMut(&str)) {
+        self.as_slice().each(f);
     }
 }
 
-impl<'a> From<&'a [String]> for StrList<'a> {
-    fn from(s: &'a [String]) -> Self {
-        StrList::Strings(s)
+impl<T: AsRef<str>, const N: usize> StrSeq for [T; N] {
+    fn each(&self, f: &mut dyn FnMut(&str)) {
+        self.as_slice().each(f);
     }
 }
 
-impl<'a> From<&'a Vec<String>> for StrList<'a> {
-    fn from(s: &'a Vec<String>) -> Self {
-        StrList::Strings(s)
+/// So that a borrowed slice can be passed as `&slice` (a bare `[T]` is unsized and cannot
+/// become a `&dyn StrSeq`).
+impl<T: AsRef<str>> StrSeq for &[T] {
+    fn each(&self, f: &mut dyn FnMut(&str)) {
+        (**self).each(f);
     }
 }
 
-impl<'a> From<&'a [Arc<str>]> for StrList<'a> {
-    fn from(s: &'a [Arc<str>]) -> Self {
-        StrList::Shared(s)
+impl std::fmt::Debug for dyn StrSeq + '_ {
+    fn fmt(&self, fmt: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut list = fmt.debug_list();
+        self.each(&mut |s| {
+            list.entry(&s);
+        });
+        list.finish()
     }
 }
 
-/// Iterator over a `StrList`.
-#[derive(Clone, Debug)]
-pub struct StrListIter<'a> {
-    list: StrList<'a>,
-    next: usize,
+/// `vector<ustring>`. The count is patched in after the elements, so it is right whatever
+/// the sequence yields.
+fn write_str_seq(w: &mut Writer<'_>, seq: &dyn StrSeq) {
+    let at = w.bytes().len();
+    w.write_i32(0);
+    let mut n = 0usize;
+    seq.each(&mut |s| {
+        w.write_str(s);
+        n += 1;
+    });
+    w.patch_len(at, n);
 }
-
-impl<'a> Iterator for StrListIter<'a> {
-    type Item = &'a str;
-
-    fn next(&mut self) -> Option<&'a str> {
-        let s = self.list.get(self.next)?;
-        self.next += 1;
-        Some(s)
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        let n = self.list.len().saturating_sub(self.next);
-        (n, Some(n))
-    }
-}
-
-impl ExactSizeIterator for StrListIter<'_> {}
 
 /// One result of a multiRead.
 #[derive(Clone, Copy, Debug)]
-pub enum MultiReadResult<'a> {
+pub enum ReadResult<'a> {
     Data { data: Option<&'a [u8]>, stat: Stat },
-    Children(StrList<'a>),
+    Children(&'a dyn StrSeq),
     Error(ErrorCode),
 }
 
@@ -884,23 +852,23 @@ pub enum ReplyBody<'a> {
         stat: Stat,
     },
     /// getChildren: names only.
-    Children(StrList<'a>),
+    Children(&'a dyn StrSeq),
     /// getChildren2.
     Children2 {
-        children: StrList<'a>,
+        children: &'a dyn StrSeq,
         stat: Stat,
     },
     /// multi: results as applied (see `encode_multi_results`).
     Multi(&'a [MultiResult]),
-    MultiRead(&'a [MultiReadResult<'a>]),
+    MultiRead(&'a [ReadResult<'a>]),
     /// getAllChildrenNumber.
     Count(i32),
     /// getEphemerals.
-    Paths(StrList<'a>),
+    Paths(&'a dyn StrSeq),
     /// addWatch's 4-byte ErrorResponse body.
     ErrorResponse(i32),
     /// whoAmI: (scheme, user) pairs.
-    WhoAmI(&'a [(&'a str, &'a str)]),
+    WhoAmI(&'a [(String, String)]),
     /// sasl's SetSASLResponse token.
     Token(Option<&'a [u8]>),
 }
@@ -923,25 +891,25 @@ impl ReplyBody<'_> {
                 w.write_acl_vec(acl);
                 w.write_stat(stat);
             }
-            ReplyBody::Children(list) | ReplyBody::Paths(list) => w.write_strs(list.iter()),
+            ReplyBody::Children(list) | ReplyBody::Paths(list) => write_str_seq(w, list),
             ReplyBody::Children2 { children, ref stat } => {
-                w.write_strs(children.iter());
+                write_str_seq(w, children);
                 w.write_stat(stat);
             }
             ReplyBody::Multi(results) => encode_multi_results(w, results),
             ReplyBody::MultiRead(results) => {
                 for r in results {
                     match r {
-                        MultiReadResult::Data { data, stat } => {
+                        ReadResult::Data { data, stat } => {
                             write_multi_header(w, opcode::GET_DATA, false, 0);
                             w.write_buffer(*data);
                             w.write_stat(stat);
                         }
-                        MultiReadResult::Children(list) => {
+                        ReadResult::Children(list) => {
                             write_multi_header(w, opcode::GET_CHILDREN, false, 0);
-                            w.write_strs(list.iter());
+                            write_str_seq(w, *list);
                         }
-                        MultiReadResult::Error(e) => write_error_result(w, *e),
+                        ReadResult::Error(e) => write_error_result(w, *e),
                     }
                 }
                 write_multi_end(w);
@@ -1017,7 +985,7 @@ pub fn encode_reply(out: &mut Vec<u8>, xid: i32, zxid: Zxid, err: ErrorCode, bod
 
 /// The one error reply with a body: MarshallingError for a multiRead of write ops, followed
 /// by an empty MultiResponse (just the terminator).
-pub fn encode_multi_read_marshalling(out: &mut Vec<u8>, xid: i32, zxid: Zxid) {
+pub fn encode_multi_read_marshalling_error(out: &mut Vec<u8>, xid: i32, zxid: Zxid) {
     let start = begin_frame(out);
     let mut w = Writer::new(out);
     write_reply_header(&mut w, xid, zxid, ErrorCode::MarshallingError.code());
@@ -1041,6 +1009,7 @@ mod tests {
     use super::*;
     use crate::proto::frame::{frames, split_frame, Split, DEFAULT_MAX_PACKET};
     use crate::proto::types::Id;
+    use std::sync::Arc;
 
     fn hex(b: &[u8]) -> String {
         b.iter().map(|x| format!("{x:02x}")).collect()
@@ -1273,9 +1242,7 @@ mod tests {
                 path: "/a".into(),
                 mode: 1,
             },
-            Request::Sasl {
-                token: vec![1, 2, 3],
-            },
+            Request::Sasl,
             Request::MultiRead(vec![
                 ReadOp::GetData { path: "/a".into() },
                 ReadOp::GetChildren { path: "/b".into() },
@@ -1382,7 +1349,7 @@ mod tests {
         );
         assert_eq!(
             decode_err(&multi_frame(22, std::slice::from_ref(&delete))),
-            RequestError::MultiReadOfWrites
+            RequestError::MultiReadWithWrite
         );
         // Mixed kinds fail while decoding: the plain MarshallingError shape.
         assert_eq!(
@@ -1464,7 +1431,7 @@ mod tests {
             "00000010000000020000000000000008ffffff92"
         );
         assert_eq!(
-            reply(0x3f, 0x2d, ErrorCode::Ok, ReplyBody::WhoAmI(&[("ip", "127.0.0.1")])),
+            reply(0x3f, 0x2d, ErrorCode::Ok, ReplyBody::WhoAmI(&[("ip".into(), "127.0.0.1".into())])),
             "000000270000003f000000000000002d0000000000000001000000026970000000093132372e302e302e31"
         );
         assert_eq!(
@@ -1479,7 +1446,7 @@ mod tests {
                 .replace(' ', "")
         );
         out.clear();
-        encode_multi_read_marshalling(&mut out, 4, 9);
+        encode_multi_read_marshalling_error(&mut out, 4, 9);
         assert_eq!(
             hex(&out),
             "000000190000000400000000000000 09fffffffbffffffff01ffffffff".replace(' ', "")
@@ -1543,25 +1510,37 @@ mod tests {
     }
 
     #[test]
-    fn str_lists_encode_alike() {
+    fn str_seqs_encode_alike() {
         let owned = vec!["a".to_string(), "bc".to_string()];
         let borrowed = ["a", "bc"];
         let shared: Vec<Arc<str>> = vec!["a".into(), "bc".into()];
-        let a = reply(1, 1, ErrorCode::Ok, ReplyBody::Children((&owned).into()));
-        let b = reply(
-            1,
-            1,
-            ErrorCode::Ok,
-            ReplyBody::Children(borrowed[..].into()),
-        );
-        let c = reply(1, 1, ErrorCode::Ok, ReplyBody::Paths(shared[..].into()));
+        let a = reply(1, 1, ErrorCode::Ok, ReplyBody::Children(&owned));
+        let b = reply(1, 1, ErrorCode::Ok, ReplyBody::Children(&borrowed));
+        let slice: &[&str] = &borrowed;
+        assert_eq!(b, reply(1, 1, ErrorCode::Ok, ReplyBody::Children(&slice)));
+        let c = reply(1, 1, ErrorCode::Ok, ReplyBody::Paths(&shared));
         assert_eq!(a, b);
         assert_eq!(a, c);
-        assert!(a.ends_with(
-            "00000002 00000001 61 00000002 6263"
-                .replace(' ', "")
-                .as_str()
-        ));
+        let want = "00000002 00000001 61 00000002 6263".replace(' ', "");
+        assert!(a.ends_with(want.as_str()), "{a}");
+
+        // A structure of the caller's own, straight from where it lives.
+        struct Names(std::collections::BTreeSet<String>);
+        impl StrSeq for Names {
+            fn each(&self, f: &mut dyn FnMut(&str)) {
+                self.0.iter().for_each(|s| f(s));
+            }
+        }
+        let names = Names(owned.iter().cloned().collect());
+        let d = reply(1, 1, ErrorCode::Ok, ReplyBody::Children(&names));
+        assert_eq!(a, d);
+        let empty: Vec<String> = vec![];
+        let e = reply(1, 1, ErrorCode::Ok, ReplyBody::Children(&empty));
+        assert!(e.ends_with("0000000000000000"), "{e}");
+        assert_eq!(
+            format!("{:?}", ReplyBody::Paths(&owned)),
+            r#"Paths(["a", "bc"])"#
+        );
         let acl = [Acl {
             perms: 1,
             id: Id::new("digest", "u:x"),

@@ -9,10 +9,10 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt, BufReader};
-use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use async_channel::{Receiver, Sender};
 use glommio::net::TcpStream;
 
 use super::read::{self, ReadCtx};
@@ -22,7 +22,7 @@ use crate::proto::records::{
     decode_request, encode_reply, encode_watch_event, ConnectRequest, ConnectResponse,
     ReplyBody, Request, RequestError, RequestHeader,
 };
-use crate::proto::types::{opcode, xid, ErrorCode, EventType, Id, SessionId};
+use crate::proto::types::{opcode, ErrorCode, EventType, Id, SessionId};
 use crate::txn::{Applied, Command, Op, OpResult, WriteOp};
 
 /// Bytes queued for a client that is not reading before the connection is dropped.
@@ -34,7 +34,7 @@ const READ_BUFFER: usize = 64 << 10;
 
 enum Pending {
     /// Waiting for the sequencer: a write, or the session creation of the handshake.
-    Write { xid: i32, opcode: i32 },
+    Write { xid: i32, opcode: i32, received: Instant },
     Connect { read_only: Option<bool> },
     /// A request that arrived behind a write: answered when everything before it is.
     Deferred { header: RequestHeader, req: Result<Request, RequestError> },
@@ -55,15 +55,14 @@ pub struct ConnHandle {
     pub peer: SocketAddr,
     shard: Rc<Shard>,
     state: RefCell<ConnState>,
-    out: LocalSender<Vec<u8>>,
+    out: Sender<Vec<u8>>,
     queued_bytes: Cell<usize>,
     /// Fired to stop the read loop.
-    stop: LocalSender<()>,
+    stop: Sender<()>,
     /// Wakes a read loop that paused because too much was pending.
-    resume: LocalSender<()>,
+    resume: Sender<()>,
     pub received: Cell<u64>,
     pub sent: Cell<u64>,
-    pub established: std::time::Instant,
 }
 
 /// Serve one accepted connection until it closes.
@@ -75,9 +74,9 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let id = shard.next_conn_id();
     let (read_half, write_half) = futures_lite::io::split(stream);
-    let (out_tx, out_rx) = local_channel::new_unbounded();
-    let (stop_tx, stop_rx) = local_channel::new_bounded(1);
-    let (resume_tx, resume_rx) = local_channel::new_bounded(1);
+    let (out_tx, out_rx) = async_channel::unbounded();
+    let (stop_tx, stop_rx) = async_channel::bounded(1);
+    let (resume_tx, resume_rx) = async_channel::bounded(1);
     let conn = Rc::new(ConnHandle {
         id,
         peer,
@@ -96,10 +95,10 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         resume: resume_tx,
         received: Cell::new(0),
         sent: Cell::new(0),
-        established: std::time::Instant::now(),
     });
     shard.conns.borrow_mut().insert(id, conn.clone());
-    shard.shared.metrics.connections.add(1);
+    shard.shared.metrics.alive_connections.add(1);
+    shard.shared.metrics.connections_accepted.inc();
 
     let writer = glommio::spawn_local(write_loop(conn.clone(), write_half, out_rx));
     let reader = read_loop(conn.clone(), BufReader::with_capacity(READ_BUFFER, read_half), resume_rx);
@@ -118,16 +117,17 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         glommio::timer::sleep(Duration::from_secs(2)).await;
     })
     .await;
-    shard.shared.metrics.connections.sub(1);
+    shard.shared.metrics.alive_connections.sub(1);
+    shard.shared.metrics.connections_closed.inc();
 }
 
 async fn write_loop(
     conn: Rc<ConnHandle>,
     mut sink: futures_lite::io::WriteHalf<TcpStream>,
-    frames: LocalReceiver<Vec<u8>>,
+    frames: Receiver<Vec<u8>>,
 ) {
     let mut buf = Vec::with_capacity(64 << 10);
-    while let Some(first) = frames.recv().await {
+    while let Ok(first) = frames.recv().await {
         buf.clear();
         buf.extend_from_slice(&first);
         // Coalesce everything already queued into one write.
@@ -159,17 +159,16 @@ async fn read_frame(conn: &ConnHandle, r: &mut Reader, len_bytes: [u8; 4]) -> Re
     let len = i32::from_be_bytes(len_bytes);
     let max = conn.shard.shared.config.max_packet_bytes;
     if len < 0 || len as usize > max {
-        conn.shard.shared.metrics.bad_frames.add(1);
         return Err(format!("frame length {len} outside 0..={max}"));
     }
     let mut payload = vec![0u8; len as usize];
     read_exact(r, &mut payload).await?;
     conn.received.set(conn.received.get() + 1);
-    conn.shard.shared.metrics.packets_received.add(1);
+    conn.shard.shared.metrics.packets_received.inc();
     Ok(payload)
 }
 
-async fn read_loop(conn: Rc<ConnHandle>, mut r: Reader, resume: LocalReceiver<()>) -> Result<(), String> {
+async fn read_loop(conn: Rc<ConnHandle>, mut r: Reader, resume: Receiver<()>) -> Result<(), String> {
     let sessionless = Duration::from_millis(conn.shard.shared.config.sessionless_timeout_ms);
     let mut first = [0u8; 4];
     let got_first = futures_lite::future::or(
@@ -199,8 +198,8 @@ async fn read_loop(conn: Rc<ConnHandle>, mut r: Reader, resume: LocalReceiver<()
         let (header, req) = decode_request(&payload).map_err(|e| format!("bad request header: {e}"))?;
         conn.handle(header, req)?;
         while conn.state.borrow().pending.len() >= MAX_PENDING {
-            conn.shard.shared.metrics.conn_throttled.add(1);
-            if resume.recv().await.is_none() {
+            conn.shard.shared.metrics.reads_paused.inc();
+            if resume.recv().await.is_err() {
                 return Err("connection stopped".into());
             }
         }
@@ -219,7 +218,7 @@ impl ConnHandle {
         let queued = self.queued_bytes.get() + bytes.len();
         self.queued_bytes.set(queued);
         self.sent.set(self.sent.get() + 1);
-        self.shard.shared.metrics.packets_sent.add(1);
+        self.shard.shared.metrics.packets_sent.inc();
         if queued > MAX_QUEUED_BYTES {
             self.close("client is not reading its replies");
             return;
@@ -248,10 +247,6 @@ impl ConnHandle {
         self.state.borrow().session
     }
 
-    pub fn timeout_ms(&self) -> i32 {
-        self.state.borrow().timeout_ms
-    }
-
     async fn handshake(self: &Rc<Self>, req: ConnectRequest) -> Result<(), String> {
         let shard = &self.shard;
         let view = shard.view.borrow().clone();
@@ -275,7 +270,7 @@ impl ConnHandle {
             });
             return Ok(());
         }
-        let valid = view.session(req.session_id).is_some_and(|s| s.passwd == req.passwd.as_slice());
+        let valid = view.session(req.session_id).is_some_and(|s| *s.passwd == *req.passwd.as_slice());
         if !valid {
             let mut frame = Vec::new();
             ConnectResponse::invalid(req.read_only).encode(&mut frame);
@@ -310,10 +305,15 @@ impl ConnHandle {
         self.shard.touch(session, timeout);
         if let Some(op) = write_op(&header, &req) {
             let mut st = self.state.borrow_mut();
-            st.pending.push_back(Pending::Write { xid: header.xid, opcode: header.opcode });
+            st.pending.push_back(Pending::Write {
+                xid: header.xid,
+                opcode: header.opcode,
+                received: Instant::now(),
+            });
             st.writes_in_flight += 1;
             let auth = st.ids.clone();
             drop(st);
+            self.shard.shared.metrics.writes.inc();
             self.shard.submit(Command {
                 session,
                 xid: header.xid,
@@ -324,7 +324,10 @@ impl ConnHandle {
             return Ok(());
         }
         if self.state.borrow().pending.is_empty() {
+            let started = Instant::now();
             self.answer(header, req);
+            let us = started.elapsed().as_micros() as u64;
+            self.shard.shared.metrics.request_latency_us.record(us);
         } else {
             self.state.borrow_mut().pending.push_back(Pending::Deferred { header, req });
         }
@@ -416,9 +419,11 @@ impl ConnHandle {
                     self.close("session creation failed");
                 }
             }
-            Some(Pending::Write { xid, opcode: op }) => {
+            Some(Pending::Write { xid, opcode: op, received }) => {
                 self.state.borrow_mut().writes_in_flight -= 1;
                 read::encode_write_reply(&mut frame, xid, op, applied);
+                let us = received.elapsed().as_micros() as u64;
+                self.shard.shared.metrics.request_latency_us.record(us);
                 self.send_bytes(frame);
                 if op == opcode::CLOSE_SESSION {
                     self.close("session closed by the client");
@@ -498,5 +503,3 @@ fn is_write_opcode(op: i32) -> bool {
     )
 }
 
-#[allow(dead_code)]
-const _: i32 = xid::PING;

@@ -15,6 +15,7 @@ mod conn;
 mod read;
 mod sequencer;
 mod shard;
+mod stats;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

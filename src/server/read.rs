@@ -9,6 +9,8 @@ use crate::tree::acl;
 use crate::txn::{Applied, OpResult};
 use crate::watch::{WatchKind, WatchRegistry};
 use crate::proto::types::opcode;
+use crate::proto::records::StrSeq;
+use std::sync::Arc;
 
 pub struct ReadCtx<'a> {
     pub view: &'a View,
@@ -42,13 +44,13 @@ pub fn answer(ctx: &mut ReadCtx<'_>, header: &RequestHeader, req: Request, out: 
             match ctx.view.stat(path) {
                 Some(stat) => {
                     if watch {
-                        ctx.watches.register(ctx.conn, path, WatchKind::Data);
+                        add_watch(ctx.watches, ctx.conn, path, WatchKind::Data);
                     }
                     reply(out, ErrorCode::Ok, &ReplyBody::Stat(stat))
                 }
                 None => {
                     if watch {
-                        ctx.watches.register(ctx.conn, path, WatchKind::Exist);
+                        add_watch(ctx.watches, ctx.conn, path, WatchKind::Exist);
                     }
                     reply(out, ErrorCode::NoNode, &ReplyBody::Empty)
                 }
@@ -60,7 +62,7 @@ pub fn answer(ctx: &mut ReadCtx<'_>, header: &RequestHeader, req: Request, out: 
                 Err(e) => reply(out, e, &ReplyBody::Empty),
                 Ok(node) => {
                     if watch {
-                        ctx.watches.register(ctx.conn, path, WatchKind::Data);
+                        add_watch(ctx.watches, ctx.conn, path, WatchKind::Data);
                     }
                     reply(out, ErrorCode::Ok, &ReplyBody::Data { data: node.data(), stat: node.stat() })
                 }
@@ -73,13 +75,13 @@ pub fn answer(ctx: &mut ReadCtx<'_>, header: &RequestHeader, req: Request, out: 
                 Err(e) => reply(out, e, &ReplyBody::Empty),
                 Ok(node) => {
                     if watch {
-                        ctx.watches.register(ctx.conn, path, WatchKind::Child);
+                        add_watch(ctx.watches, ctx.conn, path, WatchKind::Child);
                     }
                     let children = node.children();
                     if two {
-                        reply(out, ErrorCode::Ok, &ReplyBody::Children2 { children: &children, stat: node.stat() })
+                        reply(out, ErrorCode::Ok, &ReplyBody::Children2 { children, stat: node.stat() })
                     } else {
-                        reply(out, ErrorCode::Ok, &ReplyBody::Children(&children))
+                        reply(out, ErrorCode::Ok, &ReplyBody::Children(children))
                     }
                 }
             }
@@ -106,7 +108,7 @@ pub fn answer(ctx: &mut ReadCtx<'_>, header: &RequestHeader, req: Request, out: 
             let path = read_path(&path);
             match readable(ctx, path) {
                 Err(e) => reply(out, e, &ReplyBody::Empty),
-                Ok(_) => reply(out, ErrorCode::Ok, &ReplyBody::Count(ctx.view.descendant_count(path) as i32)),
+                Ok(_) => reply(out, ErrorCode::Ok, &ReplyBody::Count(ctx.view.descendant_count(path).unwrap_or(0) as i32)),
             }
         }
         Request::GetEphemerals { prefix } => {
@@ -149,7 +151,7 @@ pub fn answer(ctx: &mut ReadCtx<'_>, header: &RequestHeader, req: Request, out: 
                 Some(AddWatchMode::PersistentRecursive) => WatchKind::PersistentRecursive,
                 None => return reply(out, ErrorCode::MarshallingError, &ReplyBody::Empty),
             };
-            ctx.watches.register(ctx.conn, &path, kind);
+            add_watch(ctx.watches, ctx.conn, &path, kind);
             reply(out, ErrorCode::Ok, &ReplyBody::ErrorResponse(0))
         }
         Request::SetWatches(sw) => {
@@ -179,7 +181,7 @@ pub fn answer(ctx: &mut ReadCtx<'_>, header: &RequestHeader, req: Request, out: 
 }
 
 /// The node at `path` if the caller may READ it.
-fn readable<'v>(ctx: &ReadCtx<'v>, path: &str) -> Result<crate::machine::NodeRef<'v>, ErrorCode> {
+fn readable<'v>(ctx: &ReadCtx<'v>, path: &str) -> Result<&'v crate::tree::Node, ErrorCode> {
     let node = ctx.view.node(path).ok_or(ErrorCode::NoNode)?;
     if !acl::check(node.acl(), perms::READ, ctx.ids) {
         return Err(ErrorCode::NoAuth);
@@ -196,27 +198,27 @@ fn set_watches(ctx: &mut ReadCtx<'_>, sw: &SetWatches, out: &mut Vec<u8>) {
         match ctx.view.stat(path) {
             None => encode_watch_event(out, EventType::NodeDeleted, path),
             Some(stat) if stat.mzxid > rel => encode_watch_event(out, EventType::NodeDataChanged, path),
-            Some(_) => ctx.watches.register(ctx.conn, path, WatchKind::Data),
+            Some(_) => add_watch(ctx.watches, ctx.conn, path, WatchKind::Data),
         }
     }
     for path in &sw.exist {
         match ctx.view.stat(path) {
             Some(_) => encode_watch_event(out, EventType::NodeCreated, path),
-            None => ctx.watches.register(ctx.conn, path, WatchKind::Exist),
+            None => add_watch(ctx.watches, ctx.conn, path, WatchKind::Exist),
         }
     }
     for path in &sw.child {
         match ctx.view.stat(path) {
             None => encode_watch_event(out, EventType::NodeDeleted, path),
             Some(stat) if stat.pzxid > rel => encode_watch_event(out, EventType::NodeChildrenChanged, path),
-            Some(_) => ctx.watches.register(ctx.conn, path, WatchKind::Child),
+            Some(_) => add_watch(ctx.watches, ctx.conn, path, WatchKind::Child),
         }
     }
     for path in &sw.persistent {
-        ctx.watches.register(ctx.conn, path, WatchKind::Persistent);
+        add_watch(ctx.watches, ctx.conn, path, WatchKind::Persistent);
     }
     for path in &sw.persistent_recursive {
-        ctx.watches.register(ctx.conn, path, WatchKind::PersistentRecursive);
+        add_watch(ctx.watches, ctx.conn, path, WatchKind::PersistentRecursive);
     }
 }
 
@@ -247,5 +249,20 @@ pub fn encode_write_reply(out: &mut Vec<u8>, xid: i32, op: i32, applied: &Applie
         | OpResult::SessionClosed
         | OpResult::SessionsExpired
         | OpResult::SessionCreated { .. } => encode_reply(out, xid, zxid, ErrorCode::Ok, &ReplyBody::Empty),
+    }
+}
+
+/// Register a watch; a connection over its watch limit keeps working without the new watch.
+fn add_watch(watches: &mut WatchRegistry, conn: u64, path: &str, kind: WatchKind) {
+    if let Err(e) = watches.register(conn, path, kind) {
+        tracing::warn!(conn, path, "watch not registered: {e}");
+    }
+}
+
+impl StrSeq for imbl::OrdSet<Arc<str>> {
+    fn each(&self, f: &mut dyn FnMut(&str)) {
+        for name in self.iter() {
+            f(name);
+        }
     }
 }

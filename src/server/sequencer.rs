@@ -11,7 +11,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use glommio::channels::local_channel::{self, LocalSender};
 use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver, SharedSender};
 
 use super::{ServerError, Shared, ToSequencer, ToShard, Update};
@@ -61,7 +60,7 @@ pub async fn run(
     for tx in to_shards {
         links.push(tx.connect().await);
     }
-    let (inbox_tx, inbox) = local_channel::new_unbounded::<Event>();
+    let (inbox_tx, inbox) = async_channel::unbounded::<Event>();
     for rx in from_shards {
         let tx = inbox_tx.clone();
         glommio::spawn_local(async move {
@@ -109,7 +108,7 @@ pub async fn run(
     tracing::info!(entries = replayed, "log replay starting");
     seq.pump().await?;
 
-    while let Some(event) = inbox.recv().await {
+    while let Ok(event) = inbox.recv().await {
         seq.handle(event);
         // Drain whatever else is already queued before proposing: this is the batching.
         while let Ok(event) = inbox.try_recv() {
@@ -136,7 +135,7 @@ struct Sequencer {
     machine: Machine,
     tracker: ExpiryTracker,
     links: Vec<ConnectedSender<ToShard>>,
-    inbox_tx: LocalSender<Event>,
+    inbox_tx: async_channel::Sender<Event>,
     pending: Vec<Command>,
     last_time_ms: i64,
     /// Paths with a reaper delete in flight, so a slow commit does not propose them twice.
@@ -226,7 +225,7 @@ impl Sequencer {
             let batch = Batch { time_ms: self.now_ms(), commands };
             let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&batch)
                 .map_err(|e| ServerError::Startup(format!("cannot serialize a batch: {e}")))?;
-            self.shared.metrics.batches_proposed.add(1);
+            self.shared.metrics.batches_proposed.inc();
             self.shared.metrics.batch_commands.record(batch.commands.len() as u64);
             self.consensus.propose(bytes.to_vec())?;
         }
@@ -308,10 +307,7 @@ impl Sequencer {
         for link in &self.links {
             // A full link means a shard is not keeping up. Updates must not be dropped, so
             // the sequencer waits here (its own clients wait with it): that is backpressure.
-            if let Err(msg) = link.try_send(ToShard::Update(update.clone())) {
-                self.shared.metrics.link_full.add(1);
-                let _ = link.send(msg).await;
-            }
+            let _ = link.send(ToShard::Update(update.clone())).await;
         }
         Ok(())
     }
@@ -337,7 +333,7 @@ impl Sequencer {
     fn restart_session_clocks(&mut self) {
         let now = self.now_ms();
         let view = self.machine.view();
-        for (session, timeout) in view.sessions() {
+        for (session, timeout) in view.session_timeouts() {
             self.tracker.touch(session, timeout, now);
         }
     }

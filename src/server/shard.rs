@@ -58,7 +58,7 @@ impl Shard {
                 shard.flush_scheduled.set(false);
                 let cmds = std::mem::take(&mut *shard.outbox.borrow_mut());
                 if !cmds.is_empty() {
-                    shard.shared.metrics.shard_batches.add(1);
+                    shard.shared.metrics.shard_batches.inc();
                     let _ = shard.to_seq.send(ToSequencer::Commands(cmds)).await;
                 }
             })

@@ -152,12 +152,8 @@ pub fn check(acl: &[Acl], needed: i32, ids: &[Id]) -> bool {
     })
 }
 
-/// getACL's reply for a caller: unchanged if the caller has ADMIN on the node; otherwise every
-/// `digest` id has its hash hidden (`user:hash` → `user:x`).
-pub fn redact_for_get_acl(acl: &[Acl], ids: &[Id]) -> Vec<Acl> {
-    if check(acl, perms::ADMIN, ids) {
-        return acl.to_vec();
-    }
+/// Every `digest` id with its hash hidden (`user:hash` → `user:x`), other entries as they are.
+pub fn redact_digests(acl: &[Acl]) -> Vec<Acl> {
     acl.iter()
         .map(|a| {
             if a.id.scheme == "digest" {
@@ -170,6 +166,15 @@ pub fn redact_for_get_acl(acl: &[Acl], ids: &[Id]) -> Vec<Acl> {
             }
         })
         .collect()
+}
+
+/// getACL's reply for a caller: unchanged if the caller has ADMIN on the node; otherwise every
+/// `digest` id has its hash hidden (`user:hash` → `user:x`).
+pub fn redact_for_get_acl(acl: &[Acl], ids: &[Id]) -> Vec<Acl> {
+    if check(acl, perms::ADMIN, ids) {
+        return acl.to_vec();
+    }
+    redact_digests(acl)
 }
 
 /// Java's `id.replaceAll(":.*", ":x")`: `.` stops at line terminators, so every `:` starts a

@@ -82,9 +82,10 @@ impl Node {
     pub fn acl_arc(&self) -> &Arc<[Acl]> {
         &self.acl
     }
-    /// Child names (no leading `/`), in sorted order.
-    pub fn children(&self) -> impl Iterator<Item = &Arc<str>> + '_ {
-        self.children.iter()
+    /// Child names (no leading `/`); iterates in sorted order. The set itself, so replies can
+    /// be encoded from it without copying.
+    pub fn children(&self) -> &OrdSet<Arc<str>> {
+        &self.children
     }
     pub fn num_children(&self) -> usize {
         self.children.len()
@@ -266,8 +267,8 @@ impl Tree {
     // ---- mutation primitives (machine only; callers have validated everything) ----
 
     /// Adds `path` under `parent` (which exists and lacks the child) and bumps the parent's
-    /// creation counter and pzxid. Returns the new node's key.
-    pub(crate) fn insert(&mut self, parent: &str, path: &str, new: NewNode) -> Arc<str> {
+    /// creation counter and pzxid. Returns the new node's key and Stat.
+    pub(crate) fn insert(&mut self, parent: &str, path: &str, new: NewNode) -> (Arc<str>, Stat) {
         let key: Arc<str> = Arc::from(path);
         let name: Arc<str> = Arc::from(crate::proto::path::name(path));
         let p = self.node_mut(parent);
@@ -300,9 +301,10 @@ impl Tree {
             ephemeral_owner: new.ephemeral_owner,
             kind: new.kind,
         };
+        let stat = node.stat();
         let old = self.nodes.insert(key.clone(), Arc::new(node));
         debug_assert!(old.is_none(), "insert over an existing node {path}");
-        key
+        (key, stat)
     }
 
     /// Removes a childless node and unlinks it from its parent (raising the parent's pzxid).
@@ -389,7 +391,7 @@ mod tests {
         let zk = t.get("/zookeeper").unwrap();
         assert_eq!(zk.stat().cversion, -2);
         assert_eq!(
-            zk.children().map(|c| &**c).collect::<Vec<_>>(),
+            zk.children().iter().map(|c| &**c).collect::<Vec<_>>(),
             ["config", "quota"]
         );
         let config = t.get("/zookeeper/config").unwrap();

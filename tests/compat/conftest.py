@@ -123,6 +123,13 @@ def pytest_runtest_makereport(item, call):
             )
 
 
+def pytest_sessionstart(session):
+    # logs of earlier runs of this target would only confuse; each file is per server
+    if harness.LOG_DIR.is_dir():
+        for old in harness.LOG_DIR.glob("*.log"):
+            old.unlink()
+
+
 def pytest_report_header(config):
     if harness.TARGET == "ringkeeper":
         return "compat target: ringkeeper (%s)" % harness.ringkeeper_binary()

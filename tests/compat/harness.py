@@ -62,6 +62,9 @@ def ringkeeper_command(port, data_dir, ttl_enabled):
         "--data-dir", str(data_dir),
         "--tick-time", str(TICK_MS),
         "--shards", "2",
+        # the same settings the ZooKeeper run gets from zoo.cfg / -D flags
+        "--four-letter-whitelist", "*",
+        "--container-check-interval", "500",
     ]
     if ttl_enabled:
         cmd.append("--ttl-enabled")
@@ -191,9 +194,10 @@ class Server:
         self.wait_ready()
         return self
 
-    def wait_ready(self, timeout=START_TIMEOUT_S):
+    def wait_ready(self, timeout=None):
         """Waits until the server completes a real handshake (a new session that
         is then closed again), not just until the port accepts."""
+        timeout = START_TIMEOUT_S if timeout is None else timeout
         deadline = time.monotonic() + timeout
         last = None
         while time.monotonic() < deadline:
@@ -367,3 +371,31 @@ def make_kazoo(hosts, timeout=10.0, **kw):
     c = KazooClient(hosts=hosts, timeout=timeout, **kw)
     c.start(timeout=30)
     return c
+
+
+def _probe(target, timeout):
+    """`python harness.py --probe ringkeeper`: exit 0 if the target starts and
+    answers a handshake (scripts/test.sh uses it to tell 'does not serve yet')."""
+    global START_TIMEOUT_S
+    START_TIMEOUT_S = timeout
+    s = Server("probe", target=target)
+    try:
+        s.start()
+        print("%s serves on %s" % (target, s.hosts))
+        return 0
+    except (RuntimeError, OSError, pytest.fail.Exception) as e:
+        print("%s does not serve: %s" % (target, e))
+        return 1
+    finally:
+        s.destroy()
+
+
+if __name__ == "__main__":
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--probe", choices=["ringkeeper", "zookeeper"], required=True)
+    ap.add_argument("--timeout", type=float, default=20.0)
+    a = ap.parse_args()
+    sys.exit(_probe(a.probe, a.timeout))

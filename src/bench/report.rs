@@ -1,0 +1,190 @@
+//! Latency histograms per operation type, and the printed/JSON report.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use super::BenchArgs;
+
+/// Latencies are recorded in microseconds, up to an hour, 3 significant digits.
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+}
+
+#[derive(Default)]
+pub struct Recorder {
+    ops: BTreeMap<&'static str, OpStats>,
+    /// Connection-level failures, by message.
+    connect_errors: BTreeMap<String, u64>,
+    /// Open-loop sends skipped because too much was in flight.
+    pub dropped: u64,
+}
+
+struct OpStats {
+    latency: Histogram<u64>,
+    errors: BTreeMap<i32, u64>,
+}
+
+impl Default for OpStats {
+    fn default() -> Self {
+        OpStats { latency: new_histogram(), errors: BTreeMap::new() }
+    }
+}
+
+impl Recorder {
+    pub fn record(&mut self, op: &'static str, latency: Duration, err: Option<i32>) {
+        let stats = self.ops.entry(op).or_default();
+        let us = (latency.as_micros() as u64).clamp(1, 3_600_000_000);
+        // Saturating record: a value out of range cannot fail after the clamp.
+        let _ = stats.latency.record(us);
+        if let Some(code) = err {
+            *stats.errors.entry(code).or_default() += 1;
+        }
+    }
+
+    pub fn connect_error(&mut self, msg: &str) {
+        *self.connect_errors.entry(msg.to_string()).or_default() += 1;
+    }
+
+    pub fn merge(&mut self, other: Recorder) {
+        for (op, s) in other.ops {
+            let mine = self.ops.entry(op).or_default();
+            let _ = mine.latency.add(&s.latency);
+            for (code, n) in s.errors {
+                *mine.errors.entry(code).or_default() += n;
+            }
+        }
+        for (m, n) in other.connect_errors {
+            *self.connect_errors.entry(m).or_default() += n;
+        }
+        self.dropped += other.dropped;
+    }
+
+    pub fn report(&self, args: &BenchArgs, measured: Duration) -> Report {
+        let secs = measured.as_secs_f64().max(1e-9);
+        let ops = self
+            .ops
+            .iter()
+            .map(|(name, s)| {
+                let h = &s.latency;
+                let count = h.len();
+                let errors: u64 = s.errors.values().sum();
+                OpReport {
+                    op: name.to_string(),
+                    count,
+                    errors,
+                    errors_by_code: s.errors.iter().map(|(c, n)| (c.to_string(), *n)).collect(),
+                    ops_per_sec: count as f64 / secs,
+                    p50_us: h.value_at_quantile(0.50),
+                    p90_us: h.value_at_quantile(0.90),
+                    p99_us: h.value_at_quantile(0.99),
+                    p999_us: h.value_at_quantile(0.999),
+                    max_us: h.max(),
+                    mean_us: h.mean(),
+                }
+            })
+            .collect::<Vec<_>>();
+        let total: u64 = ops.iter().map(|o| o.count).sum();
+        let errors: u64 = ops.iter().map(|o| o.errors).sum();
+        Report {
+            workload: format!("{:?}", args.workload).to_lowercase(),
+            servers: args.servers.join(","),
+            sessions: args.sessions,
+            depth: args.depth,
+            rate: args.rate,
+            data_size: args.data_size,
+            measured_secs: secs,
+            total_ops: total,
+            total_errors: errors,
+            ops_per_sec: total as f64 / secs,
+            ops,
+            connect_errors: self.connect_errors.clone(),
+            dropped: self.dropped,
+        }
+    }
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct OpReport {
+    pub op: String,
+    pub count: u64,
+    pub errors: u64,
+    pub errors_by_code: BTreeMap<String, u64>,
+    pub ops_per_sec: f64,
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+    pub mean_us: f64,
+}
+
+#[derive(Serialize, Clone, Debug)]
+pub struct Report {
+    pub workload: String,
+    pub servers: String,
+    pub sessions: usize,
+    pub depth: usize,
+    pub rate: Option<f64>,
+    pub data_size: usize,
+    pub measured_secs: f64,
+    pub total_ops: u64,
+    pub total_errors: u64,
+    pub ops_per_sec: f64,
+    pub ops: Vec<OpReport>,
+    pub connect_errors: BTreeMap<String, u64>,
+    pub dropped: u64,
+}
+
+impl Report {
+    /// True when the server answered errors for most operations (or nothing worked): the
+    /// throughput figure then means nothing.
+    pub fn mostly_failed(&self) -> bool {
+        self.total_ops == 0 || self.total_errors * 2 > self.total_ops
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+
+    pub fn to_text(&self) -> String {
+        let mut s = format!(
+            "workload {}  servers {}  sessions {}  depth {}{}  data {} B\n",
+            self.workload,
+            self.servers,
+            self.sessions,
+            self.depth,
+            self.rate.map(|r| format!("  open loop {r:.0} ops/s")).unwrap_or_default(),
+            self.data_size
+        );
+        s.push_str(&format!(
+            "{:<14} {:>10} {:>8} {:>12} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
+            "op", "count", "errors", "ops/s", "p50 µs", "p90 µs", "p99 µs", "p99.9 µs", "max µs"
+        ));
+        for o in &self.ops {
+            s.push_str(&format!(
+                "{:<14} {:>10} {:>8} {:>12.0} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
+                o.op, o.count, o.errors, o.ops_per_sec, o.p50_us, o.p90_us, o.p99_us, o.p999_us, o.max_us
+            ));
+            for (code, n) in &o.errors_by_code {
+                s.push_str(&format!("    error {code}: {n}\n"));
+            }
+        }
+        s.push_str(&format!(
+            "total {:.0} ops/s over {:.1} s ({} ops, {} errors)\n",
+            self.ops_per_sec, self.measured_secs, self.total_ops, self.total_errors
+        ));
+        for (m, n) in &self.connect_errors {
+            s.push_str(&format!("connection errors: {n} x {m}\n"));
+        }
+        if self.dropped > 0 {
+            s.push_str(&format!("open loop: {} sends skipped (too many in flight)\n", self.dropped));
+        }
+        if self.mostly_failed() {
+            s.push_str("WARNING: most operations FAILED; the throughput above is meaningless\n");
+        }
+        s
+    }
+}
