@@ -330,7 +330,7 @@ impl Machine {
             return applied;
         };
         if let Some(last) = session.last_write() {
-            if last.xid == cmd.xid && last.op_hash == hash {
+            if last.xid == cmd.xid && last.op_hash == hash && cmd.seen_zxid < last.zxid {
                 applied.zxid = last.zxid;
                 applied.result = last.result.clone();
                 applied.duplicate = true;
@@ -832,6 +832,7 @@ mod tests {
             xid,
             origin: 7,
             auth: vec![],
+            seen_zxid: 0,
             op,
         }
     }
@@ -1505,6 +1506,7 @@ mod tests {
                     xid,
                     origin: 0,
                     auth,
+                    seen_zxid: 0,
                     op,
                 };
                 self.apply(c)

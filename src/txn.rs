@@ -38,6 +38,12 @@ pub struct Command {
     /// The caller's identities (ip, digests, super) at the time of the request; ACL checks at
     /// apply use these.
     pub auth: Vec<Id>,
+    /// The newest zxid the client can have seen when it sent this: the lastZxidSeen of its
+    /// ConnectRequest for the first write on a resumed connection, `Zxid::MAX` otherwise. A
+    /// repeat of the session's last (xid, op) is a retry only if the client cannot have seen
+    /// the original's reply (`seen_zxid` < the original's zxid); clients such as kazoo restart
+    /// xids on every connection, and their fresh writes must not be mistaken for retries.
+    pub seen_zxid: Zxid,
     pub op: Op,
 }
 

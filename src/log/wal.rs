@@ -1557,6 +1557,39 @@ mod tests {
     }
 
     #[test]
+    fn unfinished_segment_is_removed_and_spare_is_used() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let opts = WalOptions {
+            segment_bytes: 2 * BLOCK,
+            ..WalOptions::default()
+        };
+        run(async move {
+            let (wal, _) = Wal::open(&dir, opts).await.unwrap();
+            write_entries(&wal, 1..=2, 1).await;
+            wal.close().await.unwrap();
+            // Segment 2 is the prepared spare; pretend a crash interrupted preparing 3.
+            assert_eq!(list_segments(&dir).unwrap(), vec![1, 2]);
+            let stale = dir.join(format!("{:020}{TMP_SUFFIX}", 3));
+            std::fs::write(&stale, b"half").unwrap();
+            let (wal, rec) = Wal::open(&dir, opts).await.unwrap();
+            assert!(!stale.exists());
+            assert_eq!(idx(&rec), vec![1, 2]);
+            let big = vec![2u8; 3000];
+            for i in 3..=6 {
+                let t = wal.submit(&[entry(i, 1, &big)]);
+                wal.wait_durable(t).await.unwrap();
+            }
+            wal.close().await.unwrap();
+            let (wal, rec) = Wal::open(&dir, opts).await.unwrap();
+            assert_eq!(idx(&rec), (1..=6).collect::<Vec<_>>());
+            // Rotation moved into the recovered spare (2) and prepared 3.
+            assert_eq!(rec.segments, 3);
+            wal.close().await.unwrap();
+        });
+    }
+
+    #[test]
     fn io_uring_probe_passes_here() {
         probe_io_uring().unwrap();
     }

@@ -47,6 +47,9 @@ struct ConnState {
     pending: VecDeque<Pending>,
     writes_in_flight: usize,
     closing: bool,
+    /// The client's lastZxidSeen at handshake, until its first write carries it (see
+    /// `txn::Command::seen_zxid`); `i64::MAX` afterwards.
+    seen_zxid: i64,
 }
 
 /// The part of a connection other tasks of the shard talk to.
@@ -88,6 +91,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             pending: VecDeque::new(),
             writes_in_flight: 0,
             closing: false,
+            seen_zxid: i64::MAX,
         }),
         out: out_tx,
         queued_bytes: Cell::new(0),
@@ -266,6 +270,7 @@ impl ConnHandle {
                 xid: 0,
                 origin: shard.origin(self.id).0,
                 auth: Vec::new(),
+                seen_zxid: i64::MAX,
                 op: Op::CreateSession { timeout_ms: timeout, passwd: passwd.to_vec() },
             });
             return Ok(());
@@ -281,6 +286,7 @@ impl ConnHandle {
             let mut st = self.state.borrow_mut();
             st.session = req.session_id;
             st.timeout_ms = timeout;
+            st.seen_zxid = req.last_zxid_seen;
         }
         let mut frame = Vec::new();
         ConnectResponse {
@@ -319,6 +325,7 @@ impl ConnHandle {
                 xid: header.xid,
                 origin: self.shard.origin(self.id).0,
                 auth,
+                seen_zxid: std::mem::replace(&mut self.state.borrow_mut().seen_zxid, i64::MAX),
                 op,
             });
             return Ok(());

@@ -56,10 +56,6 @@ pub async fn run(
     let consensus = Consensus::new(MEMBER_ID, vec![MEMBER_ID], entries, recovery.hard_state)?;
     let machine = Machine::new(MachineConfig { ttl_enabled: config.ttl_enabled, ..Default::default() });
 
-    let mut links = Vec::with_capacity(to_shards.len());
-    for tx in to_shards {
-        links.push(tx.connect().await);
-    }
     let (inbox_tx, inbox) = async_channel::unbounded::<Event>();
     for rx in from_shards {
         let tx = inbox_tx.clone();
@@ -72,6 +68,11 @@ pub async fn run(
             }
         })
         .detach();
+    }
+    // Senders connect once their receivers do; the receivers above are already connecting.
+    let mut links = Vec::with_capacity(to_shards.len());
+    for tx in to_shards {
+        links.push(tx.connect().await);
     }
     {
         let tx = inbox_tx.clone();
@@ -362,5 +363,5 @@ impl Sequencer {
 }
 
 fn internal(op: Op) -> Command {
-    Command { session: 0, xid: 0, origin: 0, auth: Vec::new(), op }
+    Command { session: 0, xid: 0, origin: 0, auth: Vec::new(), seen_zxid: i64::MAX, op }
 }

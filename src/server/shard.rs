@@ -136,8 +136,10 @@ pub async fn run(
     to_seq: SharedSender<ToSequencer>,
     from_seq: SharedReceiver<ToShard>,
 ) -> Result<(), ServerError> {
-    let to_seq = to_seq.connect().await;
+    // Receiver first: the sequencer's sender to this shard waits for it (and this shard's
+    // sender to the sequencer waits for the sequencer's receiver in turn).
     let from_seq = from_seq.connect().await;
+    let to_seq = to_seq.connect().await;
 
     // Serve nothing until the log is replayed and the first view arrives.
     let first = loop {
