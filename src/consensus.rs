@@ -88,7 +88,8 @@ impl Consensus {
                     let mut snap = raft::eraftpb::Snapshot::default();
                     snap.mut_metadata().index = first.index - 1;
                     snap.mut_metadata().term = first.term;
-                    snap.mut_metadata().set_conf_state(ConfState::from((voters.clone(), vec![])));
+                    snap.mut_metadata()
+                        .set_conf_state(ConfState::from((voters.clone(), vec![])));
                     core.apply_snapshot(snap)?;
                 }
             }
@@ -121,7 +122,10 @@ impl Consensus {
             // A one-member group needs no election timeout to pass.
             node.campaign()?;
         }
-        Ok(Consensus { node, handed_out: 0 })
+        Ok(Consensus {
+            node,
+            handed_out: 0,
+        })
     }
 
     pub fn is_leader(&self) -> bool {
@@ -158,7 +162,9 @@ impl Consensus {
     /// Propose one entry (a serialized `txn::Batch`).
     pub fn propose(&mut self, data: Vec<u8>) -> Result<(), ConsensusError> {
         if !self.is_leader() {
-            return Err(ConsensusError::NotLeader { leader: self.leader_id() });
+            return Err(ConsensusError::NotLeader {
+                leader: self.leader_id(),
+            });
         }
         Ok(self.node.propose(vec![], data)?)
     }
@@ -183,7 +189,10 @@ impl Consensus {
         out.committed = rd.take_committed_entries();
         if !rd.snapshot().is_empty() {
             // Snapshots arrive with the ensemble issue; a single member never receives one.
-            self.node.mut_store().wl().apply_snapshot(rd.snapshot().clone())?;
+            self.node
+                .mut_store()
+                .wl()
+                .apply_snapshot(rd.snapshot().clone())?;
         }
         out.entries = rd.take_entries();
         if !out.entries.is_empty() {
@@ -218,7 +227,10 @@ impl Consensus {
 
     fn note_handed_out(&mut self, committed: &[Entry]) {
         if let Some(last) = committed.last() {
-            debug_assert!(last.index > self.handed_out, "committed entries went backwards");
+            debug_assert!(
+                last.index > self.handed_out,
+                "committed entries went backwards"
+            );
             self.handed_out = last.index;
         }
     }
@@ -279,18 +291,28 @@ mod tests {
         // Restart from the durable log with a hard state whose commit index lags behind.
         let stored = log
             .iter()
-            .map(|e| StoredEntry { index: e.index, term: e.term, data: e.data.to_vec() })
+            .map(|e| StoredEntry {
+                index: e.index,
+                term: e.term,
+                data: e.data.to_vec(),
+            })
             .collect();
         let mut c2 = Consensus::new(1, vec![1], stored, Some((term, 1, 2))).unwrap();
         let (mut log2, mut applied2) = (vec![], vec![]);
         drain(&mut c2, &mut log2, &mut applied2);
-        assert_eq!(applied2, applied, "every durable entry is applied again, in order");
+        assert_eq!(
+            applied2, applied,
+            "every durable entry is applied again, in order"
+        );
         assert!(c2.term() > term);
     }
 
     #[test]
     fn propose_on_follower_is_refused() {
         let c = &mut Consensus::new(1, vec![1, 2, 3], vec![], None).unwrap();
-        assert!(matches!(c.propose(vec![1]), Err(ConsensusError::NotLeader { .. })));
+        assert!(matches!(
+            c.propose(vec![1]),
+            Err(ConsensusError::NotLeader { .. })
+        ));
     }
 }

@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use ringkeeper::config::{Config, ServeArgs};
 
 #[derive(Parser)]
-#[command(name = "ringkeeper", version, about = "A ZooKeeper-compatible coordination service")]
+#[command(
+    name = "ringkeeper",
+    version,
+    about = "A ZooKeeper-compatible coordination service"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -77,5 +81,9 @@ fn init_tracing(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(ansi)
+        .init();
 }

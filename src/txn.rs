@@ -12,8 +12,8 @@
 use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::proto::types::{
-    CheckVersionRequest, CreateRequest, DeleteRequest, ErrorCode, Id, SessionId,
-    SetAclRequest, SetDataRequest, Stat, Zxid,
+    CheckVersionRequest, CreateRequest, DeleteRequest, ErrorCode, Id, SessionId, SetAclRequest,
+    SetDataRequest, Stat, Zxid,
 };
 
 /// One raft entry: everything the sequencer gathered while the previous entry was in flight.
@@ -51,7 +51,10 @@ pub struct Command {
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub enum WriteOp {
     /// `opcode` is the request's: 1, 15, 19 or 21 (it picks container/TTL and the reply shape).
-    Create { opcode: i32, req: CreateRequest },
+    Create {
+        opcode: i32,
+        req: CreateRequest,
+    },
     Delete(DeleteRequest),
     SetData(SetDataRequest),
     Check(CheckVersionRequest),
@@ -60,16 +63,23 @@ pub enum WriteOp {
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub enum Op {
     /// A new session; its id is assigned at apply (deterministically, from replicated state).
-    CreateSession { timeout_ms: i32, passwd: Vec<u8> },
+    CreateSession {
+        timeout_ms: i32,
+        passwd: Vec<u8>,
+    },
     /// closeSession from the client: its ephemerals go in this same transaction.
     CloseSession,
     /// The leader's session tracker found these sessions silent past their timeout.
-    ExpireSessions { sessions: Vec<SessionId> },
+    ExpireSessions {
+        sessions: Vec<SessionId>,
+    },
     Write(WriteOp),
     SetAcl(SetAclRequest),
     Multi(Vec<WriteOp>),
     /// The reaper's removal of an empty container or expired TTL node; re-checked at apply.
-    DeleteContainer { path: String },
+    DeleteContainer {
+        path: String,
+    },
     /// A write ZooKeeper rejects before prep (undecodable body, reconfig while disabled, a
     /// read op inside multi): it still consumes a zxid and gets this error.
     Fail(ErrorCode),
@@ -78,11 +88,18 @@ pub enum Op {
 /// The outcome of one command, as the reply will carry it.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub enum OpResult {
-    SessionCreated { session: SessionId, timeout_ms: i32, passwd: Vec<u8> },
+    SessionCreated {
+        session: SessionId,
+        timeout_ms: i32,
+        passwd: Vec<u8>,
+    },
     SessionClosed,
     SessionsExpired,
     /// create/create2/createContainer/createTTL: the actual path and the new node's Stat.
-    Created { path: String, stat: Stat },
+    Created {
+        path: String,
+        stat: Stat,
+    },
     Deleted,
     /// setData's and setACL's Stat after the change.
     Stat(Stat),
@@ -96,7 +113,11 @@ pub enum OpResult {
 /// the failing op, its code for the failing op, RuntimeInconsistency after it.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub enum MultiResult {
-    Created { opcode: i32, path: String, stat: Stat },
+    Created {
+        opcode: i32,
+        path: String,
+        stat: Stat,
+    },
     Deleted,
     SetData(Stat),
     Checked,

@@ -50,7 +50,10 @@ pub async fn connect(addr: SocketAddr, timeout_ms: i32) -> io::Result<(TcpStream
     };
     let session = parse(&mut r).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     if session.timeout_ms <= 0 {
-        return Err(io::Error::new(io::ErrorKind::ConnectionRefused, "session refused"));
+        return Err(io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            "session refused",
+        ));
     }
     Ok((stream, session))
 }
@@ -61,7 +64,10 @@ pub async fn read_frame<R: futures_lite::AsyncRead + Unpin>(r: &mut R) -> io::Re
     r.read_exact(&mut len).await?;
     let len = i32::from_be_bytes(len);
     if len < 0 || len as usize > MAX_REPLY {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("reply frame of {len} bytes")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("reply frame of {len} bytes"),
+        ));
     }
     let mut buf = vec![0u8; len as usize];
     r.read_exact(&mut buf).await?;
@@ -76,7 +82,11 @@ pub async fn read_reply<R: futures_lite::AsyncRead + Unpin>(r: &mut R) -> io::Re
         Ok((rd.read_i32()?, rd.read_i64()?, rd.read_i32()?))
     })()
     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-    Ok(Reply { xid: header.0, err: header.2, body: rd.rest().to_vec() })
+    Ok(Reply {
+        xid: header.0,
+        err: header.2,
+        body: rd.rest().to_vec(),
+    })
 }
 
 /// Send one request and wait for its reply, skipping notifications.

@@ -23,9 +23,7 @@ use futures_lite::io::AsyncWriteExt;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::proto::records::Request;
-use crate::proto::types::{
-    opcode, Acl, CreateRequest, DeleteRequest, ErrorCode, SetDataRequest,
-};
+use crate::proto::types::{opcode, Acl, CreateRequest, DeleteRequest, ErrorCode, SetDataRequest};
 use crate::txn::WriteOp;
 pub use report::{OpReport, Report};
 
@@ -157,14 +155,21 @@ pub fn run(args: BenchArgs) -> Result<Report, BenchError> {
         .map_err(|_| BenchError::Setup("set-up thread panicked".into()))??;
 
     let start = Instant::now();
-    let warmup = if args.ops.is_some() { Duration::ZERO } else { secs(args.warmup) };
+    let warmup = if args.ops.is_some() {
+        Duration::ZERO
+    } else {
+        secs(args.warmup)
+    };
     let measure_from = start + warmup;
     let ctl = Arc::new(Control {
         data: vec![b'x'; args.data_size],
         root,
         start,
         measure_from,
-        measure_until: args.ops.is_none().then(|| measure_from + secs(args.duration)),
+        measure_until: args
+            .ops
+            .is_none()
+            .then(|| measure_from + secs(args.duration)),
         stop: AtomicBool::new(false),
         done: AtomicU64::new(0),
         sent: AtomicU64::new(0),
@@ -184,13 +189,16 @@ pub fn run(args: BenchArgs) -> Result<Report, BenchError> {
                 let mut tasks = Vec::new();
                 for s in (t..ctl.args.sessions).step_by(threads) {
                     let addr = servers[s % servers.len()];
-                    let task = glommio::spawn_local(session_task(ctl.clone(), recorder.clone(), s, addr));
+                    let task =
+                        glommio::spawn_local(session_task(ctl.clone(), recorder.clone(), s, addr));
                     tasks.push(task);
                 }
                 for task in tasks {
                     task.await;
                 }
-                let recorder = Rc::try_unwrap(recorder).map(RefCell::into_inner).unwrap_or_default();
+                let recorder = Rc::try_unwrap(recorder)
+                    .map(RefCell::into_inner)
+                    .unwrap_or_default();
                 results.lock().map(|mut r| r.push(recorder)).ok();
             })
             .map_err(|e| BenchError::Runtime(e.to_string()))?;
@@ -198,15 +206,22 @@ pub fn run(args: BenchArgs) -> Result<Report, BenchError> {
     }
     progress_and_stop(&ctl);
     for h in handles {
-        h.join().map_err(|_| BenchError::Runtime("bench thread panicked".into()))?;
+        h.join()
+            .map_err(|_| BenchError::Runtime("bench thread panicked".into()))?;
     }
     let elapsed_end = Instant::now();
     let mut merged = report::Recorder::default();
-    for r in results.lock().map_err(|_| BenchError::Runtime("poisoned".into()))?.drain(..) {
+    for r in results
+        .lock()
+        .map_err(|_| BenchError::Runtime("poisoned".into()))?
+        .drain(..)
+    {
         merged.merge(r);
     }
     let measured = match ctl.measure_until {
-        Some(until) => until.min(elapsed_end).saturating_duration_since(ctl.measure_from),
+        Some(until) => until
+            .min(elapsed_end)
+            .saturating_duration_since(ctl.measure_from),
         None => elapsed_end.saturating_duration_since(ctl.measure_from),
     };
     Ok(merged.report(&args, measured))
@@ -245,7 +260,11 @@ fn progress_and_stop(ctl: &Control) {
         };
         if !ctl.args.quiet && now.duration_since(last_print) >= Duration::from_secs(1) {
             last_print = now;
-            let phase = if now < ctl.measure_from { "warm-up" } else { "measuring" };
+            let phase = if now < ctl.measure_from {
+                "warm-up"
+            } else {
+                "measuring"
+            };
             eprint!(
                 "\r{phase}: {:>6.1}s  sent {:>10}  measured {:>10}   ",
                 now.duration_since(ctl.start).as_secs_f64(),
@@ -296,16 +315,24 @@ async fn setup(server: SocketAddr, args: &BenchArgs, root: &str) -> Result<(), B
         create_request(path, &data, 0).encode(i as i32 + 1, &mut frames);
         expect += 1;
         if frames.len() > (256 << 10) || i + 1 == paths.len() {
-            stream.write_all(&frames).await.map_err(|e| BenchError::Setup(e.to_string()))?;
+            stream
+                .write_all(&frames)
+                .await
+                .map_err(|e| BenchError::Setup(e.to_string()))?;
             frames.clear();
             while expect > 0 {
-                let reply = client::read_reply(&mut stream).await.map_err(|e| BenchError::Setup(e.to_string()))?;
+                let reply = client::read_reply(&mut stream)
+                    .await
+                    .map_err(|e| BenchError::Setup(e.to_string()))?;
                 if reply.xid == -1 {
                     continue;
                 }
                 expect -= 1;
                 if reply.err != 0 && reply.err != ErrorCode::NodeExists.code() {
-                    return Err(BenchError::Setup(format!("create failed with error {}", reply.err)));
+                    return Err(BenchError::Setup(format!(
+                        "create failed with error {}",
+                        reply.err
+                    )));
                 }
             }
         }
@@ -331,22 +358,55 @@ fn create_request(path: &str, data: &[u8], flags: i32) -> Request {
 fn next_op(ctl: &Control, s: usize, n: u64) -> (&'static str, Request) {
     let root = &ctl.root;
     let args = &ctl.args;
-    let key = |n: u64| ((s as u64).wrapping_mul(7919).wrapping_add(n) % args.keys.max(1) as u64) as usize;
+    let key =
+        |n: u64| ((s as u64).wrapping_mul(7919).wrapping_add(n) % args.keys.max(1) as u64) as usize;
     match args.workload {
-        Workload::Create => ("create", create_request(&format!("{root}/s{s}-{n}"), &ctl.data, 0)),
-        Workload::CreateSeq => ("create", create_request(&format!("{root}/q/n-"), &ctl.data, 2)),
-        Workload::Set => ("setData", set_request(&format!("{root}/k/{}", key(n)), &ctl.data)),
-        Workload::Get => ("getData", Request::GetData { path: format!("{root}/k/{}", key(n)), watch: false }),
-        Workload::Exists => ("exists", Request::Exists { path: format!("{root}/k/{}", key(n)), watch: false }),
-        Workload::Children => ("getChildren", Request::GetChildren { path: format!("{root}/wide"), watch: false }),
+        Workload::Create => (
+            "create",
+            create_request(&format!("{root}/s{s}-{n}"), &ctl.data, 0),
+        ),
+        Workload::CreateSeq => (
+            "create",
+            create_request(&format!("{root}/q/n-"), &ctl.data, 2),
+        ),
+        Workload::Set => (
+            "setData",
+            set_request(&format!("{root}/k/{}", key(n)), &ctl.data),
+        ),
+        Workload::Get => (
+            "getData",
+            Request::GetData {
+                path: format!("{root}/k/{}", key(n)),
+                watch: false,
+            },
+        ),
+        Workload::Exists => (
+            "exists",
+            Request::Exists {
+                path: format!("{root}/k/{}", key(n)),
+                watch: false,
+            },
+        ),
+        Workload::Children => (
+            "getChildren",
+            Request::GetChildren {
+                path: format!("{root}/wide"),
+                watch: false,
+            },
+        ),
         Workload::Delete => (
             "delete",
-            Request::Delete(DeleteRequest { path: format!("{root}/d/s{s}/{n}"), version: -1 }),
+            Request::Delete(DeleteRequest {
+                path: format!("{root}/d/s{s}/{n}"),
+                version: -1,
+            }),
         ),
         Workload::Multi => {
             let ops = (0..args.multi_ops)
                 .map(|i| {
-                    let Request::Create { opcode, req } = create_request(&format!("{root}/m{s}-{n}-{i}"), &ctl.data, 0) else {
+                    let Request::Create { opcode, req } =
+                        create_request(&format!("{root}/m{s}-{n}-{i}"), &ctl.data, 0)
+                    else {
                         unreachable!("create_request builds a create")
                     };
                     WriteOp::Create { opcode, req }
@@ -369,13 +429,20 @@ fn next_op(ctl: &Control, s: usize, n: u64) -> (&'static str, Request) {
 }
 
 fn set_request(path: &str, data: &[u8]) -> Request {
-    Request::SetData(SetDataRequest { path: path.to_string(), data: Some(data.to_vec()), version: -1 })
+    Request::SetData(SetDataRequest {
+        path: path.to_string(),
+        data: Some(data.to_vec()),
+        version: -1,
+    })
 }
 
 /// How many requests session `s` may send in total (None: until stopped).
 fn session_budget(ctl: &Control, s: usize) -> Option<u64> {
     let sessions = ctl.args.sessions.max(1) as u64;
-    let from_ops = ctl.args.ops.map(|ops| ops / sessions + u64::from((s as u64) < ops % sessions));
+    let from_ops = ctl
+        .args
+        .ops
+        .map(|ops| ops / sessions + u64::from((s as u64) < ops % sessions));
     let from_keys = (ctl.args.workload == Workload::Delete).then_some(ctl.args.keys as u64);
     match (from_ops, from_keys) {
         (Some(a), Some(b)) => Some(a.min(b)),
@@ -383,7 +450,12 @@ fn session_budget(ctl: &Control, s: usize) -> Option<u64> {
     }
 }
 
-async fn session_task(ctl: Arc<Control>, rec: Rc<RefCell<report::Recorder>>, s: usize, addr: SocketAddr) {
+async fn session_task(
+    ctl: Arc<Control>,
+    rec: Rc<RefCell<report::Recorder>>,
+    s: usize,
+    addr: SocketAddr,
+) {
     if ctl.args.workload == Workload::Churn {
         return churn_task(ctl, rec, addr).await;
     }
@@ -395,16 +467,25 @@ async fn session_task(ctl: Arc<Control>, rec: Rc<RefCell<report::Recorder>>, s: 
         }
     };
     let (mut rd, mut wr) = futures_lite::io::split(stream);
-    let inflight: Rc<RefCell<VecDeque<(&'static str, Instant)>>> = Rc::new(RefCell::new(VecDeque::new()));
+    let inflight: Rc<RefCell<VecDeque<(&'static str, Instant)>>> =
+        Rc::new(RefCell::new(VecDeque::new()));
     let depth = ctl.args.depth.max(1);
     let slots = Rc::new(glommio::sync::Semaphore::new(depth as u64));
     let sender_done = Rc::new(std::cell::Cell::new(false));
     let budget = session_budget(&ctl, s);
-    let open_loop_interval = ctl.args.rate.map(|r| Duration::from_secs_f64(ctl.args.sessions as f64 / r.max(1e-9)));
+    let open_loop_interval = ctl
+        .args
+        .rate
+        .map(|r| Duration::from_secs_f64(ctl.args.sessions as f64 / r.max(1e-9)));
 
     let sender = {
-        let (ctl, inflight, slots, sender_done, rec) =
-            (ctl.clone(), inflight.clone(), slots.clone(), sender_done.clone(), rec.clone());
+        let (ctl, inflight, slots, sender_done, rec) = (
+            ctl.clone(),
+            inflight.clone(),
+            slots.clone(),
+            sender_done.clone(),
+            rec.clone(),
+        );
         glommio::spawn_local(async move {
             let mut n = 0u64;
             let mut next_at = Instant::now();
@@ -453,18 +534,20 @@ async fn session_task(ctl: Arc<Control>, rec: Rc<RefCell<report::Recorder>>, s: 
         if sender_done.get() && inflight.borrow().is_empty() {
             break;
         }
-        let reply = futures_lite::future::or(async { Some(client::read_reply(&mut rd).await) }, async {
-            // Wake now and then to notice the sender finished with nothing in flight.
-            glommio::timer::sleep(Duration::from_millis(50)).await;
-            None
-        })
-        .await;
+        let reply =
+            futures_lite::future::or(async { Some(client::read_reply(&mut rd).await) }, async {
+                // Wake now and then to notice the sender finished with nothing in flight.
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+                None
+            })
+            .await;
         let reply = match reply {
             None => continue,
             Some(Ok(r)) => r,
             Some(Err(e)) => {
                 if !inflight.borrow().is_empty() {
-                    rec.borrow_mut().connect_error(&format!("connection lost: {e}"));
+                    rec.borrow_mut()
+                        .connect_error(&format!("connection lost: {e}"));
                 }
                 break;
             }
@@ -473,15 +556,18 @@ async fn session_task(ctl: Arc<Control>, rec: Rc<RefCell<report::Recorder>>, s: 
             continue;
         }
         let Some((name, intended)) = inflight.borrow_mut().pop_front() else {
-            rec.borrow_mut().connect_error("reply with nothing in flight");
+            rec.borrow_mut()
+                .connect_error("reply with nothing in flight");
             break;
         };
         slots.signal(1);
         let now = Instant::now();
-        let in_window = intended >= ctl.measure_from && ctl.measure_until.is_none_or(|until| now <= until);
+        let in_window =
+            intended >= ctl.measure_from && ctl.measure_until.is_none_or(|until| now <= until);
         if in_window {
             let err = reply_error(name, &reply);
-            rec.borrow_mut().record(name, now.duration_since(intended), err);
+            rec.borrow_mut()
+                .record(name, now.duration_since(intended), err);
             ctl.done.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -491,10 +577,13 @@ async fn session_task(ctl: Arc<Control>, rec: Rc<RefCell<report::Recorder>>, s: 
     let mut frame = Vec::new();
     Request::CloseSession.encode(i32::MAX, &mut frame);
     let _ = wr.write_all(&frame).await;
-    let _ = futures_lite::future::or(async { client::read_reply(&mut rd).await.map(|_| ()) }, async {
-        glommio::timer::sleep(Duration::from_secs(1)).await;
-        Ok(())
-    })
+    let _ = futures_lite::future::or(
+        async { client::read_reply(&mut rd).await.map(|_| ()) },
+        async {
+            glommio::timer::sleep(Duration::from_secs(1)).await;
+            Ok(())
+        },
+    )
     .await;
 }
 
@@ -506,8 +595,15 @@ fn reply_error(name: &str, reply: &client::Reply) -> Option<i32> {
     }
     if name == "multi" && reply.body.len() >= 4 && reply.body[..4] == (-1i32).to_be_bytes() {
         // First result header has type -1: the multi failed.
-        let code = reply.body.get(5..9).map_or(-1, |b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-        return Some(if code == 0 { ErrorCode::RuntimeInconsistency.code() } else { code });
+        let code = reply
+            .body
+            .get(5..9)
+            .map_or(-1, |b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+        return Some(if code == 0 {
+            ErrorCode::RuntimeInconsistency.code()
+        } else {
+            code
+        });
     }
     None
 }
@@ -520,14 +616,19 @@ async fn churn_task(ctl: Arc<Control>, rec: Rc<RefCell<report::Recorder>>, addr:
                 client::close(&mut stream, 1).await;
                 let now = Instant::now();
                 if started >= ctl.measure_from && ctl.measure_until.is_none_or(|u| now <= u) {
-                    rec.borrow_mut().record("session", now.duration_since(started), None);
+                    rec.borrow_mut()
+                        .record("session", now.duration_since(started), None);
                     ctl.done.fetch_add(1, Ordering::Relaxed);
                 }
             }
             Err(e) => rec.borrow_mut().connect_error(&e.to_string()),
         }
         ctl.sent.fetch_add(1, Ordering::Relaxed);
-        if ctl.args.ops.is_some_and(|ops| ctl.done.load(Ordering::Relaxed) >= ops) {
+        if ctl
+            .args
+            .ops
+            .is_some_and(|ops| ctl.done.load(Ordering::Relaxed) >= ops)
+        {
             break;
         }
     }

@@ -29,7 +29,10 @@ struct OpStats {
 
 impl Default for OpStats {
     fn default() -> Self {
-        OpStats { latency: new_histogram(), errors: BTreeMap::new() }
+        OpStats {
+            latency: new_histogram(),
+            errors: BTreeMap::new(),
+        }
     }
 }
 
@@ -156,7 +159,9 @@ impl Report {
             self.servers,
             self.sessions,
             self.depth,
-            self.rate.map(|r| format!("  open loop {r:.0} ops/s")).unwrap_or_default(),
+            self.rate
+                .map(|r| format!("  open loop {r:.0} ops/s"))
+                .unwrap_or_default(),
             self.data_size
         );
         s.push_str(&format!(
@@ -166,7 +171,15 @@ impl Report {
         for o in &self.ops {
             s.push_str(&format!(
                 "{:<14} {:>10} {:>8} {:>12.0} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
-                o.op, o.count, o.errors, o.ops_per_sec, o.p50_us, o.p90_us, o.p99_us, o.p999_us, o.max_us
+                o.op,
+                o.count,
+                o.errors,
+                o.ops_per_sec,
+                o.p50_us,
+                o.p90_us,
+                o.p99_us,
+                o.p999_us,
+                o.max_us
             ));
             for (code, n) in &o.errors_by_code {
                 s.push_str(&format!("    error {code}: {n}\n"));
@@ -180,7 +193,10 @@ impl Report {
             s.push_str(&format!("connection errors: {n} x {m}\n"));
         }
         if self.dropped > 0 {
-            s.push_str(&format!("open loop: {} sends skipped (too many in flight)\n", self.dropped));
+            s.push_str(&format!(
+                "open loop: {} sends skipped (too many in flight)\n",
+                self.dropped
+            ));
         }
         if self.mostly_failed() {
             s.push_str("WARNING: most operations FAILED; the throughput above is meaningless\n");

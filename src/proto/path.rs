@@ -45,9 +45,10 @@ pub fn validate(path: &str) -> Result<(), PathError> {
 }
 
 fn forbidden(c: char) -> bool {
+    // ZooKeeper checks UTF-16 code units: a character beyond U+FFFF is a surrogate pair
+    // there, and surrogates (U+D800..U+DFFF) fall in its forbidden U+D800..U+F8FF range.
     matches!(c,
-        '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}' | '\u{e000}'..='\u{f8ff}' | '\u{fff0}'..='\u{ffff}')
-    // U+D800..U+DFFF (surrogates) cannot occur in a Rust str.
+        '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}' | '\u{e000}'..='\u{f8ff}' | '\u{fff0}'..)
 }
 
 /// The parent of a valid, non-root path (`/a/b` → `/a`, `/a` → `/`).
@@ -100,17 +101,17 @@ mod tests {
     #[test]
     fn forbidden_character_boundaries() {
         let bad = [
-            '\u{1f}', '\u{7f}', '\u{9f}', '\u{e000}', '\u{f8ff}', '\u{fff0}', '\u{ffff}',
-        ];
-        let good = [
-            ' ',
-            '~',
-            '\u{a0}',
-            '\u{d7ff}',
-            '\u{f900}',
-            '\u{ffef}',
+            '\u{1f}',
+            '\u{7f}',
+            '\u{9f}',
+            '\u{e000}',
+            '\u{f8ff}',
+            '\u{fff0}',
+            '\u{ffff}',
             '\u{10000}',
+            '\u{1f600}',
         ];
+        let good = [' ', '~', '\u{a0}', '\u{d7ff}', '\u{f900}', '\u{ffef}'];
         for c in bad {
             assert_eq!(
                 validate(&format!("/a{c}")),

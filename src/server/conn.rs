@@ -11,16 +11,17 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use futures_lite::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use async_channel::{Receiver, Sender};
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use glommio::net::TcpStream;
 
 use super::read::{self, ReadCtx};
 use super::shard::Shard;
+use super::stats::ConnCounters;
 use crate::proto::frame::four_letter_word;
 use crate::proto::records::{
-    decode_request, encode_reply, encode_watch_event, ConnectRequest, ConnectResponse,
-    ReplyBody, Request, RequestError, RequestHeader,
+    decode_request, encode_reply, encode_watch_event, ConnectRequest, ConnectResponse, ReplyBody,
+    Request, RequestError, RequestHeader,
 };
 use crate::proto::types::{opcode, ErrorCode, EventType, Id, SessionId};
 use crate::txn::{Applied, Command, Op, OpResult, WriteOp};
@@ -34,10 +35,19 @@ const READ_BUFFER: usize = 64 << 10;
 
 enum Pending {
     /// Waiting for the sequencer: a write, or the session creation of the handshake.
-    Write { xid: i32, opcode: i32, received: Instant },
-    Connect { read_only: Option<bool> },
+    Write {
+        xid: i32,
+        opcode: i32,
+        received: Instant,
+    },
+    Connect {
+        read_only: Option<bool>,
+    },
     /// A request that arrived behind a write: answered when everything before it is.
-    Deferred { header: RequestHeader, req: Result<Request, RequestError> },
+    Deferred {
+        header: RequestHeader,
+        req: Result<Request, RequestError>,
+    },
 }
 
 struct ConnState {
@@ -66,6 +76,8 @@ pub struct ConnHandle {
     resume: Sender<()>,
     pub received: Cell<u64>,
     pub sent: Cell<u64>,
+    pub counters: ConnCounters,
+    pub established_ms: i64,
 }
 
 /// Serve one accepted connection until it closes.
@@ -99,13 +111,21 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         resume: resume_tx,
         received: Cell::new(0),
         sent: Cell::new(0),
+        counters: ConnCounters::new(),
+        established_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64),
     });
     shard.conns.borrow_mut().insert(id, conn.clone());
     shard.shared.metrics.alive_connections.add(1);
     shard.shared.metrics.connections_accepted.inc();
 
     let writer = glommio::spawn_local(write_loop(conn.clone(), write_half, out_rx));
-    let reader = read_loop(conn.clone(), BufReader::with_capacity(READ_BUFFER, read_half), resume_rx);
+    let reader = read_loop(
+        conn.clone(),
+        BufReader::with_capacity(READ_BUFFER, read_half),
+        resume_rx,
+    );
     let stopped = async {
         let _ = stop_rx.recv().await;
         Ok(())
@@ -141,7 +161,8 @@ async fn write_loop(
                 break;
             }
         }
-        conn.queued_bytes.set(conn.queued_bytes.get().saturating_sub(buf.len()));
+        conn.queued_bytes
+            .set(conn.queued_bytes.get().saturating_sub(buf.len()));
         if sink.write_all(&buf).await.is_err() || sink.flush().await.is_err() {
             let _ = conn.stop.try_send(());
             return;
@@ -159,7 +180,11 @@ async fn read_exact(r: &mut Reader, buf: &mut [u8]) -> Result<(), String> {
     })
 }
 
-async fn read_frame(conn: &ConnHandle, r: &mut Reader, len_bytes: [u8; 4]) -> Result<Vec<u8>, String> {
+async fn read_frame(
+    conn: &ConnHandle,
+    r: &mut Reader,
+    len_bytes: [u8; 4],
+) -> Result<Vec<u8>, String> {
     let len = i32::from_be_bytes(len_bytes);
     let max = conn.shard.shared.config.max_packet_bytes;
     if len < 0 || len as usize > max {
@@ -172,7 +197,11 @@ async fn read_frame(conn: &ConnHandle, r: &mut Reader, len_bytes: [u8; 4]) -> Re
     Ok(payload)
 }
 
-async fn read_loop(conn: Rc<ConnHandle>, mut r: Reader, resume: Receiver<()>) -> Result<(), String> {
+async fn read_loop(
+    conn: Rc<ConnHandle>,
+    mut r: Reader,
+    resume: Receiver<()>,
+) -> Result<(), String> {
     let sessionless = Duration::from_millis(conn.shard.shared.config.sessionless_timeout_ms);
     let mut first = [0u8; 4];
     let got_first = futures_lite::future::or(
@@ -187,19 +216,21 @@ async fn read_loop(conn: Rc<ConnHandle>, mut r: Reader, resume: Receiver<()>) ->
         return Err("no handshake within the sessionless timeout".into());
     }
     if let Some(cmd) = four_letter_word(&first) {
-        let text = conn.shard.four_letter(cmd);
+        let text = conn.shard.four_letter(cmd).await;
         conn.send_bytes(text.into_bytes());
         return Err(format!("four-letter word {cmd} answered"));
     }
     let payload = read_frame(&conn, &mut r, first).await?;
-    let request = ConnectRequest::decode(&payload).map_err(|e| format!("bad ConnectRequest: {e}"))?;
+    let request =
+        ConnectRequest::decode(&payload).map_err(|e| format!("bad ConnectRequest: {e}"))?;
     conn.handshake(request).await?;
 
     loop {
         let mut len = [0u8; 4];
         read_exact(&mut r, &mut len).await?;
         let payload = read_frame(&conn, &mut r, len).await?;
-        let (header, req) = decode_request(&payload).map_err(|e| format!("bad request header: {e}"))?;
+        let (header, req) =
+            decode_request(&payload).map_err(|e| format!("bad request header: {e}"))?;
         conn.handle(header, req)?;
         while conn.state.borrow().pending.len() >= MAX_PENDING {
             conn.shard.shared.metrics.reads_paused.inc();
@@ -251,6 +282,14 @@ impl ConnHandle {
         self.state.borrow().session
     }
 
+    pub fn timeout(&self) -> i32 {
+        self.state.borrow().timeout_ms
+    }
+
+    pub fn pending_len(&self) -> usize {
+        self.state.borrow().pending.len()
+    }
+
     async fn handshake(self: &Rc<Self>, req: ConnectRequest) -> Result<(), String> {
         let shard = &self.shard;
         let view = shard.view.borrow().clone();
@@ -264,23 +303,33 @@ impl ConnHandle {
         let timeout = shard.shared.config.negotiate_timeout(req.timeout_ms);
         if req.session_id == 0 {
             let passwd: [u8; 16] = rand::random();
-            self.state.borrow_mut().pending.push_back(Pending::Connect { read_only: req.read_only });
+            self.state.borrow_mut().pending.push_back(Pending::Connect {
+                read_only: req.read_only,
+            });
             shard.submit(Command {
                 session: 0,
                 xid: 0,
                 origin: shard.origin(self.id).0,
                 auth: Vec::new(),
                 seen_zxid: i64::MAX,
-                op: Op::CreateSession { timeout_ms: timeout, passwd: passwd.to_vec() },
+                op: Op::CreateSession {
+                    timeout_ms: timeout,
+                    passwd: passwd.to_vec(),
+                },
             });
             return Ok(());
         }
-        let valid = view.session(req.session_id).is_some_and(|s| *s.passwd == *req.passwd.as_slice());
+        let valid = view
+            .session(req.session_id)
+            .is_some_and(|s| *s.passwd == *req.passwd.as_slice());
         if !valid {
             let mut frame = Vec::new();
             ConnectResponse::invalid(req.read_only).encode(&mut frame);
             self.send_bytes(frame);
-            return Err(format!("session {:#x} is expired, unknown or has another password", req.session_id));
+            return Err(format!(
+                "session {:#x} is expired, unknown or has another password",
+                req.session_id
+            ));
         }
         {
             let mut st = self.state.borrow_mut();
@@ -303,12 +352,18 @@ impl ConnHandle {
     }
 
     /// One decoded request, in arrival order.
-    fn handle(self: &Rc<Self>, header: RequestHeader, req: Result<Request, RequestError>) -> Result<(), String> {
+    fn handle(
+        self: &Rc<Self>,
+        header: RequestHeader,
+        req: Result<Request, RequestError>,
+    ) -> Result<(), String> {
         let (session, timeout) = {
             let st = self.state.borrow();
             (st.session, st.timeout_ms)
         };
         self.shard.touch(session, timeout);
+        self.counters.last_op.set(header.opcode);
+        self.counters.last_cxid.set(header.xid as i64);
         if let Some(op) = write_op(&header, &req) {
             let mut st = self.state.borrow_mut();
             st.pending.push_back(Pending::Write {
@@ -335,8 +390,13 @@ impl ConnHandle {
             self.answer(header, req);
             let us = started.elapsed().as_micros() as u64;
             self.shard.shared.metrics.request_latency_us.record(us);
+            let zxid = self.shard.view.borrow().last_zxid();
+            self.counters.replied(zxid, us);
         } else {
-            self.state.borrow_mut().pending.push_back(Pending::Deferred { header, req });
+            self.state
+                .borrow_mut()
+                .pending
+                .push_back(Pending::Deferred { header, req });
         }
         Ok(())
     }
@@ -348,7 +408,13 @@ impl ConnHandle {
         let mut close = None;
         match req {
             Err(RequestError::UnknownOpcode(op)) => {
-                encode_reply(&mut frames, header.xid, -1, ErrorCode::Unimplemented, &ReplyBody::Empty);
+                encode_reply(
+                    &mut frames,
+                    header.xid,
+                    -1,
+                    ErrorCode::Unimplemented,
+                    &ReplyBody::Empty,
+                );
                 close = Some(format!("unknown opcode {op}"));
             }
             Err(e) => read::answer_error(&mut frames, &header, &e, view.last_zxid()),
@@ -391,7 +457,11 @@ impl ConnHandle {
                 let id = Id::new("digest", id);
                 if !st.ids.contains(&id) {
                     // Digests first in the order added, ip last (whoAmI shows this order).
-                    let at = st.ids.iter().position(|i| i.scheme == "ip").unwrap_or(st.ids.len());
+                    let at = st
+                        .ids
+                        .iter()
+                        .position(|i| i.scheme == "ip")
+                        .unwrap_or(st.ids.len());
                     st.ids.insert(at, id);
                 }
                 ErrorCode::Ok
@@ -407,7 +477,12 @@ impl ConnHandle {
         let mut frame = Vec::new();
         match front {
             Some(Pending::Connect { read_only }) => {
-                if let OpResult::SessionCreated { session, timeout_ms, passwd } = &applied.result {
+                if let OpResult::SessionCreated {
+                    session,
+                    timeout_ms,
+                    passwd,
+                } = &applied.result
+                {
                     {
                         let mut st = self.state.borrow_mut();
                         st.session = *session;
@@ -426,11 +501,16 @@ impl ConnHandle {
                     self.close("session creation failed");
                 }
             }
-            Some(Pending::Write { xid, opcode: op, received }) => {
+            Some(Pending::Write {
+                xid,
+                opcode: op,
+                received,
+            }) => {
                 self.state.borrow_mut().writes_in_flight -= 1;
                 read::encode_write_reply(&mut frame, xid, op, applied);
                 let us = received.elapsed().as_micros() as u64;
                 self.shard.shared.metrics.request_latency_us.record(us);
+                self.counters.replied(applied.zxid, us);
                 self.send_bytes(frame);
                 if op == opcode::CLOSE_SESSION {
                     self.close("session closed by the client");
@@ -476,9 +556,10 @@ impl ConnHandle {
 /// The log command for a request that writes, or None for one answered locally.
 fn write_op(header: &RequestHeader, req: &Result<Request, RequestError>) -> Option<Op> {
     match req {
-        Ok(Request::Create { opcode, req }) => {
-            Some(Op::Write(WriteOp::Create { opcode: *opcode, req: req.clone() }))
-        }
+        Ok(Request::Create { opcode, req }) => Some(Op::Write(WriteOp::Create {
+            opcode: *opcode,
+            req: req.clone(),
+        })),
         Ok(Request::Delete(r)) => Some(Op::Write(WriteOp::Delete(r.clone()))),
         Ok(Request::SetData(r)) => Some(Op::Write(WriteOp::SetData(r.clone()))),
         Ok(Request::Check(r)) => Some(Op::Write(WriteOp::Check(r.clone()))),
@@ -509,4 +590,3 @@ fn is_write_opcode(op: i32) -> bool {
             | opcode::RECONFIG
     )
 }
-

@@ -73,14 +73,32 @@ pub enum ToSequencer {
     /// Sessions that showed activity since the last report, with their negotiated timeouts.
     Touch(Vec<(SessionId, i32)>),
     /// A session was resumed on this connection: every other connection holding it closes.
-    Attach { session: SessionId, origin: Origin },
+    Attach {
+        session: SessionId,
+        origin: Origin,
+    },
+    /// A four-letter word wants every shard's connections and watches (and the session
+    /// tracker's deadlines): the sequencer forwards this to every shard and answers too.
+    Collect(async_channel::Sender<Diag>),
 }
 
 /// The sequencer's messages to a shard.
 pub enum ToShard {
     Update(Arc<Update>),
     Detach { session: SessionId, keep: Origin },
+    Collect(async_channel::Sender<Diag>),
     Stop,
+}
+
+/// Diagnostics for four-letter words, gathered from every executor.
+pub enum Diag {
+    Shard {
+        connections: Vec<crate::admin::ConnStats>,
+        watches: Vec<crate::admin::SessionWatches>,
+        watch_count: u64,
+    },
+    /// Session expiry buckets of the leader's tracker: (deadline ms, sessions).
+    Sessions(Vec<(i64, Vec<SessionId>)>),
 }
 
 /// One apply round: the new view and everything applied to reach it.
@@ -145,9 +163,8 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         let handle = LocalExecutorBuilder::new(Placement::Fixed(id % cpus))
             .name(&format!("rk-shard-{id}"))
             .spawn(move || async move {
-                let sequencer = seq.map(|(rx, tx)| {
-                    glommio::spawn_local(sequencer::run(shared.clone(), rx, tx))
-                });
+                let sequencer = seq
+                    .map(|(rx, tx)| glommio::spawn_local(sequencer::run(shared.clone(), rx, tx)));
                 let shard_result = shard::run(id as u16, shared.clone(), to_seq, from_seq).await;
                 if let Err(e) = &shard_result {
                     tracing::error!(shard = id, "shard stopped: {e}");
@@ -214,5 +231,9 @@ fn spawn_signal_watcher(shared: Arc<Shared>) {
 
 /// Where the log lives.
 pub fn log_dir(config: &Config) -> PathBuf {
-    config.data_log_dir.clone().unwrap_or_else(|| config.data_dir.clone()).join("log")
+    config
+        .data_log_dir
+        .clone()
+        .unwrap_or_else(|| config.data_dir.clone())
+        .join("log")
 }

@@ -3,13 +3,17 @@
 //! encoding of write replies. Pure functions of their inputs: no I/O here.
 
 use crate::machine::View;
-use crate::proto::records::{encode_reply, ReadOp, ReadResult, ReplyBody, Request, RequestError, RequestHeader, SetWatches};
-use crate::proto::types::{perms, xid, AddWatchMode, ErrorCode, EventType, Id, SessionId, WatcherType};
+use crate::proto::records::StrSeq;
+use crate::proto::records::{
+    encode_reply, ReadOp, ReadResult, ReplyBody, Request, RequestError, RequestHeader, SetWatches,
+};
+use crate::proto::types::opcode;
+use crate::proto::types::{
+    perms, xid, AddWatchMode, ErrorCode, EventType, Id, SessionId, WatcherType,
+};
 use crate::tree::acl;
 use crate::txn::{Applied, OpResult};
 use crate::watch::{WatchKind, WatchRegistry};
-use crate::proto::types::opcode;
-use crate::proto::records::StrSeq;
 use std::sync::Arc;
 
 pub struct ReadCtx<'a> {
@@ -32,7 +36,8 @@ fn read_path(path: &str) -> &str {
 pub fn answer(ctx: &mut ReadCtx<'_>, header: &RequestHeader, req: Request, out: &mut Vec<u8>) {
     let zxid = ctx.view.last_zxid();
     let x = header.xid;
-    let reply = |out: &mut Vec<u8>, err: ErrorCode, body: &ReplyBody| encode_reply(out, x, zxid, err, body);
+    let reply =
+        |out: &mut Vec<u8>, err: ErrorCode, body: &ReplyBody| encode_reply(out, x, zxid, err, body);
     match req {
         Request::Ping => encode_reply(out, xid::PING, zxid, ErrorCode::Ok, &ReplyBody::Empty),
         Request::Sync { path } => reply(out, ErrorCode::Ok, &ReplyBody::Path(&path)),
@@ -64,7 +69,14 @@ pub fn answer(ctx: &mut ReadCtx<'_>, header: &RequestHeader, req: Request, out: 
                     if watch {
                         add_watch(ctx.watches, ctx.conn, path, WatchKind::Data);
                     }
-                    reply(out, ErrorCode::Ok, &ReplyBody::Data { data: node.data(), stat: node.stat() })
+                    reply(
+                        out,
+                        ErrorCode::Ok,
+                        &ReplyBody::Data {
+                            data: node.data(),
+                            stat: node.stat(),
+                        },
+                    )
                 }
             }
         }
@@ -79,7 +91,14 @@ pub fn answer(ctx: &mut ReadCtx<'_>, header: &RequestHeader, req: Request, out: 
                     }
                     let children = node.children();
                     if two {
-                        reply(out, ErrorCode::Ok, &ReplyBody::Children2 { children, stat: node.stat() })
+                        reply(
+                            out,
+                            ErrorCode::Ok,
+                            &ReplyBody::Children2 {
+                                children,
+                                stat: node.stat(),
+                            },
+                        )
                     } else {
                         reply(out, ErrorCode::Ok, &ReplyBody::Children(children))
                     }
@@ -100,7 +119,14 @@ pub fn answer(ctx: &mut ReadCtx<'_>, header: &RequestHeader, req: Request, out: 
                     } else {
                         acl::redact_digests(list)
                     };
-                    reply(out, ErrorCode::Ok, &ReplyBody::Acl { acl: &shown, stat: node.stat() })
+                    reply(
+                        out,
+                        ErrorCode::Ok,
+                        &ReplyBody::Acl {
+                            acl: &shown,
+                            stat: node.stat(),
+                        },
+                    )
                 }
             }
         }
@@ -108,11 +134,19 @@ pub fn answer(ctx: &mut ReadCtx<'_>, header: &RequestHeader, req: Request, out: 
             let path = read_path(&path);
             match readable(ctx, path) {
                 Err(e) => reply(out, e, &ReplyBody::Empty),
-                Ok(_) => reply(out, ErrorCode::Ok, &ReplyBody::Count(ctx.view.descendant_count(path).unwrap_or(0) as i32)),
+                Ok(_) => reply(
+                    out,
+                    ErrorCode::Ok,
+                    &ReplyBody::Count(ctx.view.descendant_count(path).unwrap_or(0) as i32),
+                ),
             }
         }
         Request::GetEphemerals { prefix } => {
-            let prefix = if prefix.is_empty() { "/" } else { prefix.as_str() };
+            let prefix = if prefix.is_empty() {
+                "/"
+            } else {
+                prefix.as_str()
+            };
             let paths = ctx.view.ephemerals(ctx.session, prefix);
             reply(out, ErrorCode::Ok, &ReplyBody::Paths(&paths))
         }
@@ -126,7 +160,10 @@ pub fn answer(ctx: &mut ReadCtx<'_>, header: &RequestHeader, req: Request, out: 
                 };
                 results.push(match readable(ctx, path) {
                     Err(e) => ReadResult::Error(e),
-                    Ok(node) if is_data => ReadResult::Data { data: node.data(), stat: node.stat() },
+                    Ok(node) if is_data => ReadResult::Data {
+                        data: node.data(),
+                        stat: node.stat(),
+                    },
                     Ok(node) => ReadResult::Children(node.children()),
                 });
             }
@@ -142,7 +179,11 @@ pub fn answer(ctx: &mut ReadCtx<'_>, header: &RequestHeader, req: Request, out: 
             } else {
                 ctx.watches.check(ctx.conn, &path, kind)
             };
-            let err = if found { ErrorCode::Ok } else { ErrorCode::NoWatcher };
+            let err = if found {
+                ErrorCode::Ok
+            } else {
+                ErrorCode::NoWatcher
+            };
             reply(out, err, &ReplyBody::Empty)
         }
         Request::AddWatch { path, mode } => {
@@ -197,7 +238,9 @@ fn set_watches(ctx: &mut ReadCtx<'_>, sw: &SetWatches, out: &mut Vec<u8>) {
     for path in &sw.data {
         match ctx.view.stat(path) {
             None => encode_watch_event(out, EventType::NodeDeleted, path),
-            Some(stat) if stat.mzxid > rel => encode_watch_event(out, EventType::NodeDataChanged, path),
+            Some(stat) if stat.mzxid > rel => {
+                encode_watch_event(out, EventType::NodeDataChanged, path)
+            }
             Some(_) => add_watch(ctx.watches, ctx.conn, path, WatchKind::Data),
         }
     }
@@ -210,7 +253,9 @@ fn set_watches(ctx: &mut ReadCtx<'_>, sw: &SetWatches, out: &mut Vec<u8>) {
     for path in &sw.child {
         match ctx.view.stat(path) {
             None => encode_watch_event(out, EventType::NodeDeleted, path),
-            Some(stat) if stat.pzxid > rel => encode_watch_event(out, EventType::NodeChildrenChanged, path),
+            Some(stat) if stat.pzxid > rel => {
+                encode_watch_event(out, EventType::NodeChildrenChanged, path)
+            }
             Some(_) => add_watch(ctx.watches, ctx.conn, path, WatchKind::Child),
         }
     }
@@ -225,8 +270,16 @@ fn set_watches(ctx: &mut ReadCtx<'_>, sw: &SetWatches, out: &mut Vec<u8>) {
 /// The reply to a request that failed to decode (and needs no zxid).
 pub fn answer_error(out: &mut Vec<u8>, header: &RequestHeader, err: &RequestError, zxid: i64) {
     match err {
-        RequestError::MultiReadWithWrite => crate::proto::records::encode_multi_read_marshalling_error(out, header.xid, zxid),
-        _ => encode_reply(out, header.xid, zxid, ErrorCode::MarshallingError, &ReplyBody::Empty),
+        RequestError::MultiReadWithWrite => {
+            crate::proto::records::encode_multi_read_marshalling_error(out, header.xid, zxid)
+        }
+        _ => encode_reply(
+            out,
+            header.xid,
+            zxid,
+            ErrorCode::MarshallingError,
+            &ReplyBody::Empty,
+        ),
     }
 }
 
@@ -238,17 +291,29 @@ pub fn encode_write_reply(out: &mut Vec<u8>, xid: i32, op: i32, applied: &Applie
             if op == opcode::CREATE {
                 encode_reply(out, xid, zxid, ErrorCode::Ok, &ReplyBody::Path(path))
             } else {
-                encode_reply(out, xid, zxid, ErrorCode::Ok, &ReplyBody::PathStat { path, stat: *stat })
+                encode_reply(
+                    out,
+                    xid,
+                    zxid,
+                    ErrorCode::Ok,
+                    &ReplyBody::PathStat { path, stat: *stat },
+                )
             }
         }
-        OpResult::Stat(stat) => encode_reply(out, xid, zxid, ErrorCode::Ok, &ReplyBody::Stat(*stat)),
-        OpResult::Multi(results) => encode_reply(out, xid, zxid, ErrorCode::Ok, &ReplyBody::Multi(results)),
+        OpResult::Stat(stat) => {
+            encode_reply(out, xid, zxid, ErrorCode::Ok, &ReplyBody::Stat(*stat))
+        }
+        OpResult::Multi(results) => {
+            encode_reply(out, xid, zxid, ErrorCode::Ok, &ReplyBody::Multi(results))
+        }
         OpResult::Error(code) => encode_reply(out, xid, zxid, *code, &ReplyBody::Empty),
         OpResult::Deleted
         | OpResult::Checked
         | OpResult::SessionClosed
         | OpResult::SessionsExpired
-        | OpResult::SessionCreated { .. } => encode_reply(out, xid, zxid, ErrorCode::Ok, &ReplyBody::Empty),
+        | OpResult::SessionCreated { .. } => {
+            encode_reply(out, xid, zxid, ErrorCode::Ok, &ReplyBody::Empty)
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver, SharedSender};
 
-use super::{ServerError, Shared, ToSequencer, ToShard, Update};
+use super::{Diag, ServerError, Shared, ToSequencer, ToShard, Update};
 use crate::consensus::{Consensus, Output, StoredEntry, TICK_MS};
 use crate::log::{LogRecord, Wal, WalOptions};
 use crate::machine::{Machine, MachineConfig};
@@ -41,20 +41,32 @@ pub async fn run(
     to_shards: Vec<SharedSender<ToShard>>,
 ) -> Result<(), ServerError> {
     let config = &shared.config;
-    let (wal, recovery) =
-        Wal::open(&super::log_dir(config), WalOptions { segment_bytes: config.log_segment_bytes, ..Default::default() })
-            .await?;
+    let (wal, recovery) = Wal::open(
+        &super::log_dir(config),
+        WalOptions {
+            segment_bytes: config.log_segment_bytes,
+            ..Default::default()
+        },
+    )
+    .await?;
     if let Some((file, offset)) = &recovery.truncated_tail {
         tracing::warn!(file = %file.display(), offset, "truncated a torn record at the log tail");
     }
     let entries: Vec<StoredEntry> = recovery
         .entries
         .into_iter()
-        .map(|e| StoredEntry { index: e.index, term: e.term, data: e.data })
+        .map(|e| StoredEntry {
+            index: e.index,
+            term: e.term,
+            data: e.data,
+        })
         .collect();
     let replayed = entries.len();
     let consensus = Consensus::new(MEMBER_ID, vec![MEMBER_ID], entries, recovery.hard_state)?;
-    let machine = Machine::new(MachineConfig { ttl_enabled: config.ttl_enabled, ..Default::default() });
+    let machine = Machine::new(MachineConfig {
+        ttl_enabled: config.ttl_enabled,
+        ..Default::default()
+    });
 
     let (inbox_tx, inbox) = async_channel::unbounded::<Event>();
     for rx in from_shards {
@@ -155,7 +167,10 @@ impl Sequencer {
     fn handle(&mut self, event: Event) {
         match event {
             Event::Shard(ToSequencer::Commands(cmds)) => {
-                self.shared.metrics.sequencer_commands.add(cmds.len() as u64);
+                self.shared
+                    .metrics
+                    .sequencer_commands
+                    .add(cmds.len() as u64);
                 self.pending.extend(cmds);
             }
             Event::Shard(ToSequencer::Touch(sessions)) => {
@@ -167,8 +182,17 @@ impl Sequencer {
             Event::Shard(ToSequencer::Attach { session, origin }) => {
                 for link in &self.links {
                     // Best effort: a shard that is gone has no connection to close.
-                    let _ = link.try_send(ToShard::Detach { session, keep: origin });
+                    let _ = link.try_send(ToShard::Detach {
+                        session,
+                        keep: origin,
+                    });
                 }
+            }
+            Event::Shard(ToSequencer::Collect(reply)) => {
+                for link in &self.links {
+                    let _ = link.try_send(ToShard::Collect(reply.clone()));
+                }
+                let _ = reply.try_send(Diag::Sessions(self.session_buckets()));
             }
             Event::Persisted(number) => {
                 self.unpersisted -= 1;
@@ -193,13 +217,12 @@ impl Sequencer {
             return;
         }
         let now_ms = self.now_ms();
+        // Expired sessions stay "closing" in the tracker until their expiry is applied.
         let expired: Vec<SessionId> = self.tracker.expired(now_ms);
         if !expired.is_empty() {
-            for s in &expired {
-                self.tracker.remove(*s);
-            }
             tracing::info!(count = expired.len(), "expiring sessions");
-            self.pending.push(internal(Op::ExpireSessions { sessions: expired }));
+            self.pending
+                .push(internal(Op::ExpireSessions { sessions: expired }));
         }
         if now >= self.next_reap {
             self.next_reap =
@@ -223,11 +246,17 @@ impl Sequencer {
         while !self.pending.is_empty() {
             let take = self.pending.len().min(MAX_BATCH_COMMANDS);
             let commands: Vec<Command> = self.pending.drain(..take).collect();
-            let batch = Batch { time_ms: self.now_ms(), commands };
+            let batch = Batch {
+                time_ms: self.now_ms(),
+                commands,
+            };
             let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&batch)
                 .map_err(|e| ServerError::Startup(format!("cannot serialize a batch: {e}")))?;
             self.shared.metrics.batches_proposed.inc();
-            self.shared.metrics.batch_commands.record(batch.commands.len() as u64);
+            self.shared
+                .metrics
+                .batch_commands
+                .record(batch.commands.len() as u64);
             self.consensus.propose(bytes.to_vec())?;
         }
         Ok(())
@@ -249,10 +278,18 @@ impl Sequencer {
         let mut records: Vec<LogRecord<'_>> = out
             .entries
             .iter()
-            .map(|e| LogRecord::Entry { index: e.index, term: e.term, data: &e.data })
+            .map(|e| LogRecord::Entry {
+                index: e.index,
+                term: e.term,
+                data: &e.data,
+            })
             .collect();
         if let Some(hs) = &out.hard_state {
-            records.push(LogRecord::HardState { term: hs.term, vote: hs.vote, commit: hs.commit });
+            records.push(LogRecord::HardState {
+                term: hs.term,
+                vote: hs.vote,
+                commit: hs.commit,
+            });
         }
         let ticket = self.wal.submit(&records);
         self.unpersisted += 1;
@@ -294,7 +331,9 @@ impl Sequencer {
             self.replay_until = None;
         }
         let view = self.machine.view();
-        self.shared.last_zxid.store(view.last_zxid() as u64, Ordering::Relaxed);
+        self.shared
+            .last_zxid
+            .store(view.last_zxid() as u64, Ordering::Relaxed);
         if self.replay_until.is_some() {
             return Ok(()); // still replaying: shards wait for the first view
         }
@@ -303,7 +342,10 @@ impl Sequencer {
             self.restart_session_clocks();
             tracing::info!(zxid = format!("{:#x}", view.last_zxid()), "serving");
         }
-        self.shared.metrics.apply_latency_us.record(started.elapsed().as_micros() as u64);
+        self.shared
+            .metrics
+            .apply_latency_us
+            .record(started.elapsed().as_micros() as u64);
         let update = Arc::new(Update { view, applied });
         for link in &self.links {
             // A full link means a shard is not keeping up. Updates must not be dropped, so
@@ -315,7 +357,12 @@ impl Sequencer {
 
     fn track_sessions(&mut self, a: &crate::txn::Applied) {
         use crate::txn::OpResult;
-        if let OpResult::SessionCreated { session, timeout_ms, .. } = &a.result {
+        if let OpResult::SessionCreated {
+            session,
+            timeout_ms,
+            ..
+        } = &a.result
+        {
             let now = self.now_ms();
             self.tracker.touch(*session, *timeout_ms, now);
         }
@@ -339,9 +386,21 @@ impl Sequencer {
         }
     }
 
+    fn session_buckets(&self) -> Vec<(i64, Vec<SessionId>)> {
+        let mut buckets: std::collections::BTreeMap<i64, Vec<SessionId>> = Default::default();
+        for (session, _) in self.machine.view().session_timeouts() {
+            if let Some(deadline) = self.tracker.deadline(session) {
+                buckets.entry(deadline).or_default().push(session);
+            }
+        }
+        buckets.into_iter().collect()
+    }
+
     /// The leader's wall clock in ms, never going backwards.
     fn now_ms(&mut self) -> i64 {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
         self.last_time_ms = self.last_time_ms.max(now);
         self.last_time_ms
     }
@@ -363,5 +422,12 @@ impl Sequencer {
 }
 
 fn internal(op: Op) -> Command {
-    Command { session: 0, xid: 0, origin: 0, auth: Vec::new(), seen_zxid: i64::MAX, op }
+    Command {
+        session: 0,
+        xid: 0,
+        origin: 0,
+        auth: Vec::new(),
+        seen_zxid: i64::MAX,
+        op,
+    }
 }

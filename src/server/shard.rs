@@ -72,9 +72,25 @@ impl Shard {
         }
     }
 
+    /// Ask every shard (through the sequencer) for its diagnostics.
+    pub async fn collect(&self) -> Result<async_channel::Receiver<super::Diag>, ()> {
+        let (tx, rx) = async_channel::unbounded();
+        self.to_seq
+            .send(ToSequencer::Collect(tx))
+            .await
+            .map_err(|_| ())?;
+        Ok(rx)
+    }
+
     pub async fn attach(&self, session: SessionId, conn: u32) {
         self.sessions.borrow_mut().insert(session, conn);
-        let _ = self.to_seq.send(ToSequencer::Attach { session, origin: self.origin(conn) }).await;
+        let _ = self
+            .to_seq
+            .send(ToSequencer::Attach {
+                session,
+                origin: self.origin(conn),
+            })
+            .await;
     }
 
     pub fn detach_conn(&self, conn: u32, session: SessionId) {
@@ -119,13 +135,17 @@ impl Shard {
     }
 
     fn handle_detach(&self, session: SessionId, keep: Origin) {
-        let conn = self.sessions.borrow().get(&session).copied();
-        if let Some(id) = conn {
-            if self.origin(id) != keep {
-                if let Some(c) = self.conns.borrow().get(&id).cloned() {
-                    c.close("session resumed on another connection");
-                }
-            }
+        // Scan rather than look up `sessions`: when both connections are on this shard the
+        // map already points at the new one. Resumes are rare.
+        let stale: Vec<Rc<ConnHandle>> = self
+            .conns
+            .borrow()
+            .values()
+            .filter(|c| c.session() == session && self.origin(c.id) != keep)
+            .cloned()
+            .collect();
+        for c in stale {
+            c.close("session resumed on another connection");
         }
     }
 }
@@ -146,7 +166,7 @@ pub async fn run(
         match from_seq.recv().await {
             Some(ToShard::Update(u)) => break u,
             Some(ToShard::Stop) | None => return Ok(()),
-            Some(ToShard::Detach { .. }) => {}
+            Some(ToShard::Detach { .. }) | Some(ToShard::Collect(_)) => {}
         }
     };
     let shard = Rc::new(Shard {
@@ -165,7 +185,10 @@ pub async fn run(
     shard.handle_update(&first);
 
     let listener = TcpListener::bind(shared.config.client_addr).map_err(|e| {
-        ServerError::Startup(format!("cannot listen on {}: {e}", shared.config.client_addr))
+        ServerError::Startup(format!(
+            "cannot listen on {}: {e}",
+            shared.config.client_addr
+        ))
     })?;
     if id == 0 {
         tracing::info!(addr = %shared.config.client_addr, shards = shared.config.shards, "listening");
@@ -204,6 +227,9 @@ pub async fn run(
         match msg {
             ToShard::Update(update) => shard.handle_update(&update),
             ToShard::Detach { session, keep } => shard.handle_detach(session, keep),
+            ToShard::Collect(reply) => {
+                let _ = reply.try_send(shard.diagnostics());
+            }
             ToShard::Stop => break,
         }
     }
