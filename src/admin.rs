@@ -1041,6 +1041,8 @@ metrics! {
         link_full,
         /// Times a connection hit max_outstanding_per_conn and its reads paused.
         reads_paused,
+        /// Proposal rounds skipped because the log had too much waiting for the disk.
+        log_backpressure,
         /// Four-letter words answered.
         four_letter_words,
     }

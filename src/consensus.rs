@@ -73,12 +73,11 @@ impl Consensus {
             let mut core = storage.wl();
             let ents: Vec<Entry> = entries
                 .into_iter()
-                .map(|e| {
-                    let mut entry = Entry::default();
-                    entry.index = e.index;
-                    entry.term = e.term;
-                    entry.data = e.data.into();
-                    entry
+                .map(|e| Entry {
+                    index: e.index,
+                    term: e.term,
+                    data: e.data.into(),
+                    ..Default::default()
                 })
                 .collect();
             if let Some(first) = ents.first() {
@@ -96,11 +95,13 @@ impl Consensus {
             core.append(&ents)?;
             if let Some((term, vote, commit)) = hard_state {
                 let last = ents.last().map_or(0, |e| e.index);
-                let mut hs = HardState::default();
-                hs.term = term.max(ents.last().map_or(0, |e| e.term));
-                hs.vote = vote;
-                // A commit index beyond the durable log cannot be trusted.
-                hs.commit = commit.min(last);
+                let hs = HardState {
+                    term: term.max(ents.last().map_or(0, |e| e.term)),
+                    vote,
+                    // A commit index beyond the durable log cannot be trusted.
+                    commit: commit.min(last),
+                    ..Default::default()
+                };
                 core.set_hardstate(hs);
             }
         }

@@ -133,7 +133,11 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     if let Err(reason) = futures_lite::future::or(reader, stopped).await {
         tracing::debug!(peer = %peer, "closing connection: {reason}");
     }
-    let session = conn.state.borrow().session;
+    let (session, left) = {
+        let st = conn.state.borrow();
+        (st.session, st.pending.len())
+    };
+    shard.shared.metrics.outstanding_requests.sub(left as i64);
     shard.detach_conn(id, session);
     conn.out.close();
     // Let the writer flush what is queued (bounded: a client that does not read is dropped).
@@ -286,6 +290,11 @@ impl ConnHandle {
         self.state.borrow().timeout_ms
     }
 
+    fn push_pending(&self, p: Pending) {
+        self.shard.shared.metrics.outstanding_requests.add(1);
+        self.state.borrow_mut().pending.push_back(p);
+    }
+
     pub fn pending_len(&self) -> usize {
         self.state.borrow().pending.len()
     }
@@ -303,7 +312,7 @@ impl ConnHandle {
         let timeout = shard.shared.config.negotiate_timeout(req.timeout_ms);
         if req.session_id == 0 {
             let passwd: [u8; 16] = rand::random();
-            self.state.borrow_mut().pending.push_back(Pending::Connect {
+            self.push_pending(Pending::Connect {
                 read_only: req.read_only,
             });
             shard.submit(Command {
@@ -366,6 +375,7 @@ impl ConnHandle {
         self.counters.last_cxid.set(header.xid as i64);
         if let Some(op) = write_op(&header, &req) {
             let mut st = self.state.borrow_mut();
+            self.shard.shared.metrics.outstanding_requests.add(1);
             st.pending.push_back(Pending::Write {
                 xid: header.xid,
                 opcode: header.opcode,
@@ -393,10 +403,7 @@ impl ConnHandle {
             let zxid = self.shard.view.borrow().last_zxid();
             self.counters.replied(zxid, us);
         } else {
-            self.state
-                .borrow_mut()
-                .pending
-                .push_back(Pending::Deferred { header, req });
+            self.push_pending(Pending::Deferred { header, req });
         }
         Ok(())
     }
@@ -474,6 +481,7 @@ impl ConnHandle {
     /// The sequencer applied a command this connection sent.
     pub fn on_applied(self: &Rc<Self>, applied: &Applied) {
         let front = self.state.borrow_mut().pending.pop_front();
+        self.shard.shared.metrics.outstanding_requests.sub(1);
         let mut frame = Vec::new();
         match front {
             Some(Pending::Connect { read_only }) => {
@@ -533,7 +541,10 @@ impl ConnHandle {
             let next = {
                 let mut st = self.state.borrow_mut();
                 match st.pending.front() {
-                    Some(Pending::Deferred { .. }) => st.pending.pop_front(),
+                    Some(Pending::Deferred { .. }) => {
+                        self.shard.shared.metrics.outstanding_requests.sub(1);
+                        st.pending.pop_front()
+                    }
                     _ => None,
                 }
             };

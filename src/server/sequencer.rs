@@ -23,6 +23,10 @@ use crate::txn::{Batch, Command, Op};
 
 /// Most commands in one proposal; more wait for the next.
 const MAX_BATCH_COMMANDS: usize = 4096;
+/// Log bytes waiting for the disk above which nothing new is proposed: commands wait in
+/// `pending` (bounded upstream by each connection's limit) instead of piling up in the log's
+/// buffer, which refuses to grow past its own hard limit.
+const MAX_LOG_BACKLOG: usize = 16 << 20;
 /// This member's id in a standalone deployment.
 const MEMBER_ID: u64 = 1;
 /// Origin of the reaper's commands (no connection waits for them).
@@ -134,6 +138,7 @@ pub async fn run(
         }
         seq.propose()?;
         seq.pump().await?;
+        seq.publish_gauges();
         if stopping && seq.unpersisted == 0 {
             break;
         }
@@ -243,6 +248,10 @@ impl Sequencer {
         if self.pending.is_empty() || !self.consensus.is_leader() {
             return Ok(());
         }
+        if self.wal.pending_bytes() > MAX_LOG_BACKLOG {
+            self.shared.metrics.log_backpressure.inc();
+            return Ok(());
+        }
         while !self.pending.is_empty() {
             let take = self.pending.len().min(MAX_BATCH_COMMANDS);
             let commands: Vec<Command> = self.pending.drain(..take).collect();
@@ -321,6 +330,11 @@ impl Sequencer {
             let batch = rkyv::from_bytes::<Batch, rkyv::rancor::Error>(&aligned).map_err(|e| {
                 ServerError::Startup(format!("log entry {} does not decode: {e}", entry.index))
             })?;
+            self.shared.metrics.batches_committed.inc();
+            self.shared
+                .metrics
+                .commands_applied
+                .add(batch.commands.len() as u64);
             for a in self.machine.apply_batch(entry.term, &batch) {
                 self.track_sessions(&a);
                 applied.push(a);
@@ -353,6 +367,19 @@ impl Sequencer {
             let _ = link.send(ToShard::Update(update.clone())).await;
         }
         Ok(())
+    }
+
+    fn publish_gauges(&self) {
+        let m = &self.shared.metrics;
+        m.sequencer_queue.set(self.pending.len() as i64);
+        m.log_queue.set(self.wal.pending_bytes() as i64);
+        m.raft_term.set(self.consensus.term() as i64);
+        m.commit_index.set(self.consensus.commit_index() as i64);
+        let ws = self.wal.stats();
+        m.fsyncs.reset();
+        m.fsyncs.add(ws.syncs);
+        m.log_bytes_written.reset();
+        m.log_bytes_written.add(ws.bytes_written);
     }
 
     fn track_sessions(&mut self, a: &crate::txn::Applied) {

@@ -104,7 +104,9 @@ impl Shard {
 
     fn handle_update(&self, update: &Update) {
         *self.view.borrow_mut() = update.view.clone();
-        let conns = self.conns.borrow().clone();
+        // Nothing below adds or removes connections (closing only signals the connection's
+        // own task), so the map can stay borrowed.
+        let conns = self.conns.borrow();
         // Events first, then replies: a reply (or a read released by it) may observe any change
         // of this update, so every event of the update must already be queued.
         for applied in &update.applied {

@@ -292,6 +292,25 @@ def test_exists_returns_stat_or_none(zk, base):
     assert st is not None and st.numChildren == 0
 
 
+@pytest.mark.timeout(60)
+def test_read_after_another_clients_write(server, base):
+    """Once client B's write is acknowledged, client A's next read on the same
+    server returns it. A standalone ZooKeeper runs every request through one
+    pipeline, so this always holds there (across the servers of an ensemble
+    ZooKeeper promises it only after sync())."""
+    import zkwire
+
+    with zkwire.connect(server.addr) as a, zkwire.connect(server.addr) as b:
+        p = base + "/raw"
+        assert b.create(p, b"0")[0].err == 0
+        for i in range(1, 301):
+            assert b.set_data(p, b"%d" % i)[0].err == 0
+            rep, data, stat = a.get_data(p)
+            assert (data, stat.version) == (b"%d" % i, i)
+        a.close_session()
+        b.close_session()
+
+
 @pytest.mark.timeout(30)
 def test_client_close_is_clean(server):
     zk = make_kazoo(server.hosts)
