@@ -34,19 +34,23 @@ const MAX_PENDING: usize = 1024;
 const READ_BUFFER: usize = 64 << 10;
 
 enum Pending {
-    /// Waiting for the sequencer: a write, or the session creation of the handshake.
+    /// A write at the sequencer; `reply` is filled when it is applied and sent once
+    /// everything before it has been.
     Write {
         xid: i32,
         opcode: i32,
         received: Instant,
+        reply: Option<(Vec<u8>, i64)>,
     },
-    Connect {
-        read_only: Option<bool>,
-    },
-    /// A request that arrived behind a write: answered when everything before it is.
+    /// The session creation of the handshake (always first).
+    Connect { read_only: Option<bool> },
+    /// A request answered once everything before it is, and once this shard's view has
+    /// reached `min_zxid` (the newest zxid applied on this member when it arrived: a read
+    /// never returns a state older than a write already acknowledged to anyone).
     Deferred {
         header: RequestHeader,
         req: Result<Request, RequestError>,
+        min_zxid: i64,
     },
 }
 
@@ -380,6 +384,7 @@ impl ConnHandle {
                 xid: header.xid,
                 opcode: header.opcode,
                 received: Instant::now(),
+                reply: None,
             });
             st.writes_in_flight += 1;
             let auth = st.ids.clone();
@@ -395,17 +400,34 @@ impl ConnHandle {
             });
             return Ok(());
         }
-        if self.state.borrow().pending.is_empty() {
-            let started = Instant::now();
-            self.answer(header, req);
-            let us = started.elapsed().as_micros() as u64;
-            self.shard.shared.metrics.request_latency_us.record(us);
-            let zxid = self.shard.view.borrow().last_zxid();
-            self.counters.replied(zxid, us);
+        let min_zxid = self
+            .shard
+            .shared
+            .last_zxid
+            .load(std::sync::atomic::Ordering::SeqCst) as i64;
+        let view_ready = self.shard.view.borrow().last_zxid() >= min_zxid;
+        if self.state.borrow().pending.is_empty() && view_ready {
+            self.answer_timed(header, req);
         } else {
-            self.push_pending(Pending::Deferred { header, req });
+            self.push_pending(Pending::Deferred {
+                header,
+                req,
+                min_zxid,
+            });
+            if !view_ready {
+                self.shard.wait_for_view(self.id);
+            }
         }
         Ok(())
+    }
+
+    fn answer_timed(self: &Rc<Self>, header: RequestHeader, req: Result<Request, RequestError>) {
+        let started = Instant::now();
+        self.answer(header, req);
+        let us = started.elapsed().as_micros() as u64;
+        self.shard.shared.metrics.request_latency_us.record(us);
+        let zxid = self.shard.view.borrow().last_zxid();
+        self.counters.replied(zxid, us);
     }
 
     /// Answer a request that needs no write, against the shard's current view.
@@ -480,76 +502,107 @@ impl ConnHandle {
 
     /// The sequencer applied a command this connection sent.
     pub fn on_applied(self: &Rc<Self>, applied: &Applied) {
-        let front = self.state.borrow_mut().pending.pop_front();
-        self.shard.shared.metrics.outstanding_requests.sub(1);
-        let mut frame = Vec::new();
-        match front {
-            Some(Pending::Connect { read_only }) => {
-                if let OpResult::SessionCreated {
-                    session,
-                    timeout_ms,
-                    passwd,
-                } = &applied.result
-                {
-                    {
-                        let mut st = self.state.borrow_mut();
-                        st.session = *session;
-                        st.timeout_ms = *timeout_ms;
-                    }
-                    self.shard.sessions.borrow_mut().insert(*session, self.id);
-                    ConnectResponse {
-                        timeout_ms: *timeout_ms,
-                        session_id: *session,
-                        passwd: passwd.clone(),
-                        read_only: read_only.map(|_| false),
-                    }
-                    .encode(&mut frame);
-                    self.send_bytes(frame);
-                } else {
-                    self.close("session creation failed");
-                }
-            }
-            Some(Pending::Write {
-                xid,
-                opcode: op,
-                received,
-            }) => {
-                self.state.borrow_mut().writes_in_flight -= 1;
-                read::encode_write_reply(&mut frame, xid, op, applied);
-                let us = received.elapsed().as_micros() as u64;
-                self.shard.shared.metrics.request_latency_us.record(us);
-                self.counters.replied(applied.zxid, us);
-                self.send_bytes(frame);
-                if op == opcode::CLOSE_SESSION {
-                    self.close("session closed by the client");
-                    return;
-                }
-            }
-            Some(Pending::Deferred { .. }) | None => {
+        let connect = match self.state.borrow().pending.front() {
+            Some(Pending::Connect { read_only }) => Some(*read_only),
+            _ => None,
+        };
+        if let Some(read_only) = connect {
+            self.state.borrow_mut().pending.pop_front();
+            self.shard.shared.metrics.outstanding_requests.sub(1);
+            self.connected(applied, read_only);
+        } else {
+            let mut st = self.state.borrow_mut();
+            let waiting = st.pending.iter_mut().find_map(|p| match p {
+                Pending::Write {
+                    xid,
+                    opcode,
+                    reply: reply @ None,
+                    ..
+                } => Some((*xid, *opcode, reply)),
+                _ => None,
+            });
+            let Some((xid, op, reply)) = waiting else {
+                drop(st);
                 // The sequencer answers in order: a reply with nothing waiting is a bug.
                 tracing::error!(peer = %self.peer, xid = applied.xid, "reply without a pending write");
                 self.close("internal error: reply out of order");
                 return;
-            }
+            };
+            let mut frame = Vec::new();
+            read::encode_write_reply(&mut frame, xid, op, applied);
+            *reply = Some((frame, applied.zxid));
         }
-        self.release_deferred();
+        self.drain();
     }
 
-    /// Answer the requests that were waiting behind a write, up to the next write.
-    fn release_deferred(self: &Rc<Self>) {
+    fn connected(&self, applied: &Applied, read_only: Option<bool>) {
+        let OpResult::SessionCreated {
+            session,
+            timeout_ms,
+            passwd,
+        } = &applied.result
+        else {
+            self.close("session creation failed");
+            return;
+        };
+        {
+            let mut st = self.state.borrow_mut();
+            st.session = *session;
+            st.timeout_ms = *timeout_ms;
+        }
+        self.shard.sessions.borrow_mut().insert(*session, self.id);
+        let mut frame = Vec::new();
+        ConnectResponse {
+            timeout_ms: *timeout_ms,
+            session_id: *session,
+            passwd: passwd.clone(),
+            read_only: read_only.map(|_| false),
+        }
+        .encode(&mut frame);
+        self.send_bytes(frame);
+    }
+
+    /// Send every reply at the front of the queue that is ready, in order.
+    pub fn drain(self: &Rc<Self>) {
         loop {
+            let view_zxid = self.shard.view.borrow().last_zxid();
             let next = {
                 let mut st = self.state.borrow_mut();
-                match st.pending.front() {
-                    Some(Pending::Deferred { .. }) => {
-                        self.shard.shared.metrics.outstanding_requests.sub(1);
-                        st.pending.pop_front()
+                let ready = match st.pending.front() {
+                    Some(Pending::Write { reply, .. }) => reply.is_some(),
+                    Some(Pending::Deferred { min_zxid, .. }) => {
+                        let ready = view_zxid >= *min_zxid;
+                        if !ready {
+                            self.shard.wait_for_view(self.id);
+                        }
+                        ready
                     }
-                    _ => None,
+                    Some(Pending::Connect { .. }) | None => false,
+                };
+                if !ready {
+                    break;
                 }
+                self.shard.shared.metrics.outstanding_requests.sub(1);
+                st.pending.pop_front()
             };
             match next {
-                Some(Pending::Deferred { header, req }) => self.answer(header, req),
+                Some(Pending::Write {
+                    opcode: op,
+                    received,
+                    reply: Some((frame, zxid)),
+                    ..
+                }) => {
+                    self.state.borrow_mut().writes_in_flight -= 1;
+                    let us = received.elapsed().as_micros() as u64;
+                    self.shard.shared.metrics.request_latency_us.record(us);
+                    self.counters.replied(zxid, us);
+                    self.send_bytes(frame);
+                    if op == opcode::CLOSE_SESSION {
+                        self.close("session closed by the client");
+                        return;
+                    }
+                }
+                Some(Pending::Deferred { header, req, .. }) => self.answer_timed(header, req),
                 _ => break,
             }
         }

@@ -32,6 +32,8 @@ pub struct Shard {
     outbox: RefCell<Vec<Command>>,
     flush_scheduled: Cell<bool>,
     touched: RefCell<HashMap<SessionId, i32>>,
+    /// Connections with a read waiting for this shard's view to catch up.
+    view_waiters: RefCell<std::collections::HashSet<u32>>,
     to_seq: ConnectedSender<ToSequencer>,
     next_conn: Cell<u32>,
 }
@@ -64,6 +66,10 @@ impl Shard {
             })
             .detach();
         }
+    }
+
+    pub fn wait_for_view(&self, conn: u32) {
+        self.view_waiters.borrow_mut().insert(conn);
     }
 
     pub fn touch(&self, session: SessionId, timeout_ms: i32) {
@@ -136,6 +142,16 @@ impl Shard {
         }
     }
 
+    fn release_view_waiters(&self) {
+        let waiting: Vec<u32> = self.view_waiters.borrow_mut().drain().collect();
+        for id in waiting {
+            let conn = self.conns.borrow().get(&id).cloned();
+            if let Some(c) = conn {
+                c.drain();
+            }
+        }
+    }
+
     fn handle_detach(&self, session: SessionId, keep: Origin) {
         // Scan rather than look up `sessions`: when both connections are on this shard the
         // map already points at the new one. Resumes are rare.
@@ -181,6 +197,7 @@ pub async fn run(
         outbox: RefCell::new(Vec::new()),
         flush_scheduled: Cell::new(false),
         touched: RefCell::new(HashMap::new()),
+        view_waiters: RefCell::new(Default::default()),
         to_seq,
         next_conn: Cell::new(1),
     });
@@ -227,7 +244,10 @@ pub async fn run(
 
     while let Some(msg) = from_seq.recv().await {
         match msg {
-            ToShard::Update(update) => shard.handle_update(&update),
+            ToShard::Update(update) => {
+                shard.handle_update(&update);
+                shard.release_view_waiters();
+            }
             ToShard::Detach { session, keep } => shard.handle_detach(session, keep),
             ToShard::Collect(reply) => {
                 let _ = reply.try_send(shard.diagnostics());
