@@ -40,7 +40,6 @@ replaces ZooKeeper's behaviour, a separate test asserts ringkeeper's documented 
 """
 
 import json
-import re
 import select
 import socket
 import struct
@@ -182,6 +181,8 @@ def describe(data, op=None, connect=False):
     """A readable decoding of a response byte string (for failure messages)."""
     if not data:
         return "(nothing)"
+    if op is None and not connect and isinstance(split_frames(data)[0], tuple):
+        return "raw %r" % data  # a four-letter-word answer, not frames
     parts = []
     for i, p in enumerate(split_frames(data)):
         if isinstance(p, tuple):
