@@ -5,6 +5,7 @@
 #   clippy  cargo clippy --all-targets -- -D warnings
 #   build   cargo build --release
 #   test    cargo test --release            (all Rust unit + integration tests)
+#   fuzz    scripts/fuzz.sh: a bounded libFuzzer run of the frame decoder and request parser
 #   compat-rk  tests/compat (kazoo, raw sockets, C and Java shells) against target/release/ringkeeper
 #   compat-zk  the same suite against Apache ZooKeeper 3.8 (the reference)
 # Every step is bounded by `timeout`; a failing step does not stop the later
@@ -21,10 +22,6 @@ set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 
-# >>> TEMPORARY: while `ringkeeper serve` does not answer a ZooKeeper handshake
-# (probed before the run), the ringkeeper compat run is skipped, loudly, instead
-# of failing. Delete this one line once it serves; from then on it is a failure.
-RK_ALLOW_NO_SERVER=${RK_ALLOW_NO_SERVER:-1}
 
 QUICK=0 RUN_CARGO=1 RUN_RK=1 RUN_ZK=1
 PYTEST_ARGS=()
@@ -34,7 +31,7 @@ while (($#)); do
         --rk-only) RUN_ZK=0 ;;
         --zk-only) RUN_CARGO=0 RUN_RK=0 RUN_ZK=1 ;;
         --) shift; PYTEST_ARGS=("$@"); break ;;
-        -h|--help) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -85,17 +82,6 @@ summary() {
         printf '  %-10s %-4s %5ss  %s\n' "$name" "$status" "$dt" "$note"
         case $status in PASS) ((pass++)) ;; FAIL) ((fail++)) ;; SKIP) ((skipped++)) ;; esac
     done
-    if ((RK_SKIPPED)); then
-        cat <<'EOF'
-
-  ##########################################################################
-  ##  WARNING: the compatibility suite did NOT run against ringkeeper:    ##
-  ##  `target/release/ringkeeper serve` did not answer a ZooKeeper        ##
-  ##  handshake. Remove the RK_ALLOW_NO_SERVER line in scripts/test.sh    ##
-  ##  once it serves.                                                     ##
-  ##########################################################################
-EOF
-    fi
     # test counts over every runner (cargo's "test result:" lines, pytest's last line)
     local tp=0 tf=0 ts=0 f line n word
     for f in "$LOGDIR"/test.log "$LOGDIR"/compat-*.log; do
@@ -113,8 +99,6 @@ EOF
     if ((FAILED)); then echo "RESULT: FAILED"; else echo "RESULT: OK"; fi
     echo "tests: $tp passed, $tf failed, $ts skipped"
 }
-
-RK_SKIPPED=0
 
 # --- setup -------------------------------------------------------------------
 if ! step setup 2400 scripts/setup-test-deps.sh; then
@@ -134,6 +118,11 @@ if ((RUN_CARGO)); then
     fi
     step build 2400 cargo build --release --locked && BUILD_OK=1
     step test 2400 cargo test --release --locked --no-fail-fast
+    if ((QUICK)); then
+        skip fuzz "--quick"
+    else
+        step fuzz 1500 scripts/fuzz.sh "${RK_FUZZ_SECONDS:-60}"
+    fi
 fi
 
 # --- compatibility suite -----------------------------------------------------------
@@ -151,14 +140,8 @@ if ((RUN_RK)); then
         FAILED=1
     elif ! (cd "$ROOT/tests/compat" && RK_TARGET=ringkeeper timeout 120 \
             "$ROOT/.venv/bin/python" harness.py --probe ringkeeper --timeout 20 </dev/null); then
-        if ((RK_ALLOW_NO_SERVER)); then
-            RK_SKIPPED=1
-            banner "compat-rk: SKIPPED — ringkeeper does not serve yet (see the warning in the summary)"
-            skip compat-rk "ringkeeper does not serve yet (RK_ALLOW_NO_SERVER)"
-        else
-            RESULTS+=("compat-rk|FAIL|0|$RK_BIN does not answer a ZooKeeper handshake")
-            FAILED=1
-        fi
+        RESULTS+=("compat-rk|FAIL|0|$RK_BIN does not answer a ZooKeeper handshake")
+        FAILED=1
     else
         compat ringkeeper compat-rk
     fi
