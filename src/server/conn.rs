@@ -90,6 +90,15 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         Ok(p) => p,
         Err(_) => return,
     };
+    if !shard.shared.admit(peer.ip()) {
+        shard.shared.metrics.connections_rejected.inc();
+        tracing::warn!(
+            peer = %peer,
+            limit = shard.shared.config.max_client_cnxns,
+            "too many connections from this address (max_client_cnxns); closing"
+        );
+        return;
+    }
     let _ = stream.set_nodelay(true);
     let id = shard.next_conn_id();
     let (read_half, write_half) = futures_lite::io::split(stream);
@@ -150,6 +159,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     })
     .await;
     shard.shared.metrics.alive_connections.sub(1);
+    shard.shared.release(peer.ip());
     shard.shared.metrics.connections_closed.inc();
 }
 

@@ -117,6 +117,36 @@ pub struct Shared {
     pub serving: AtomicBool,
     pub last_zxid: AtomicU64,
     pub started_at: std::time::SystemTime,
+    /// Open connections per client address, for `max_client_cnxns` (touched only when a
+    /// connection opens or closes).
+    pub per_ip: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, u32>>,
+}
+
+impl Shared {
+    /// Count a new connection from `ip`; false when that address is at its limit.
+    pub fn admit(&self, ip: std::net::IpAddr) -> bool {
+        let limit = self.config.max_client_cnxns;
+        let Ok(mut map) = self.per_ip.lock() else {
+            return true;
+        };
+        let n = map.entry(ip).or_insert(0);
+        if limit > 0 && *n >= limit {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    pub fn release(&self, ip: std::net::IpAddr) {
+        if let Ok(mut map) = self.per_ip.lock() {
+            if let Some(n) = map.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&ip);
+                }
+            }
+        }
+    }
 }
 
 /// Run a member until SIGTERM/SIGINT. Blocks the calling thread.
@@ -134,6 +164,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         serving: AtomicBool::new(false),
         last_zxid: AtomicU64::new(0),
         started_at: std::time::SystemTime::now(),
+        per_ip: Default::default(),
     });
     spawn_signal_watcher(shared.clone());
 

@@ -359,3 +359,27 @@ def test_concurrent_raw_clients(server, base):
     with zkwire.connect(server.addr) as c:
         assert len(c.get_children(base)[1]) == 160
         c.close_session()
+
+
+@pytest.mark.timeout(60)
+def test_max_client_cnxns_per_address(fresh_server):
+    """maxClientCnxns (default 60) bounds connections from one address; the next one is
+    closed at once, and the others keep working."""
+    conns = []
+    try:
+        for _ in range(60):
+            conns.append(zkwire.connect(fresh_server.addr))
+        extra = zkwire.RawConn(fresh_server.addr)
+        try:
+            try:
+                extra.handshake()
+                refused = False
+            except (zkwire.Closed, OSError):
+                refused = True
+            assert refused or extra.wait_closed(timeout=5), "61st connection was served"
+        finally:
+            extra.close()
+        assert conns[0].ping().err == 0
+    finally:
+        for c in conns:
+            c.close()
