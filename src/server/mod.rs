@@ -150,8 +150,13 @@ impl Shared {
 }
 
 /// Run a member until SIGTERM/SIGINT. Blocks the calling thread.
-pub fn run(config: Config) -> Result<(), ServerError> {
+pub fn run(mut config: Config) -> Result<(), ServerError> {
     crate::log::probe_io_uring().map_err(ServerError::Startup)?;
+    // glommio's file operations need absolute paths (a relative one fails with EBADF).
+    config.data_dir = std::path::absolute(&config.data_dir)?;
+    if let Some(dir) = &config.data_log_dir {
+        config.data_log_dir = Some(std::path::absolute(dir)?);
+    }
     let _lock = crate::log::DataDirLock::acquire(&config.data_dir)?;
     block_termination_signals();
 

@@ -126,3 +126,28 @@ def test_corruption_in_the_middle_stops_the_member_with_file_and_offset(server_f
     # Nothing on disk was "repaired" away.
     time.sleep(0.2)
     assert seg.read_bytes() == before
+
+
+@pytest.mark.timeout(60)
+def test_relative_data_dir_works(server_factory):
+    """`ringkeeper serve` from a checkout uses ./data: relative paths must work."""
+    s = server_factory(start=False)
+    cmd = s.command()
+    cmd[cmd.index("--data-dir") + 1] = "relative-data"
+    proc = subprocess.Popen(cmd, cwd=str(s.workdir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert proc.poll() is None, proc.stdout.read().decode(errors="replace")
+            try:
+                with zkwire.connect(s.addr) as c:
+                    assert c.create("/rel", b"x")[0].err == 0
+                    c.close_session()
+                break
+            except (OSError, zkwire.Closed, zkwire.ProtocolError):
+                assert time.monotonic() < deadline, "server did not come up"
+                time.sleep(0.1)
+        assert any(Path(s.workdir, "relative-data", "log").glob("*.seg"))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
