@@ -5,7 +5,7 @@
 use std::io;
 use std::net::SocketAddr;
 
-use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 use crate::proto::jute::Reader;
@@ -77,7 +77,11 @@ pub async fn read_frame<R: futures_lite::AsyncRead + Unpin>(r: &mut R) -> io::Re
 /// Read one reply (or watch notification, xid -1).
 pub async fn read_reply<R: futures_lite::AsyncRead + Unpin>(r: &mut R) -> io::Result<Reply> {
     let frame = read_frame(r).await?;
-    let mut rd = Reader::new(&frame);
+    parse_reply(&frame)
+}
+
+fn parse_reply(frame: &[u8]) -> io::Result<Reply> {
+    let mut rd = Reader::new(frame);
     let header = (|| -> Result<(i32, i64, i32), crate::proto::jute::DecodeError> {
         Ok((rd.read_i32()?, rd.read_i64()?, rd.read_i32()?))
     })()
@@ -87,6 +91,67 @@ pub async fn read_reply<R: futures_lite::AsyncRead + Unpin>(r: &mut R) -> io::Re
         err: header.2,
         body: rd.rest().to_vec(),
     })
+}
+
+/// Reads replies through its own buffer, so that `next` may be raced against a timer and
+/// dropped at any point without losing part of a frame (the buffered bytes stay here).
+#[derive(Default)]
+pub struct FrameReader {
+    buf: Vec<u8>,
+    start: usize,
+    scratch: Vec<u8>,
+}
+
+impl FrameReader {
+    /// The next reply (or notification). Cancel-safe.
+    pub async fn next<R: AsyncRead + Unpin>(&mut self, r: &mut R) -> io::Result<Reply> {
+        loop {
+            let avail = &self.buf[self.start..];
+            if avail.len() >= 4 {
+                let len = i32::from_be_bytes([avail[0], avail[1], avail[2], avail[3]]);
+                if len < 0 || len as usize > MAX_REPLY {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("reply frame of {len} bytes"),
+                    ));
+                }
+                let len = len as usize;
+                if avail.len() >= 4 + len {
+                    let reply = parse_reply(&avail[4..4 + len]);
+                    self.start += 4 + len;
+                    if self.start == self.buf.len() {
+                        self.buf.clear();
+                        self.start = 0;
+                    }
+                    return reply;
+                }
+            }
+            if self.start > 0 {
+                self.buf.drain(..self.start);
+                self.start = 0;
+            }
+            if self.scratch.is_empty() {
+                self.scratch = vec![0; 64 * 1024];
+            }
+            // A single `read` into the scratch buffer either completes (its bytes are then
+            // appended to `buf`) or, dropped while pending, changes nothing here.
+            let n = r.read(&mut self.scratch).await?;
+            self.buf.extend_from_slice(&self.scratch[..n]);
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+    }
+}
+
+/// A watch notification's body: (event type, keeper state, path).
+pub fn parse_notification(body: &[u8]) -> Option<(i32, i32, String)> {
+    let mut r = Reader::new(body);
+    Some((
+        r.read_i32().ok()?,
+        r.read_i32().ok()?,
+        r.read_string().ok()?,
+    ))
 }
 
 /// Send one request and wait for its reply, skipping notifications.

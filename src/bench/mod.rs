@@ -7,6 +7,14 @@
 //! sent on a fixed schedule whatever the replies do, and latency is measured from each
 //! request's intended start, so queueing inside the server is not hidden (coordinated
 //! omission).
+//!
+//! Two workloads coordinate several sessions: `watch` (watch fan-out: `--sessions` watchers hold
+//! a data watch on one node, one extra session sets it, and a round's latency is the time from
+//! the write's send until the last watcher has its event; watchers re-arm and the next round
+//! starts once all have) and `lock` (the ephemeral-sequential lock recipe: create
+//! EPHEMERAL_SEQUENTIAL under the lock node, getChildren, hold the lock if lowest, else
+//! exists-watch the predecessor; hold `--hold-us`, delete). Every workload names a primary op
+//! (`primary_op`) whose figures scripts should read from the report's `primary` entry.
 
 mod client;
 mod report;
@@ -22,6 +30,7 @@ use std::time::{Duration, Instant};
 use futures_lite::io::AsyncWriteExt;
 use glommio::{LocalExecutorBuilder, Placement};
 
+use crate::proto::jute::Reader;
 use crate::proto::records::Request;
 use crate::proto::types::{opcode, Acl, CreateRequest, DeleteRequest, ErrorCode, SetDataRequest};
 use crate::txn::WriteOp;
@@ -53,6 +62,67 @@ pub enum Workload {
     Mixed,
     /// connect and close a session, repeatedly
     Churn,
+    /// watch fan-out: --sessions watchers hold a data watch on one node, one more session sets
+    /// it; a round is timed from the write's send until every watcher has its event
+    Watch,
+    /// lock contention: the ephemeral-sequential lock recipe with --sessions contenders
+    Lock,
+}
+
+/// The workload's name as given on the command line.
+pub fn workload_name(w: Workload) -> String {
+    use clap::ValueEnum;
+    w.to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_else(|| format!("{w:?}").to_lowercase())
+}
+
+/// The op whose throughput and latency are the workload's figures ("all": every op).
+pub fn primary_op(w: Workload) -> &'static str {
+    match w {
+        Workload::Create | Workload::CreateSeq => "create",
+        Workload::Set => "setData",
+        Workload::Get => "getData",
+        Workload::Exists => "exists",
+        Workload::Children => "getChildren",
+        Workload::Delete => "delete",
+        Workload::Multi => "multi",
+        Workload::Mixed => "all",
+        Workload::Churn => "session",
+        Workload::Watch => "watch-fanout",
+        Workload::Lock => "acquire",
+    }
+}
+
+/// Parameters that matter to this workload beyond sessions, depth, rate and data size.
+fn workload_params(args: &BenchArgs) -> std::collections::BTreeMap<String, String> {
+    let mut p = std::collections::BTreeMap::new();
+    match args.workload {
+        Workload::Set | Workload::Get | Workload::Exists => {
+            p.insert("keys".into(), args.keys.to_string());
+        }
+        Workload::Mixed => {
+            p.insert("keys".into(), args.keys.to_string());
+            p.insert("read_ratio".into(), args.read_ratio.to_string());
+        }
+        Workload::Children => {
+            p.insert("width".into(), args.width.to_string());
+        }
+        Workload::Delete => {
+            p.insert("keys_per_session".into(), args.keys.to_string());
+        }
+        Workload::Multi => {
+            p.insert("multi_ops".into(), args.multi_ops.to_string());
+        }
+        Workload::Watch => {
+            p.insert("watchers".into(), args.sessions.to_string());
+        }
+        Workload::Lock => {
+            p.insert("hold_us".into(), args.hold_us.to_string());
+        }
+        Workload::Create | Workload::CreateSeq | Workload::Churn => {}
+    }
+    p
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -98,6 +168,13 @@ pub struct BenchArgs {
     /// Executor threads driving the sessions.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Lock workload: microseconds a contender holds the lock before releasing it.
+    #[arg(long, default_value_t = 100)]
+    pub hold_us: u64,
+    /// Watch workload: seconds a round (all watchers armed, then all events in) may take
+    /// before the run is stopped as failed.
+    #[arg(long, default_value_t = 10.0)]
+    pub round_timeout: f64,
     /// Session timeout asked for, ms.
     #[arg(long, default_value_t = 30000)]
     pub session_timeout: i32,
@@ -132,11 +209,36 @@ struct Control {
     done: AtomicU64,
     /// Operations sent, all threads (progress line).
     sent: AtomicU64,
+    /// Watch workload: rounds' shared counters.
+    fanout: FanOut,
+}
+
+/// What the watch fan-out writer and its watchers share. Counts are cumulative over rounds,
+/// so round `r` is complete when a count reaches `watchers * (r + 1)`.
+#[derive(Default)]
+struct FanOut {
+    /// Watches armed (a getData with watch answered).
+    armed: AtomicU64,
+    /// Events received.
+    fired: AtomicU64,
+    /// The current round's write send time, ns since `Control::start`.
+    send_ns: AtomicU64,
+    /// The latest event arrival of the current round, ns since `Control::start`.
+    last_event_ns: AtomicU64,
 }
 
 impl Control {
     fn stopping(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Whether an op started at `started` and finished at `now` is measured.
+    fn in_window(&self, started: Instant, now: Instant) -> bool {
+        started >= self.measure_from && self.measure_until.is_none_or(|until| now <= until)
+    }
+
+    fn nanos(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.start).as_nanos() as u64
     }
 }
 
@@ -173,6 +275,7 @@ pub fn run(args: BenchArgs) -> Result<Report, BenchError> {
         stop: AtomicBool::new(false),
         done: AtomicU64::new(0),
         sent: AtomicU64::new(0),
+        fanout: FanOut::default(),
         args: args.clone(),
     });
     let results = Arc::new(Mutex::new(Vec::<report::Recorder>::new()));
@@ -187,6 +290,14 @@ pub fn run(args: BenchArgs) -> Result<Report, BenchError> {
             .spawn(move || async move {
                 let recorder = Rc::new(RefCell::new(report::Recorder::default()));
                 let mut tasks = Vec::new();
+                if t == 0 && ctl.args.workload == Workload::Watch {
+                    let addr = servers[ctl.args.sessions % servers.len()];
+                    tasks.push(glommio::spawn_local(watch_writer_task(
+                        ctl.clone(),
+                        recorder.clone(),
+                        addr,
+                    )));
+                }
                 for s in (t..ctl.args.sessions).step_by(threads) {
                     let addr = servers[s % servers.len()];
                     let task =
@@ -306,6 +417,8 @@ async fn setup(server: SocketAddr, args: &BenchArgs, root: &str) -> Result<(), B
             }
         }
         Workload::CreateSeq => paths.push(format!("{root}/q")),
+        Workload::Watch => paths.push(format!("{root}/w")),
+        Workload::Lock => paths.push(format!("{root}/lock")),
         Workload::Create | Workload::Multi | Workload::Churn => {}
     }
     // Pipelined creates: ancestors come first in `paths`, and the server answers in order.
@@ -424,7 +537,9 @@ fn next_op(ctl: &Control, s: usize, n: u64) -> (&'static str, Request) {
                 ("setData", set_request(&path, &ctl.data))
             }
         }
-        Workload::Churn => ("closeSession", Request::CloseSession),
+        Workload::Churn | Workload::Watch | Workload::Lock => {
+            unreachable!("{:?} sessions run their own tasks", args.workload)
+        }
     }
 }
 
@@ -456,8 +571,11 @@ async fn session_task(
     s: usize,
     addr: SocketAddr,
 ) {
-    if ctl.args.workload == Workload::Churn {
-        return churn_task(ctl, rec, addr).await;
+    match ctl.args.workload {
+        Workload::Churn => return churn_task(ctl, rec, addr).await,
+        Workload::Watch => return watcher_task(ctl, rec, addr).await,
+        Workload::Lock => return lock_task(ctl, rec, addr).await,
+        _ => {}
     }
     let (stream, _session) = match client::connect(addr, ctl.args.session_timeout).await {
         Ok(c) => c,
@@ -467,6 +585,7 @@ async fn session_task(
         }
     };
     let (mut rd, mut wr) = futures_lite::io::split(stream);
+    let mut frames = client::FrameReader::default();
     let inflight: Rc<RefCell<VecDeque<(&'static str, Instant)>>> =
         Rc::new(RefCell::new(VecDeque::new()));
     let depth = ctl.args.depth.max(1);
@@ -534,13 +653,12 @@ async fn session_task(
         if sender_done.get() && inflight.borrow().is_empty() {
             break;
         }
-        let reply =
-            futures_lite::future::or(async { Some(client::read_reply(&mut rd).await) }, async {
-                // Wake now and then to notice the sender finished with nothing in flight.
-                glommio::timer::sleep(Duration::from_millis(50)).await;
-                None
-            })
-            .await;
+        let reply = futures_lite::future::or(async { Some(frames.next(&mut rd).await) }, async {
+            // Wake now and then to notice the sender finished with nothing in flight.
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+            None
+        })
+        .await;
         let reply = match reply {
             None => continue,
             Some(Ok(r)) => r,
@@ -562,9 +680,7 @@ async fn session_task(
         };
         slots.signal(1);
         let now = Instant::now();
-        let in_window =
-            intended >= ctl.measure_from && ctl.measure_until.is_none_or(|until| now <= until);
-        if in_window {
+        if ctl.in_window(intended, now) {
             let err = reply_error(name, &reply);
             rec.borrow_mut()
                 .record(name, now.duration_since(intended), err);
@@ -577,13 +693,10 @@ async fn session_task(
     let mut frame = Vec::new();
     Request::CloseSession.encode(i32::MAX, &mut frame);
     let _ = wr.write_all(&frame).await;
-    let _ = futures_lite::future::or(
-        async { client::read_reply(&mut rd).await.map(|_| ()) },
-        async {
-            glommio::timer::sleep(Duration::from_secs(1)).await;
-            Ok(())
-        },
-    )
+    let _ = futures_lite::future::or(async { frames.next(&mut rd).await.map(|_| ()) }, async {
+        glommio::timer::sleep(Duration::from_secs(1)).await;
+        Ok(())
+    })
     .await;
 }
 
@@ -615,7 +728,7 @@ async fn churn_task(ctl: Arc<Control>, rec: Rc<RefCell<report::Recorder>>, addr:
             Ok((mut stream, _)) => {
                 client::close(&mut stream, 1).await;
                 let now = Instant::now();
-                if started >= ctl.measure_from && ctl.measure_until.is_none_or(|u| now <= u) {
+                if ctl.in_window(started, now) {
                     rec.borrow_mut()
                         .record("session", now.duration_since(started), None);
                     ctl.done.fetch_add(1, Ordering::Relaxed);
@@ -632,4 +745,444 @@ async fn churn_task(ctl: Arc<Control>, rec: Rc<RefCell<report::Recorder>>, addr:
             break;
         }
     }
+}
+
+/// The next reply or notification, checking the stop flag every 50 ms: `None` once the run is
+/// stopping.
+async fn next_reply(
+    ctl: &Control,
+    frames: &mut client::FrameReader,
+    stream: &mut glommio::net::TcpStream,
+) -> Option<std::io::Result<client::Reply>> {
+    loop {
+        if ctl.stopping() {
+            return None;
+        }
+        let r = futures_lite::future::or(async { Some(frames.next(stream).await) }, async {
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+            None
+        })
+        .await;
+        if r.is_some() {
+            return r;
+        }
+    }
+}
+
+/// Sends one request and waits for its reply, noting the paths of notifications that arrive
+/// meanwhile. Records the op's latency under `name` (an error code in `ok_errors` counts as
+/// an answer, not an error). `None`: stopped, or the connection failed (recorded).
+#[allow(clippy::too_many_arguments)]
+async fn call_noting(
+    ctl: &Control,
+    rec: &RefCell<report::Recorder>,
+    stream: &mut glommio::net::TcpStream,
+    frames: &mut client::FrameReader,
+    xid: &mut i32,
+    notified: &mut std::collections::HashSet<String>,
+    name: &'static str,
+    req: Request,
+    ok_errors: &[i32],
+) -> Option<client::Reply> {
+    *xid += 1;
+    let mut frame = Vec::with_capacity(128);
+    req.encode(*xid, &mut frame);
+    let started = Instant::now();
+    if let Err(e) = stream.write_all(&frame).await {
+        rec.borrow_mut()
+            .connect_error(&format!("{name}: connection lost: {e}"));
+        return None;
+    }
+    loop {
+        match next_reply(ctl, frames, stream).await? {
+            Err(e) => {
+                rec.borrow_mut()
+                    .connect_error(&format!("{name}: connection lost: {e}"));
+                return None;
+            }
+            Ok(r) if r.xid == crate::proto::types::xid::NOTIFICATION => {
+                if let Some((_, _, path)) = client::parse_notification(&r.body) {
+                    notified.insert(path);
+                }
+            }
+            Ok(r) if r.xid == *xid => {
+                let now = Instant::now();
+                if ctl.in_window(started, now) {
+                    let err = (r.err != 0 && !ok_errors.contains(&r.err)).then_some(r.err);
+                    rec.borrow_mut()
+                        .record(name, now.duration_since(started), err);
+                }
+                return Some(r);
+            }
+            Ok(r) => {
+                rec.borrow_mut()
+                    .connect_error(&format!("{name}: reply with unexpected xid {}", r.xid));
+                return None;
+            }
+        }
+    }
+}
+
+/// Waits until `count` reaches `target`; false after `timeout` or when the run stops.
+async fn wait_count(ctl: &Control, count: &AtomicU64, target: u64, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if count.load(Ordering::SeqCst) >= target {
+            return true;
+        }
+        if ctl.stopping() || Instant::now() > deadline {
+            return false;
+        }
+        glommio::timer::sleep(Duration::from_micros(50)).await;
+    }
+}
+
+/// Fails a coordinated run loudly: the failure is counted and every session stops.
+fn fail_run(ctl: &Control, rec: &RefCell<report::Recorder>, msg: &str) {
+    if !ctl.stopping() {
+        eprintln!("ringkeeper bench: {msg}; stopping the run");
+    }
+    rec.borrow_mut().connect_error(msg);
+    ctl.stop.store(true, Ordering::SeqCst);
+}
+
+/// One watcher of the watch fan-out: arm a data watch, wait for its event, repeat.
+async fn watcher_task(ctl: Arc<Control>, rec: Rc<RefCell<report::Recorder>>, addr: SocketAddr) {
+    let (mut stream, _) = match client::connect(addr, ctl.args.session_timeout).await {
+        Ok(c) => c,
+        Err(e) => {
+            fail_run(&ctl, &rec, &format!("watcher cannot connect: {e}"));
+            return;
+        }
+    };
+    let path = format!("{}/w", ctl.root);
+    let mut frames = client::FrameReader::default();
+    let mut notified = std::collections::HashSet::new();
+    let mut xid = 0;
+    let fan = &ctl.fanout;
+    'rounds: loop {
+        let arm = Request::GetData {
+            path: path.clone(),
+            watch: true,
+        };
+        let Some(reply) = call_noting(
+            &ctl,
+            &rec,
+            &mut stream,
+            &mut frames,
+            &mut xid,
+            &mut notified,
+            "getData(watch)",
+            arm,
+            &[],
+        )
+        .await
+        else {
+            if !ctl.stopping() {
+                fail_run(&ctl, &rec, "a watcher lost its connection");
+            }
+            break;
+        };
+        if reply.err != 0 {
+            fail_run(
+                &ctl,
+                &rec,
+                &format!("watcher getData failed with error {}", reply.err),
+            );
+            break;
+        }
+        if !notified.is_empty() {
+            fail_run(&ctl, &rec, "watcher got an event before the write");
+            break;
+        }
+        fan.armed.fetch_add(1, Ordering::SeqCst);
+        loop {
+            match next_reply(&ctl, &mut frames, &mut stream).await {
+                None => break 'rounds,
+                Some(Err(e)) => {
+                    fail_run(&ctl, &rec, &format!("a watcher lost its connection: {e}"));
+                    break 'rounds;
+                }
+                Some(Ok(r)) if r.xid == crate::proto::types::xid::NOTIFICATION => {
+                    let now = Instant::now();
+                    fan.last_event_ns
+                        .fetch_max(ctl.nanos(now), Ordering::SeqCst);
+                    let sent = ctl.start + Duration::from_nanos(fan.send_ns.load(Ordering::SeqCst));
+                    if ctl.in_window(sent, now) {
+                        rec.borrow_mut()
+                            .record("watch-event", now.duration_since(sent), None);
+                    }
+                    // 3: NodeDataChanged
+                    let kind = client::parse_notification(&r.body).map(|n| n.0);
+                    if kind != Some(3) {
+                        fail_run(
+                            &ctl,
+                            &rec,
+                            &format!("watcher got event type {kind:?}, not NodeDataChanged"),
+                        );
+                    }
+                    fan.fired.fetch_add(1, Ordering::SeqCst);
+                    break;
+                }
+                Some(Ok(r)) => {
+                    fail_run(
+                        &ctl,
+                        &rec,
+                        &format!("watcher got a reply with unexpected xid {}", r.xid),
+                    );
+                    break 'rounds;
+                }
+            }
+        }
+    }
+    client::close(&mut stream, i32::MAX).await;
+}
+
+/// The watch fan-out writer: once every watcher is armed, set the node and wait until every
+/// watcher has its event; the round's latency runs from the send to the last event.
+async fn watch_writer_task(
+    ctl: Arc<Control>,
+    rec: Rc<RefCell<report::Recorder>>,
+    addr: SocketAddr,
+) {
+    let (mut stream, _) = match client::connect(addr, ctl.args.session_timeout).await {
+        Ok(c) => c,
+        Err(e) => {
+            fail_run(&ctl, &rec, &format!("watch writer cannot connect: {e}"));
+            return;
+        }
+    };
+    let path = format!("{}/w", ctl.root);
+    let watchers = ctl.args.sessions as u64;
+    let timeout = secs(ctl.args.round_timeout);
+    let fan = &ctl.fanout;
+    let mut frames = client::FrameReader::default();
+    let mut notified = std::collections::HashSet::new();
+    let mut xid = 0;
+    let mut round = 0u64;
+    while !ctl.stopping() {
+        let target = watchers * (round + 1);
+        if !wait_count(&ctl, &fan.armed, target, timeout).await {
+            if !ctl.stopping() {
+                let armed = fan.armed.load(Ordering::SeqCst) - watchers * round;
+                fail_run(
+                    &ctl,
+                    &rec,
+                    &format!(
+                        "watch round {round}: only {armed} of {watchers} watchers armed after {:.1} s",
+                        timeout.as_secs_f64()
+                    ),
+                );
+            }
+            break;
+        }
+        fan.last_event_ns.store(0, Ordering::SeqCst);
+        let sent = Instant::now();
+        fan.send_ns.store(ctl.nanos(sent), Ordering::SeqCst);
+        ctl.sent.fetch_add(1, Ordering::Relaxed);
+        let reply = call_noting(
+            &ctl,
+            &rec,
+            &mut stream,
+            &mut frames,
+            &mut xid,
+            &mut notified,
+            "setData",
+            set_request(&path, &ctl.data),
+            &[],
+        )
+        .await;
+        match reply {
+            None => {
+                if !ctl.stopping() {
+                    fail_run(&ctl, &rec, "the watch writer lost its connection");
+                }
+                break;
+            }
+            Some(r) if r.err != 0 => {
+                fail_run(
+                    &ctl,
+                    &rec,
+                    &format!("watch writer's setData failed with error {}", r.err),
+                );
+                break;
+            }
+            Some(_) => {}
+        }
+        if !wait_count(&ctl, &fan.fired, target, timeout).await {
+            if !ctl.stopping() {
+                let fired = fan.fired.load(Ordering::SeqCst) - watchers * round;
+                fail_run(
+                    &ctl,
+                    &rec,
+                    &format!(
+                        "watch round {round}: only {fired} of {watchers} events after {:.1} s",
+                        timeout.as_secs_f64()
+                    ),
+                );
+            }
+            break;
+        }
+        let last = ctl.start + Duration::from_nanos(fan.last_event_ns.load(Ordering::SeqCst));
+        if ctl.in_window(sent, last) {
+            rec.borrow_mut()
+                .record("watch-fanout", last.saturating_duration_since(sent), None);
+            ctl.done.fetch_add(1, Ordering::Relaxed);
+        }
+        round += 1;
+    }
+    client::close(&mut stream, i32::MAX).await;
+}
+
+/// One contender of the lock workload (the ZooKeeper lock recipe without herd effect).
+async fn lock_task(ctl: Arc<Control>, rec: Rc<RefCell<report::Recorder>>, addr: SocketAddr) {
+    let (mut stream, _) = match client::connect(addr, ctl.args.session_timeout).await {
+        Ok(c) => c,
+        Err(e) => {
+            rec.borrow_mut().connect_error(&e.to_string());
+            return;
+        }
+    };
+    let dir = format!("{}/lock", ctl.root);
+    let no_node = ErrorCode::NoNode.code();
+    let mut frames = client::FrameReader::default();
+    let mut notified = std::collections::HashSet::new();
+    let mut xid = 0;
+    let hold = Duration::from_micros(ctl.args.hold_us);
+    macro_rules! call {
+        ($name:expr, $req:expr, $ok:expr) => {
+            call_noting(
+                &ctl,
+                &rec,
+                &mut stream,
+                &mut frames,
+                &mut xid,
+                &mut notified,
+                $name,
+                $req,
+                $ok,
+            )
+            .await
+        };
+    }
+    'attempts: while !ctl.stopping() {
+        let started = Instant::now();
+        notified.clear();
+        ctl.sent.fetch_add(1, Ordering::Relaxed);
+        // EPHEMERAL | SEQUENTIAL
+        let Some(r) = call!(
+            "create",
+            create_request(&format!("{dir}/n-"), &ctl.data, 3),
+            &[]
+        ) else {
+            break 'attempts;
+        };
+        let mine = match (r.err, Reader::new(&r.body).read_string()) {
+            (0, Ok(p)) => p,
+            _ => {
+                // Counted as an error of the create; do not spin on a failing server.
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+                continue;
+            }
+        };
+        let me = mine.rsplit('/').next().unwrap_or_default().to_string();
+        loop {
+            let Some(r) = call!(
+                "getChildren",
+                Request::GetChildren {
+                    path: dir.clone(),
+                    watch: false
+                },
+                &[]
+            ) else {
+                break 'attempts;
+            };
+            let mut kids = match (r.err, Reader::new(&r.body).read_string_vec()) {
+                (0, Ok(k)) => k,
+                _ => {
+                    rec.borrow_mut()
+                        .connect_error("lock: getChildren of the lock node failed");
+                    break 'attempts;
+                }
+            };
+            // Same prefix, ten-digit counters: name order is sequence order.
+            kids.sort_unstable();
+            let Some(pos) = kids.iter().position(|k| *k == me) else {
+                rec.borrow_mut()
+                    .connect_error("lock: own lock node missing from getChildren");
+                break 'attempts;
+            };
+            if pos == 0 {
+                break;
+            }
+            let pred = format!("{dir}/{}", kids[pos - 1]);
+            let Some(r) = call!(
+                "exists(watch)",
+                Request::Exists {
+                    path: pred.clone(),
+                    watch: true
+                },
+                &[no_node]
+            ) else {
+                break 'attempts;
+            };
+            if r.err == no_node {
+                continue;
+            }
+            if r.err != 0 {
+                break 'attempts;
+            }
+            while !notified.contains(&pred) {
+                match next_reply(&ctl, &mut frames, &mut stream).await {
+                    None => break 'attempts,
+                    Some(Err(e)) => {
+                        rec.borrow_mut()
+                            .connect_error(&format!("lock: connection lost: {e}"));
+                        break 'attempts;
+                    }
+                    Some(Ok(r)) if r.xid == crate::proto::types::xid::NOTIFICATION => {
+                        if let Some((_, _, path)) = client::parse_notification(&r.body) {
+                            notified.insert(path);
+                        }
+                    }
+                    Some(Ok(r)) => {
+                        rec.borrow_mut()
+                            .connect_error(&format!("lock: unexpected reply xid {}", r.xid));
+                        break 'attempts;
+                    }
+                }
+            }
+        }
+        let now = Instant::now();
+        if ctl.in_window(started, now) {
+            rec.borrow_mut()
+                .record("acquire", now.duration_since(started), None);
+            ctl.done.fetch_add(1, Ordering::Relaxed);
+        }
+        if !hold.is_zero() {
+            glommio::timer::sleep(hold).await;
+        }
+        let Some(r) = call!(
+            "delete",
+            Request::Delete(DeleteRequest {
+                path: mine,
+                version: -1
+            }),
+            &[]
+        ) else {
+            break 'attempts;
+        };
+        if r.err != 0 {
+            break;
+        }
+        if ctl
+            .args
+            .ops
+            .is_some_and(|ops| ctl.done.load(Ordering::Relaxed) >= ops)
+        {
+            break;
+        }
+    }
+    // Closing the session removes a lock node left behind.
+    client::close(&mut stream, i32::MAX).await;
 }

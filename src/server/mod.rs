@@ -41,6 +41,8 @@ pub enum ServerError {
     Lock(#[from] crate::log::LockError),
     #[error("log: {0}")]
     Log(#[from] crate::log::WalError),
+    #[error("the log could not be written, so nothing more can be acknowledged: {0}")]
+    LogFailed(String),
     #[error("consensus: {0}")]
     Consensus(#[from] crate::consensus::ConsensusError),
     #[error("I/O: {0}")]
@@ -158,6 +160,7 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         config.data_log_dir = Some(std::path::absolute(dir)?);
     }
     let _lock = crate::log::DataDirLock::acquire(&config.data_dir)?;
+    check_port_free(config.client_addr)?;
     block_termination_signals();
 
     let shards = config.shards.max(1);
@@ -230,6 +233,31 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
     match first_error {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// Every shard binds the client port with SO_REUSEPORT (glommio always sets it), so a second
+/// server on the same port would silently share it. Refuse to start when something already
+/// accepts connections there. (A plain bind is no test: the TIME_WAIT connections a stopped
+/// server leaves behind make it fail for a minute, while the reuseport bind works.)
+fn check_port_free(addr: std::net::SocketAddr) -> Result<(), ServerError> {
+    if addr.port() == 0 {
+        return Err(ServerError::Startup(
+            "the client port must be fixed (0 would give every shard a different port)".into(),
+        ));
+    }
+    let mut probe = addr;
+    if probe.ip().is_unspecified() {
+        probe.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    match std::net::TcpStream::connect_timeout(&probe, std::time::Duration::from_millis(500)) {
+        Ok(_) => Err(ServerError::Startup(format!(
+            "cannot listen on {addr}: another server is already accepting connections there"
+        ))),
+        Err(_) => Ok(()),
     }
 }
 

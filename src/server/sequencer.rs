@@ -123,27 +123,9 @@ pub async fn run(
     let last = seq.consensus.last_index();
     seq.replay_until = (last > 0).then_some(last);
     tracing::info!(entries = replayed, "log replay starting");
-    seq.pump().await?;
-
-    while let Ok(event) = inbox.recv().await {
-        seq.handle(event);
-        // Drain whatever else is already queued before proposing: this is the batching.
-        while let Ok(event) = inbox.try_recv() {
-            seq.handle(event);
-        }
-        let stopping = shared.shutdown.load(Ordering::SeqCst);
-        if stopping {
-            // Writes not yet proposed were never acknowledged: drop them; finish the rest.
-            seq.pending.clear();
-        }
-        seq.propose()?;
-        seq.pump().await?;
-        seq.publish_gauges();
-        if stopping && seq.unpersisted == 0 {
-            break;
-        }
-    }
-    seq.shut_down().await
+    let result = seq.run_loop(&inbox).await;
+    // Whatever ended the loop, the shards must stop too, or the process would never exit.
+    seq.shut_down(result).await
 }
 
 struct Sequencer {
@@ -169,7 +151,33 @@ struct Sequencer {
 }
 
 impl Sequencer {
-    fn handle(&mut self, event: Event) {
+    async fn run_loop(
+        &mut self,
+        inbox: &async_channel::Receiver<Event>,
+    ) -> Result<(), ServerError> {
+        self.pump().await?;
+        while let Ok(event) = inbox.recv().await {
+            self.handle(event)?;
+            // Drain whatever else is already queued before proposing: this is the batching.
+            while let Ok(event) = inbox.try_recv() {
+                self.handle(event)?;
+            }
+            let stopping = self.shared.shutdown.load(Ordering::SeqCst);
+            if stopping {
+                // Writes not yet proposed were never acknowledged: drop them; finish the rest.
+                self.pending.clear();
+            }
+            self.propose()?;
+            self.pump().await?;
+            self.publish_gauges();
+            if stopping && self.unpersisted == 0 {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, event: Event) -> Result<(), ServerError> {
         match event {
             Event::Shard(ToSequencer::Commands(cmds)) => {
                 self.shared
@@ -204,12 +212,12 @@ impl Sequencer {
                 self.consensus.persisted(number);
             }
             Event::WalFailed(reason) => {
-                // Never retry an fsync, never acknowledge what it did not cover.
-                tracing::error!("log write failed, stopping: {reason}");
-                self.shared.shutdown.store(true, Ordering::SeqCst);
+                // Never retry an fsync, never acknowledge what it did not cover: stop.
+                return Err(ServerError::LogFailed(reason));
             }
             Event::Tick => self.tick(),
         }
+        Ok(())
     }
 
     fn tick(&mut self) {
@@ -432,11 +440,16 @@ impl Sequencer {
         self.last_time_ms
     }
 
-    async fn shut_down(self) -> Result<(), ServerError> {
+    async fn shut_down(self, result: Result<(), ServerError>) -> Result<(), ServerError> {
+        self.shared.shutdown.store(true, Ordering::SeqCst);
         for link in &self.links {
             let _ = link.send(ToShard::Stop).await;
         }
         let zxid = self.machine.view().last_zxid();
+        if let Err(e) = result {
+            tracing::error!(zxid = format!("{zxid:#x}"), "stopping: {e}");
+            return Err(e);
+        }
         let wal = Rc::try_unwrap(self.wal)
             .map_err(|_| ServerError::Startup("log still in use at shutdown".into()))?;
         wal.close().await?;

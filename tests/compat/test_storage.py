@@ -151,3 +151,16 @@ def test_relative_data_dir_works(server_factory):
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+
+
+@pytest.mark.timeout(60)
+def test_second_server_on_the_same_port_is_refused(server_factory):
+    """Shards bind with SO_REUSEPORT; a second server must not silently share the port."""
+    s = server_factory()
+    other = server_factory(start=False)
+    cmd = other.command()
+    cmd[cmd.index("--client-addr") + 1] = "127.0.0.1:%d" % s.port
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, cwd=str(other.workdir))
+    assert out.returncode != 0
+    assert "cannot listen" in out.stdout + out.stderr
+    assert len(_count_nodes(s)) == 0
