@@ -860,7 +860,7 @@ async fn watcher_task(ctl: Arc<Control>, rec: Rc<RefCell<report::Recorder>>, add
     let mut notified = std::collections::HashSet::new();
     let mut xid = 0;
     let fan = &ctl.fanout;
-    'rounds: loop {
+    loop {
         let arm = Request::GetData {
             path: path.clone(),
             watch: true,
@@ -896,44 +896,34 @@ async fn watcher_task(ctl: Arc<Control>, rec: Rc<RefCell<report::Recorder>>, add
             break;
         }
         fan.armed.fetch_add(1, Ordering::SeqCst);
-        loop {
-            match next_reply(&ctl, &mut frames, &mut stream).await {
-                None => break 'rounds,
-                Some(Err(e)) => {
-                    fail_run(&ctl, &rec, &format!("a watcher lost its connection: {e}"));
-                    break 'rounds;
-                }
-                Some(Ok(r)) if r.xid == crate::proto::types::xid::NOTIFICATION => {
-                    let now = Instant::now();
-                    fan.last_event_ns
-                        .fetch_max(ctl.nanos(now), Ordering::SeqCst);
-                    let sent = ctl.start + Duration::from_nanos(fan.send_ns.load(Ordering::SeqCst));
-                    if ctl.in_window(sent, now) {
-                        rec.borrow_mut()
-                            .record("watch-event", now.duration_since(sent), None);
-                    }
-                    // 3: NodeDataChanged
-                    let kind = client::parse_notification(&r.body).map(|n| n.0);
-                    if kind != Some(3) {
-                        fail_run(
-                            &ctl,
-                            &rec,
-                            &format!("watcher got event type {kind:?}, not NodeDataChanged"),
-                        );
-                    }
-                    fan.fired.fetch_add(1, Ordering::SeqCst);
-                    break;
-                }
-                Some(Ok(r)) => {
-                    fail_run(
-                        &ctl,
-                        &rec,
-                        &format!("watcher got a reply with unexpected xid {}", r.xid),
-                    );
-                    break 'rounds;
-                }
+        let event = match next_reply(&ctl, &mut frames, &mut stream).await {
+            None => break,
+            Some(Err(e)) => {
+                fail_run(&ctl, &rec, &format!("a watcher lost its connection: {e}"));
+                break;
             }
+            Some(Ok(r)) if r.xid == crate::proto::types::xid::NOTIFICATION => r,
+            Some(Ok(r)) => {
+                let msg = format!("watcher got a reply with unexpected xid {}", r.xid);
+                fail_run(&ctl, &rec, &msg);
+                break;
+            }
+        };
+        let now = Instant::now();
+        fan.last_event_ns
+            .fetch_max(ctl.nanos(now), Ordering::SeqCst);
+        let sent = ctl.start + Duration::from_nanos(fan.send_ns.load(Ordering::SeqCst));
+        if ctl.in_window(sent, now) {
+            rec.borrow_mut()
+                .record("watch-event", now.duration_since(sent), None);
         }
+        // 3: NodeDataChanged
+        let kind = client::parse_notification(&event.body).map(|n| n.0);
+        if kind != Some(3) {
+            let msg = format!("watcher got event type {kind:?}, not NodeDataChanged");
+            fail_run(&ctl, &rec, &msg);
+        }
+        fan.fired.fetch_add(1, Ordering::SeqCst);
     }
     client::close(&mut stream, i32::MAX).await;
 }

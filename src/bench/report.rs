@@ -156,7 +156,7 @@ impl OpStats {
 }
 
 /// The percentiles the CDF is sampled at: every 1% to 99, then nine steps per further nine
-/// (99.1..99.9, 99.9..99.99, 99.99..99.999), then 100 (the maximum): 128 points.
+/// (99.1..99.9, 99.91..99.99, 99.991..99.999), then 100 (the maximum): 128 points.
 fn cdf_percentiles() -> Vec<f64> {
     let mut ps: Vec<f64> = (0..=99).map(f64::from).collect();
     for (base, step) in [(99.0, 0.1), (99.9, 0.01), (99.99, 0.001)] {

@@ -20,8 +20,8 @@ use super::shard::Shard;
 use super::stats::ConnCounters;
 use crate::proto::frame::four_letter_word;
 use crate::proto::records::{
-    decode_request, encode_reply, encode_watch_event, ConnectRequest, ConnectResponse, ReplyBody,
-    Request, RequestError, RequestHeader,
+    decode_request, encode_reply, encode_watch_event, is_write_opcode, ConnectRequest,
+    ConnectResponse, ReplyBody, Request, RequestError, RequestHeader,
 };
 use crate::proto::types::{opcode, ErrorCode, EventType, Id, SessionId};
 use crate::txn::{Applied, Command, Op, OpResult, WriteOp};
@@ -647,20 +647,4 @@ fn write_op(header: &RequestHeader, req: &Result<Request, RequestError>) -> Opti
         }
         _ => None,
     }
-}
-
-fn is_write_opcode(op: i32) -> bool {
-    matches!(
-        op,
-        opcode::CREATE
-            | opcode::CREATE2
-            | opcode::CREATE_CONTAINER
-            | opcode::CREATE_TTL
-            | opcode::DELETE
-            | opcode::SET_DATA
-            | opcode::SET_ACL
-            | opcode::CHECK
-            | opcode::MULTI
-            | opcode::RECONFIG
-    )
 }
