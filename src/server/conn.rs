@@ -387,29 +387,32 @@ impl ConnHandle {
         self.shard.touch(session, timeout);
         self.counters.last_op.set(header.opcode);
         self.counters.last_cxid.set(header.xid as i64);
-        if let Some(op) = write_op(&header, &req) {
-            let mut st = self.state.borrow_mut();
-            self.shard.shared.metrics.outstanding_requests.add(1);
-            st.pending.push_back(Pending::Write {
-                xid: header.xid,
-                opcode: header.opcode,
-                received: Instant::now(),
-                reply: None,
-            });
-            st.writes_in_flight += 1;
-            let auth = st.ids.clone();
-            drop(st);
-            self.shard.shared.metrics.writes.inc();
-            self.shard.submit(Command {
-                session,
-                xid: header.xid,
-                origin: self.shard.origin(self.id).0,
-                auth,
-                seen_zxid: std::mem::replace(&mut self.state.borrow_mut().seen_zxid, i64::MAX),
-                op,
-            });
-            return Ok(());
-        }
+        let req = match write_op(&header, req) {
+            Err(req) => req,
+            Ok(op) => {
+                let mut st = self.state.borrow_mut();
+                self.shard.shared.metrics.outstanding_requests.add(1);
+                st.pending.push_back(Pending::Write {
+                    xid: header.xid,
+                    opcode: header.opcode,
+                    received: Instant::now(),
+                    reply: None,
+                });
+                st.writes_in_flight += 1;
+                let auth = st.ids.clone();
+                drop(st);
+                self.shard.shared.metrics.writes.inc();
+                self.shard.submit(Command {
+                    session,
+                    xid: header.xid,
+                    origin: self.shard.origin(self.id).0,
+                    auth,
+                    seen_zxid: std::mem::replace(&mut self.state.borrow_mut().seen_zxid, i64::MAX),
+                    op,
+                });
+                return Ok(());
+            }
+        };
         let min_zxid = self
             .shard
             .shared
@@ -628,23 +631,25 @@ impl ConnHandle {
 }
 
 /// The log command for a request that writes, or None for one answered locally.
-fn write_op(header: &RequestHeader, req: &Result<Request, RequestError>) -> Option<Op> {
+/// The log command for a request that writes (the request moves into it), or the request
+/// back for one answered locally.
+fn write_op(
+    header: &RequestHeader,
+    req: Result<Request, RequestError>,
+) -> Result<Op, Result<Request, RequestError>> {
     match req {
-        Ok(Request::Create { opcode, req }) => Some(Op::Write(WriteOp::Create {
-            opcode: *opcode,
-            req: req.clone(),
-        })),
-        Ok(Request::Delete(r)) => Some(Op::Write(WriteOp::Delete(r.clone()))),
-        Ok(Request::SetData(r)) => Some(Op::Write(WriteOp::SetData(r.clone()))),
-        Ok(Request::Check(r)) => Some(Op::Write(WriteOp::Check(r.clone()))),
-        Ok(Request::SetAcl(r)) => Some(Op::SetAcl(r.clone())),
-        Ok(Request::Multi(ops)) => Some(Op::Multi(ops.clone())),
-        Ok(Request::CloseSession) => Some(Op::CloseSession),
-        Ok(Request::Reconfig { .. }) => Some(Op::Fail(ErrorCode::ReconfigDisabled)),
+        Ok(Request::Create { opcode, req }) => Ok(Op::Write(WriteOp::Create { opcode, req })),
+        Ok(Request::Delete(r)) => Ok(Op::Write(WriteOp::Delete(r))),
+        Ok(Request::SetData(r)) => Ok(Op::Write(WriteOp::SetData(r))),
+        Ok(Request::Check(r)) => Ok(Op::Write(WriteOp::Check(r))),
+        Ok(Request::SetAcl(r)) => Ok(Op::SetAcl(r)),
+        Ok(Request::Multi(ops)) => Ok(Op::Multi(ops)),
+        Ok(Request::CloseSession) => Ok(Op::CloseSession),
+        Ok(Request::Reconfig { .. }) => Ok(Op::Fail(ErrorCode::ReconfigDisabled)),
         // An undecodable write still consumes a zxid in ZooKeeper.
         Err(RequestError::Marshalling) if is_write_opcode(header.opcode) => {
-            Some(Op::Fail(ErrorCode::MarshallingError))
+            Ok(Op::Fail(ErrorCode::MarshallingError))
         }
-        _ => None,
+        other => Err(other),
     }
 }
