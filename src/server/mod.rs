@@ -253,11 +253,21 @@ fn check_port_free(addr: std::net::SocketAddr) -> Result<(), ServerError> {
             std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
         });
     }
-    match std::net::TcpStream::connect_timeout(&probe, std::time::Duration::from_millis(500)) {
-        Ok(_) => Err(ServerError::Startup(format!(
-            "cannot listen on {addr}: another server is already accepting connections there"
-        ))),
-        Err(_) => Ok(()),
+    // A process that was just killed can keep its listening socket (and complete handshakes)
+    // for a moment while the kernel tears its io_uring down: only a listener that stays is
+    // another server.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        let timeout = std::time::Duration::from_millis(500);
+        if std::net::TcpStream::connect_timeout(&probe, timeout).is_err() {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(ServerError::Startup(format!(
+                "cannot listen on {addr}: another server is already accepting connections there"
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
 
