@@ -42,9 +42,12 @@ def scenarios(quick):
     def add(sid, group, label, clients, args):
         out.append({"id": sid, "group": group, "label": label, "clients": clients, "args": args})
 
-    clients = [16] if quick else [1, 4, 16, 64, 256]
+    def n(c, what="client"):
+        return "%d %s%s" % (c, what, "" if c == 1 else "s")
+
+    clients = [1, 64] if quick else [1, 4, 16, 64, 256]
     for c in clients:
-        add("get-c%d" % c, "reads", "getData, %d clients" % c, c, ["--workload", "get", "--sessions", str(c)])
+        add("get-c%d" % c, "reads", "getData, %s" % n(c), c, ["--workload", "get", "--sessions", str(c)])
     add("mixed-c64", "mixed", "90% getData / 10% setData, 64 clients", 64,
         ["--workload", "mixed", "--read-ratio", "0.9", "--sessions", "64"])
     if not quick:
@@ -59,7 +62,7 @@ def scenarios(quick):
     if not quick:
         add("churn-c8", "churn", "session connect+close, 8 at a time", 8, ["--workload", "churn", "--sessions", "8"])
     for c in [1, 64] if quick else [1, 4, 16, 64, 256]:
-        add("create-c%d" % c, "writes", "create, %d clients" % c, c, ["--workload", "create", "--sessions", str(c)])
+        add("create-c%d" % c, "writes", "create, %s" % n(c), c, ["--workload", "create", "--sessions", str(c)])
     return out
 
 
@@ -183,13 +186,25 @@ def fsync_floor(directory, seconds, record=256, direct=False):
     }
 
 
-def run_scenarios(kind, tmp, raw, scens, duration, warmup):
+# Unmeasured load on a new server before anything is measured (the JVM compiles its hot paths).
+WARM_SERVER = ["--workload", "mixed", "--read-ratio", "0.5", "--sessions", "32", "--warmup", "0"] + COMMON
+
+
+def warm_server(srv, seconds, raw_file):
+    r = S.run_bench(srv.addr, WARM_SERVER + ["--duration", str(seconds)], raw_file, timeout=seconds + 120)
+    bad = S.failed(r)
+    if bad:
+        raise RuntimeError("%s: the warm-up load failed: %s; log tail:\n%s" % (srv.kind, bad, srv.log_tail()))
+
+
+def run_scenarios(kind, tmp, raw, scens, duration, warmup, server_warmup):
     srv = S.Server(kind, tmp, "scenarios")
     out = {"server_command": None, "runs": {}}
     srv.start()
     out["server_command"] = srv.last_command
     out["rss_start_kib"] = S.rss_kib(srv.pid)
     try:
+        warm_server(srv, server_warmup, raw / kind / "server-warmup.json")
         for sc in scens:
             args = sc["args"] + COMMON + ["--duration", str(duration), "--warmup", str(warmup)]
             cpu0 = S.cpu_seconds(srv.pid)
@@ -326,6 +341,8 @@ def main():
         "quick": a.quick,
         "duration_s": duration,
         "warmup_s": warmup,
+        "server_warmup_s": 3.0 if a.quick else 10.0,
+        "server_warmup_args": WARM_SERVER,
         "common_bench_args": COMMON,
         "machine": machine_info(tmp),
         "versions": versions(),
@@ -335,7 +352,7 @@ def main():
         "scenario_runs": {},
         "memory": {},
     }
-    log("results go to %s" % out.relative_to(ROOT) if out.is_relative_to(ROOT) else out)
+    log("results go to %s" % out)
 
     def save():
         results["elapsed_s"] = time.monotonic() - t_start
@@ -351,8 +368,10 @@ def main():
     save()
 
     for kind in kinds:
-        log("%s: %d scenarios of %.0f s (+%.0f s warm-up)" % (kind, len(results["scenarios"]), duration, warmup))
-        results["scenario_runs"][kind] = run_scenarios(kind, tmp, raw, results["scenarios"], duration, warmup)
+        log("%s: %d scenarios of %g s (+%g s warm-up)" % (kind, len(results["scenarios"]), duration, warmup))
+        results["scenario_runs"][kind] = run_scenarios(
+            kind, tmp, raw, results["scenarios"], duration, warmup, results["server_warmup_s"]
+        )
         save()
 
     if not a.skip_memory:
@@ -371,8 +390,9 @@ def main():
         mix = ["--workload", "mixed", "--read-ratio", "0.9", "--sessions", "64"]
         results["capacity"] = capacity.ramp_all(
             kinds, mix + COMMON, a.slo_p99_ms, tmp, raw / "capacity",
-            step_s=2.0 if a.quick else 4.0, warmup_s=1.0, max_steps=5 if a.quick else 9,
+            step_s=2.0 if a.quick else 4.0, warmup_s=1.0, max_steps=6 if a.quick else 12,
             start_rate=4000 if a.quick else 2000, log=log,
+            server_warmup=(WARM_SERVER, results["server_warmup_s"]),
         )
         save()
 

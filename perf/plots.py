@@ -16,7 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator  # noqa: E402
 
 STYLE = {
     "ringkeeper": {"color": "#c0392b", "marker": "o", "label": "ringkeeper"},
@@ -36,6 +36,12 @@ def _load(out):
                 if r.get("primary", {}).get("count"):
                     runs[(kind, sc["id"])] = r
     return res, runs
+
+
+def _log_ms_axis(axis):
+    """A log latency axis labelled 1-2-5 in plain numbers (readable within one decade too)."""
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: "%g" % v))
 
 
 def _save(fig, out, name):
@@ -69,6 +75,7 @@ def throughput(res, runs, out, group, title):
     ax1.set_ylim(bottom=0)
     ax1.set_title("%s: throughput" % title)
     ax2.set_yscale("log")
+    _log_ms_axis(ax2.yaxis)
     ax2.set_ylabel("latency, ms")
     ax2.set_title("%s: latency" % title)
     _save(fig, out, "throughput-%s" % group)
@@ -87,7 +94,7 @@ def cdfs(res, runs, out):
     cols = 3 if len(ids) > 2 else len(ids)
     rows = (len(ids) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows), squeeze=False)
-    ticks = [0, 50, 90, 99, 99.9, 99.99, 99.999]
+    ticks = [50, 90, 99, 99.9, 99.99, 99.999]
     for ax, sid in zip([a for row in axes for a in row], ids):
         for kind in res["servers"]:
             r = runs.get((kind, sid))
@@ -101,6 +108,7 @@ def cdfs(res, runs, out):
         ax.set_xticks([_nines(t) for t in ticks])
         ax.set_xticklabels(["%g%%" % t for t in ticks], fontsize=8)
         ax.minorticks_off()
+        _log_ms_axis(ax.yaxis)
         ax.set_xlim(1, _nines(99.999))
         ax.set_xlabel("percentile")
         ax.set_ylabel("latency, ms")
@@ -127,11 +135,21 @@ def capacity(res, out):
         ax.plot([s["rate"] for s in steps], [s["p99_us"] / 1000 for s in steps], marker=st["marker"], color=st["color"],
                 label="%s (best %.0f/s)" % (st["label"], c["best_rate"]))
     ax.axhline(cap["slo_p99_ms"], color="gray", linestyle="--", label="SLO p99 %g ms" % cap["slo_p99_ms"])
-    ax.set_xscale("log")
+    ax.set_xlim(left=0)
     ax.set_yscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: "{:,.0f}".format(v)))
+    _log_ms_axis(ax.yaxis)
     ax.set_xlabel("offered rate, ops/s (open loop)")
     ax.set_ylabel("p99 latency, ms")
-    ax.set_title("capacity: " + " ".join(a for a in cap["mix"] if a != "--threads"), fontsize=9)
+    mix, skip = [], 0
+    for a in cap["mix"]:
+        if skip:
+            skip -= 1
+        elif a in ("--threads", "--data-size"):
+            skip = 1
+        else:
+            mix.append(a)
+    ax.set_title("capacity: " + " ".join(mix), fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     _save(fig, out, "capacity")

@@ -98,9 +98,10 @@ def targets(res, runs):
             t = a["ops_per_sec"] / b["ops_per_sec"]
             p = a["p99_us"] / max(b["p99_us"], 1)
             parts.append("%d: %.2fx, p99 %.2fx" % (sc["clients"], t, p))
+            who = "%d client%s" % (sc["clients"], "" if sc["clients"] == 1 else "s")
             worst_tp = t if worst_tp is None else min(worst_tp, t)
             if p > p99_factor:
-                bad_p99.append("%d clients (p99 %.2fx of ZooKeeper's, target <= %.2fx)" % (sc["clients"], p, p99_factor))
+                bad_p99.append("%s (%.2fx)" % (who, p))
         if worst_tp is None:
             rows.append((what, "no complete pair of runs", "n/a"))
             continue
@@ -114,7 +115,7 @@ def targets(res, runs):
             if worst_tp < need_tp:
                 why.append("lowest throughput ratio %.2fx, %.0f%% short of %.0fx" % (worst_tp, 100 * (1 - worst_tp / need_tp), need_tp))
             if bad_p99:
-                why.append("p99 over target at " + ", ".join(bad_p99))
+                why.append("p99 ratio over %.2fx at %s" % (p99_factor, ", ".join(bad_p99)))
             if missing:
                 why.append("incomplete")
             verdict = "**missed**: " + "; ".join(why)
@@ -205,6 +206,10 @@ def write(out):
                          "admin.enableServer=false, defaults otherwise (snapCount 100000, preAllocSize 64 MiB)")
     L.append("- one fresh server (fresh data dir) per server for the whole scenario set, scenarios in the order below "
              "(reads first, creates last); another fresh one for memory/restart and for the capacity ramp")
+    if res.get("server_warmup_args"):
+        L.append("- before the first scenario, each new server gets %g s of unmeasured load: `ringkeeper bench %s --duration %g` "
+                 "(so that ZooKeeper's JIT has compiled its hot paths)"
+                 % (res["server_warmup_s"], " ".join(res["server_warmup_args"]), res["server_warmup_s"]))
     L.append("- each scenario: `ringkeeper bench --servers 127.0.0.1:PORT --json --quiet ARGS %s --duration %g --warmup %g` "
              "(closed loop, one request in flight per session, 100-byte data; ARGS in each table)"
              % (" ".join(res["common_bench_args"]), res["duration_s"], res["warmup_s"]))
@@ -317,8 +322,9 @@ def write(out):
         L.append("")
         L.append("`perf/capacity.py --slo-p99-ms %g -- %s`: open loop (`--rate`, latency from each request's intended "
                  "start), a step meets the SLO when p99 <= %g ms, the achieved rate is >= 95%% of the offered one and "
-                 "nothing failed; the rate doubles until a step misses, then bisects."
-                 % (cap["slo_p99_ms"], " ".join(cap["mix"]), cap["slo_p99_ms"]))
+                 "nothing failed; a rate that misses is tried twice; the rate doubles until one misses, then bisects. Each server is fresh, "
+                 "warmed up for %g s first, and each step is one short run: a single noisy step moves the result."
+                 % (cap["slo_p99_ms"], " ".join(cap["mix"]), cap["slo_p99_ms"], cap.get("server_warmup", {}).get("seconds", 0)))
         L.append("")
         L.append("| server | highest rate meeting the SLO | first rate that missed | steps (offered/s: p99 ms) |")
         L.append("| --- | ---: | ---: | --- |")
@@ -326,7 +332,8 @@ def write(out):
             if "error" in c:
                 L.append("| %s | **failed** | | %s |" % (NAMES.get(kind, kind), c["error"].splitlines()[0]))
                 continue
-            steps = ", ".join("%.0f: %s%s" % (s["rate"], ms(s["p99_us"]), "" if s["ok"] else " ✗") for s in c["steps"])
+            steps = ", ".join("%.0f%s: %s%s" % (s["rate"], " again" if s.get("retry") else "", ms(s["p99_us"]), "" if s["ok"] else " ✗")
+                              for s in c["steps"])
             L.append("| %s | %s | %s | %s |" % (NAMES.get(kind, kind), num(c["best_rate"]), num(c["first_missed"]) if c["first_missed"] else "none", steps))
         L.append("")
     plots = sorted((out / "plots").glob("*.png")) if (out / "plots").exists() else []
@@ -340,6 +347,11 @@ def write(out):
     L.append("")
     L.append("- One run per scenario on a shared machine: expect run-to-run noise of 10-20%, more in p99.9 of short runs.")
     L.append("- Client and server share the cores; on a machine with few cores the bench's own CPU use limits both servers.")
+    L.append("- Anything else running on the machine (a build, another benchmark) shows up in whichever server was being "
+             "measured at the time, mostly as p99 spikes; ringkeeper pins one shard per core, so a bench or other thread "
+             "preempting a shard stalls that shard's connections.")
+    if res.get("quick"):
+        L.append("- Quick run: %g s per scenario, so p99.9 and beyond rest on a handful of samples." % res["duration_s"])
     L.append("- The floor is measured from Python (a few µs of interpreter time per iteration) with a preallocated file; "
              "ringkeeper's log writes O_DIRECT 4 KiB blocks, so both variants are shown; the target uses the first.")
     L.append("- ZooKeeper's memory depends on its heap settings and GC; RSS and live heap bracket it.")

@@ -23,8 +23,8 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_lite::io::AsyncWriteExt;
@@ -201,9 +201,15 @@ struct Control {
     args: BenchArgs,
     root: String,
     data: Vec<u8>,
-    start: Instant,
-    measure_from: Instant,
-    measure_until: Option<Instant>,
+    /// Set once every session has connected (or failed to): connecting hundreds of sessions is
+    /// neither warm-up nor measurement.
+    clock: OnceLock<Clock>,
+    /// Sessions that connected or gave up, out of `parties`.
+    arrived: AtomicUsize,
+    /// Sessions whose task has ended; when all have, the run ends (a dead server must not
+    /// leave the clock running and thin out the ops/s figure).
+    ended: AtomicUsize,
+    parties: usize,
     stop: AtomicBool,
     /// Measured operations completed, all threads.
     done: AtomicU64,
@@ -212,6 +218,24 @@ struct Control {
     /// Watch workload: rounds' shared counters.
     fanout: FanOut,
 }
+
+/// Counts a session task as ended when dropped.
+struct Ended<'a>(&'a Control);
+
+impl Drop for Ended<'_> {
+    fn drop(&mut self) {
+        self.0.ended.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+struct Clock {
+    start: Instant,
+    measure_from: Instant,
+    measure_until: Option<Instant>,
+}
+
+/// How long the run waits for every session to connect before it starts the clock anyway.
+const CONNECT_WAIT: Duration = Duration::from_secs(60);
 
 /// What the watch fan-out writer and its watchers share. Counts are cumulative over rounds,
 /// so round `r` is complete when a count reaches `watchers * (r + 1)`.
@@ -232,13 +256,38 @@ impl Control {
         self.stop.load(Ordering::Relaxed)
     }
 
+    /// The run's clock; set before any session passes `connected`.
+    fn clock(&self) -> &Clock {
+        self.clock.get().expect("the clock starts before any load")
+    }
+
     /// Whether an op started at `started` and finished at `now` is measured.
     fn in_window(&self, started: Instant, now: Instant) -> bool {
-        started >= self.measure_from && self.measure_until.is_none_or(|until| now <= until)
+        let c = self.clock();
+        started >= c.measure_from && c.measure_until.is_none_or(|until| now <= until)
     }
 
     fn nanos(&self, t: Instant) -> u64 {
-        t.saturating_duration_since(self.start).as_nanos() as u64
+        t.saturating_duration_since(self.clock().start).as_nanos() as u64
+    }
+
+    /// A session gave up connecting: the others need not wait for it.
+    fn give_up(&self) {
+        self.arrived.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A session is connected: waits until the clock starts. False: the run is stopping.
+    async fn connected(&self) -> bool {
+        self.arrived.fetch_add(1, Ordering::SeqCst);
+        loop {
+            if self.clock.get().is_some() {
+                return true;
+            }
+            if self.stopping() {
+                return false;
+            }
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
     }
 }
 
@@ -256,22 +305,13 @@ pub fn run(args: BenchArgs) -> Result<Report, BenchError> {
         .join()
         .map_err(|_| BenchError::Setup("set-up thread panicked".into()))??;
 
-    let start = Instant::now();
-    let warmup = if args.ops.is_some() {
-        Duration::ZERO
-    } else {
-        secs(args.warmup)
-    };
-    let measure_from = start + warmup;
     let ctl = Arc::new(Control {
         data: vec![b'x'; args.data_size],
         root,
-        start,
-        measure_from,
-        measure_until: args
-            .ops
-            .is_none()
-            .then(|| measure_from + secs(args.duration)),
+        clock: OnceLock::new(),
+        arrived: AtomicUsize::new(0),
+        ended: AtomicUsize::new(0),
+        parties: args.sessions + usize::from(args.workload == Workload::Watch),
         stop: AtomicBool::new(false),
         done: AtomicU64::new(0),
         sent: AtomicU64::new(0),
@@ -315,6 +355,7 @@ pub fn run(args: BenchArgs) -> Result<Report, BenchError> {
             .map_err(|e| BenchError::Runtime(e.to_string()))?;
         handles.push(handle);
     }
+    start_clock(&ctl);
     progress_and_stop(&ctl);
     for h in handles {
         h.join()
@@ -329,11 +370,12 @@ pub fn run(args: BenchArgs) -> Result<Report, BenchError> {
     {
         merged.merge(r);
     }
-    let measured = match ctl.measure_until {
+    let clock = ctl.clock();
+    let measured = match clock.measure_until {
         Some(until) => until
             .min(elapsed_end)
-            .saturating_duration_since(ctl.measure_from),
-        None => elapsed_end.saturating_duration_since(ctl.measure_from),
+            .saturating_duration_since(clock.measure_from),
+        None => elapsed_end.saturating_duration_since(clock.measure_from),
     };
     Ok(merged.report(&args, measured))
 }
@@ -358,32 +400,69 @@ fn resolve(servers: &[String]) -> Result<Vec<SocketAddr>, BenchError> {
     Ok(out)
 }
 
+/// Waits until every session has connected (or given up), at most `CONNECT_WAIT`, then
+/// starts the warm-up and measurement clock.
+fn start_clock(ctl: &Control) {
+    let began = Instant::now();
+    let mut last_print = began;
+    loop {
+        let arrived = ctl.arrived.load(Ordering::SeqCst);
+        let now = Instant::now();
+        if arrived >= ctl.parties || ctl.stopping() || now.duration_since(began) >= CONNECT_WAIT {
+            break;
+        }
+        if !ctl.args.quiet && now.duration_since(last_print) >= Duration::from_secs(1) {
+            last_print = now;
+            eprint!("\rconnecting: {arrived} of {} sessions   ", ctl.parties);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let start = Instant::now();
+    let warmup = if ctl.args.ops.is_some() {
+        Duration::ZERO
+    } else {
+        secs(ctl.args.warmup)
+    };
+    let measure_from = start + warmup;
+    let _ = ctl.clock.set(Clock {
+        start,
+        measure_from,
+        measure_until: ctl
+            .args
+            .ops
+            .is_none()
+            .then(|| measure_from + secs(ctl.args.duration)),
+    });
+}
+
 /// The main thread prints progress and decides when the run ends.
 fn progress_and_stop(ctl: &Control) {
     let mut last_print = Instant::now();
+    let clock = ctl.clock();
     loop {
         std::thread::sleep(Duration::from_millis(100));
         let now = Instant::now();
-        let finished = match (ctl.measure_until, ctl.args.ops) {
+        let finished = match (clock.measure_until, ctl.args.ops) {
             (Some(until), _) => now >= until,
             (None, Some(ops)) => ctl.done.load(Ordering::Relaxed) >= ops,
             (None, None) => true,
         };
         if !ctl.args.quiet && now.duration_since(last_print) >= Duration::from_secs(1) {
             last_print = now;
-            let phase = if now < ctl.measure_from {
+            let phase = if now < clock.measure_from {
                 "warm-up"
             } else {
                 "measuring"
             };
             eprint!(
                 "\r{phase}: {:>6.1}s  sent {:>10}  measured {:>10}   ",
-                now.duration_since(ctl.start).as_secs_f64(),
+                now.duration_since(clock.start).as_secs_f64(),
                 ctl.sent.load(Ordering::Relaxed),
                 ctl.done.load(Ordering::Relaxed)
             );
         }
-        if finished {
+        // A run failed by a session (`fail_run`), or whose sessions all ended, ends now.
+        if finished || ctl.stopping() || ctl.ended.load(Ordering::SeqCst) >= ctl.parties {
             ctl.stop.store(true, Ordering::SeqCst);
             if !ctl.args.quiet {
                 eprintln!();
@@ -571,18 +650,15 @@ async fn session_task(
     s: usize,
     addr: SocketAddr,
 ) {
+    let _ended = Ended(&ctl);
     match ctl.args.workload {
-        Workload::Churn => return churn_task(ctl, rec, addr).await,
-        Workload::Watch => return watcher_task(ctl, rec, addr).await,
-        Workload::Lock => return lock_task(ctl, rec, addr).await,
+        Workload::Churn => return churn_task(ctl.clone(), rec, addr).await,
+        Workload::Watch => return watcher_task(ctl.clone(), rec, addr).await,
+        Workload::Lock => return lock_task(ctl.clone(), rec, addr).await,
         _ => {}
     }
-    let (stream, _session) = match client::connect(addr, ctl.args.session_timeout).await {
-        Ok(c) => c,
-        Err(e) => {
-            rec.borrow_mut().connect_error(&e.to_string());
-            return;
-        }
+    let Some(stream) = connect_session(&ctl, &rec, addr, None).await else {
+        return;
     };
     let (mut rd, mut wr) = futures_lite::io::split(stream);
     let mut frames = client::FrameReader::default();
@@ -721,7 +797,39 @@ fn reply_error(name: &str, reply: &client::Reply) -> Option<i32> {
     None
 }
 
+/// Connects a session of the run and waits for the clock to start (every other session
+/// connected). `fatal`: a failure to connect stops the whole run with that message.
+async fn connect_session(
+    ctl: &Control,
+    rec: &RefCell<report::Recorder>,
+    addr: SocketAddr,
+    fatal: Option<&str>,
+) -> Option<glommio::net::TcpStream> {
+    match client::connect(addr, ctl.args.session_timeout).await {
+        Ok((mut stream, _)) => {
+            if ctl.connected().await {
+                Some(stream)
+            } else {
+                client::close(&mut stream, i32::MAX).await;
+                None
+            }
+        }
+        Err(e) => {
+            ctl.give_up();
+            match fatal {
+                Some(what) => fail_run(ctl, rec, &format!("{what} cannot connect: {e}")),
+                None => rec.borrow_mut().connect_error(&e.to_string()),
+            }
+            None
+        }
+    }
+}
+
 async fn churn_task(ctl: Arc<Control>, rec: Rc<RefCell<report::Recorder>>, addr: SocketAddr) {
+    // Every op here is a connect: nothing to wait for.
+    if !ctl.connected().await {
+        return;
+    }
     while !ctl.stopping() {
         let started = Instant::now();
         match client::connect(addr, ctl.args.session_timeout).await {
@@ -848,12 +956,8 @@ fn fail_run(ctl: &Control, rec: &RefCell<report::Recorder>, msg: &str) {
 
 /// One watcher of the watch fan-out: arm a data watch, wait for its event, repeat.
 async fn watcher_task(ctl: Arc<Control>, rec: Rc<RefCell<report::Recorder>>, addr: SocketAddr) {
-    let (mut stream, _) = match client::connect(addr, ctl.args.session_timeout).await {
-        Ok(c) => c,
-        Err(e) => {
-            fail_run(&ctl, &rec, &format!("watcher cannot connect: {e}"));
-            return;
-        }
+    let Some(mut stream) = connect_session(&ctl, &rec, addr, Some("a watcher")).await else {
+        return;
     };
     let path = format!("{}/w", ctl.root);
     let mut frames = client::FrameReader::default();
@@ -912,7 +1016,7 @@ async fn watcher_task(ctl: Arc<Control>, rec: Rc<RefCell<report::Recorder>>, add
         let now = Instant::now();
         fan.last_event_ns
             .fetch_max(ctl.nanos(now), Ordering::SeqCst);
-        let sent = ctl.start + Duration::from_nanos(fan.send_ns.load(Ordering::SeqCst));
+        let sent = ctl.clock().start + Duration::from_nanos(fan.send_ns.load(Ordering::SeqCst));
         if ctl.in_window(sent, now) {
             rec.borrow_mut()
                 .record("watch-event", now.duration_since(sent), None);
@@ -935,12 +1039,9 @@ async fn watch_writer_task(
     rec: Rc<RefCell<report::Recorder>>,
     addr: SocketAddr,
 ) {
-    let (mut stream, _) = match client::connect(addr, ctl.args.session_timeout).await {
-        Ok(c) => c,
-        Err(e) => {
-            fail_run(&ctl, &rec, &format!("watch writer cannot connect: {e}"));
-            return;
-        }
+    let _ended = Ended(&ctl);
+    let Some(mut stream) = connect_session(&ctl, &rec, addr, Some("the watch writer")).await else {
+        return;
     };
     let path = format!("{}/w", ctl.root);
     let watchers = ctl.args.sessions as u64;
@@ -1013,7 +1114,8 @@ async fn watch_writer_task(
             }
             break;
         }
-        let last = ctl.start + Duration::from_nanos(fan.last_event_ns.load(Ordering::SeqCst));
+        let last =
+            ctl.clock().start + Duration::from_nanos(fan.last_event_ns.load(Ordering::SeqCst));
         if ctl.in_window(sent, last) {
             rec.borrow_mut()
                 .record("watch-fanout", last.saturating_duration_since(sent), None);
@@ -1026,12 +1128,8 @@ async fn watch_writer_task(
 
 /// One contender of the lock workload (the ZooKeeper lock recipe without herd effect).
 async fn lock_task(ctl: Arc<Control>, rec: Rc<RefCell<report::Recorder>>, addr: SocketAddr) {
-    let (mut stream, _) = match client::connect(addr, ctl.args.session_timeout).await {
-        Ok(c) => c,
-        Err(e) => {
-            rec.borrow_mut().connect_error(&e.to_string());
-            return;
-        }
+    let Some(mut stream) = connect_session(&ctl, &rec, addr, None).await else {
+        return;
     };
     let dir = format!("{}/lock", ctl.root);
     let no_node = ErrorCode::NoNode.code();

@@ -211,13 +211,14 @@ pub struct Report {
 }
 
 impl Report {
-    /// True when the server answered errors for most operations (or nothing worked): the
-    /// throughput figure then means nothing.
+    /// True when the run's figures mean nothing: the server answered errors for most
+    /// operations, nothing of the workload's primary op was measured, or sessions failed
+    /// (connections refused or lost, watch rounds timed out: such a run was cut short).
     pub fn mostly_failed(&self) -> bool {
         self.total_ops == 0
             || self.primary.count == 0
             || self.total_errors * 2 > self.total_ops
-            || self.connect_errors_total * 2 > self.total_ops
+            || self.connect_errors_total > 0
     }
 
     pub fn to_json(&self) -> String {
@@ -281,7 +282,9 @@ impl Report {
                 self.dropped
             ));
         }
-        if self.mostly_failed() {
+        if self.connect_errors_total > 0 {
+            s.push_str("WARNING: sessions FAILED (above); the figures above are not a valid run\n");
+        } else if self.mostly_failed() {
             s.push_str("WARNING: most operations FAILED; the throughput above is meaningless\n");
         }
         s

@@ -387,9 +387,9 @@ impl ConnHandle {
         self.shard.touch(session, timeout);
         self.counters.last_op.set(header.opcode);
         self.counters.last_cxid.set(header.xid as i64);
-        let req = match write_op(&header, req) {
-            Err(req) => req,
-            Ok(op) => {
+        let req = match route(&header, req) {
+            Route::Local(req) => req,
+            Route::Write(op) => {
                 let mut st = self.state.borrow_mut();
                 self.shard.shared.metrics.outstanding_requests.add(1);
                 st.pending.push_back(Pending::Write {
@@ -631,25 +631,28 @@ impl ConnHandle {
 }
 
 /// The log command for a request that writes, or None for one answered locally.
-/// The log command for a request that writes (the request moves into it), or the request
-/// back for one answered locally.
-fn write_op(
-    header: &RequestHeader,
-    req: Result<Request, RequestError>,
-) -> Result<Op, Result<Request, RequestError>> {
-    match req {
-        Ok(Request::Create { opcode, req }) => Ok(Op::Write(WriteOp::Create { opcode, req })),
-        Ok(Request::Delete(r)) => Ok(Op::Write(WriteOp::Delete(r))),
-        Ok(Request::SetData(r)) => Ok(Op::Write(WriteOp::SetData(r))),
-        Ok(Request::Check(r)) => Ok(Op::Write(WriteOp::Check(r))),
-        Ok(Request::SetAcl(r)) => Ok(Op::SetAcl(r)),
-        Ok(Request::Multi(ops)) => Ok(Op::Multi(ops)),
-        Ok(Request::CloseSession) => Ok(Op::CloseSession),
-        Ok(Request::Reconfig { .. }) => Ok(Op::Fail(ErrorCode::ReconfigDisabled)),
+/// Where a decoded request goes: to the sequencer as a log command (the request moves into
+/// it), or back to the connection to be answered locally.
+enum Route {
+    Write(Op),
+    Local(Result<Request, RequestError>),
+}
+
+fn route(header: &RequestHeader, req: Result<Request, RequestError>) -> Route {
+    let op = match req {
+        Ok(Request::Create { opcode, req }) => Op::Write(WriteOp::Create { opcode, req }),
+        Ok(Request::Delete(r)) => Op::Write(WriteOp::Delete(r)),
+        Ok(Request::SetData(r)) => Op::Write(WriteOp::SetData(r)),
+        Ok(Request::Check(r)) => Op::Write(WriteOp::Check(r)),
+        Ok(Request::SetAcl(r)) => Op::SetAcl(r),
+        Ok(Request::Multi(ops)) => Op::Multi(ops),
+        Ok(Request::CloseSession) => Op::CloseSession,
+        Ok(Request::Reconfig { .. }) => Op::Fail(ErrorCode::ReconfigDisabled),
         // An undecodable write still consumes a zxid in ZooKeeper.
         Err(RequestError::Marshalling) if is_write_opcode(header.opcode) => {
-            Ok(Op::Fail(ErrorCode::MarshallingError))
+            Op::Fail(ErrorCode::MarshallingError)
         }
-        other => Err(other),
-    }
+        other => return Route::Local(other),
+    };
+    Route::Write(op)
 }
