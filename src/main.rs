@@ -65,7 +65,7 @@ fn bench(args: ringkeeper::bench::BenchArgs) -> ExitCode {
                 print!("{}", report.to_text());
             }
             if report.mostly_failed() {
-                eprintln!("ringkeeper bench: most operations failed");
+                eprintln!("ringkeeper bench: the run failed (most operations failed, or sessions were lost): see above");
                 return ExitCode::FAILURE;
             }
             ExitCode::SUCCESS
