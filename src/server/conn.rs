@@ -59,7 +59,6 @@ struct ConnState {
     timeout_ms: i32,
     ids: Vec<Id>,
     pending: VecDeque<Pending>,
-    writes_in_flight: usize,
     closing: bool,
     /// The client's lastZxidSeen at handshake, until its first write carries it (see
     /// `txn::Command::seen_zxid`); `i64::MAX` afterwards.
@@ -114,7 +113,6 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             timeout_ms: 0,
             ids: vec![Id::new("ip", peer.ip().to_string())],
             pending: VecDeque::new(),
-            writes_in_flight: 0,
             closing: false,
             seen_zxid: i64::MAX,
         }),
@@ -398,7 +396,6 @@ impl ConnHandle {
                     received: Instant::now(),
                     reply: None,
                 });
-                st.writes_in_flight += 1;
                 let auth = st.ids.clone();
                 drop(st);
                 self.shard.shared.metrics.writes.inc();
@@ -605,7 +602,6 @@ impl ConnHandle {
                     reply: Some((frame, zxid)),
                     ..
                 }) => {
-                    self.state.borrow_mut().writes_in_flight -= 1;
                     let us = received.elapsed().as_micros() as u64;
                     self.shard.shared.metrics.request_latency_us.record(us);
                     self.counters.replied(zxid, us);

@@ -399,3 +399,26 @@ if __name__ == "__main__":
     ap.add_argument("--timeout", type=float, default=20.0)
     a = ap.parse_args()
     sys.exit(_probe(a.probe, a.timeout))
+
+
+class EventBox:
+    """Collects kazoo watch events."""
+
+    def __init__(self):
+        self.events = []
+        self.cond = threading.Condition()
+
+    def __call__(self, event):
+        with self.cond:
+            self.events.append(event)
+            self.cond.notify_all()
+
+    def wait(self, n=1, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while len(self.events) < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    pytest.fail("got %d of %d watch events in %.1fs: %s" % (len(self.events), n, timeout, self.events))
+                self.cond.wait(left)
+            return list(self.events)

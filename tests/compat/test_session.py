@@ -8,7 +8,7 @@ import pytest
 from kazoo.protocol.states import EventType, KazooState
 
 import zkwire
-from harness import make_kazoo, wait_until
+from harness import EventBox, make_kazoo, wait_until
 
 
 class StateLog:
@@ -35,27 +35,6 @@ class StateLog:
             return self.states.index(state, after)
 
 
-class EventBox:
-    """Collects kazoo watch events."""
-
-    def __init__(self):
-        self.events = []
-        self.cond = threading.Condition()
-
-    def __call__(self, event):
-        with self.cond:
-            self.events.append(event)
-            self.cond.notify_all()
-
-    def wait(self, n=1, timeout=10.0):
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while len(self.events) < n:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    pytest.fail("got %d of %d watch events in %.1fs: %s" % (len(self.events), n, timeout, self.events))
-                self.cond.wait(left)
-            return list(self.events)
 
 
 # ----------------------------------------------------------------------------

@@ -9,27 +9,9 @@ import pytest
 from kazoo.protocol.states import Callback, EventType
 
 import zkwire
+from harness import EventBox
 
 
-class EventBox:
-    def __init__(self):
-        self.events = []
-        self.cond = threading.Condition()
-
-    def __call__(self, event):
-        with self.cond:
-            self.events.append(event)
-            self.cond.notify_all()
-
-    def wait(self, n=1, timeout=10.0):
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while len(self.events) < n:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    pytest.fail("got %d of %d events: %s" % (len(self.events), n, self.events))
-                self.cond.wait(left)
-            return list(self.events)
 
 
 def settle(client, box):
