@@ -127,7 +127,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64),
     });
-    shard.conns.borrow_mut().insert(id, conn.clone());
+    shard.register_conn(conn.clone());
     shard.shared.metrics.alive_connections.add(1);
     shard.shared.metrics.connections_accepted.inc();
 

@@ -26,7 +26,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::admin::Metrics;
 use crate::config::Config;
-use crate::machine::View;
+use crate::machine::{Machine, MachineConfig, View};
 use crate::proto::types::SessionId;
 use crate::txn::{Applied, Command};
 
@@ -105,6 +105,8 @@ pub enum Diag {
 
 /// One apply round: the new view and everything applied to reach it.
 pub struct Update {
+    /// Apply rounds counted from 1; a shard ignores a round it has already overtaken.
+    pub round: u64,
     pub view: View,
     pub applied: Vec<Applied>,
 }
@@ -118,6 +120,12 @@ pub struct Shared {
     /// Set once the log is replayed and the first view published.
     pub serving: AtomicBool,
     pub last_zxid: AtomicU64,
+    /// The newest apply round and its view. A shard with no connection is sent no updates
+    /// (waking an idle executor for every commit costs more system time than the commit);
+    /// it takes this one when its first connection arrives.
+    pub latest: std::sync::Mutex<(u64, View)>,
+    /// Open connections per shard (see `latest`).
+    pub shard_conns: Box<[std::sync::atomic::AtomicU32]>,
     pub started_at: std::time::SystemTime,
     /// Open connections per client address, for `max_client_cnxns` (touched only when a
     /// connection opens or closes).
@@ -171,6 +179,8 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         shutdown: AtomicBool::new(false),
         serving: AtomicBool::new(false),
         last_zxid: AtomicU64::new(0),
+        latest: std::sync::Mutex::new((0, Machine::new(MachineConfig::default()).view())),
+        shard_conns: (0..shards).map(|_| Default::default()).collect(),
         started_at: std::time::SystemTime::now(),
         per_ip: Default::default(),
     });

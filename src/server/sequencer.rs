@@ -119,6 +119,7 @@ pub async fn run(
         unpersisted: 0,
         reaps_in_flight: 0,
         replay_until: None,
+        round: 0,
     };
     let last = seq.consensus.last_index();
     seq.replay_until = (last > 0).then_some(last);
@@ -148,6 +149,8 @@ struct Sequencer {
     reaps_in_flight: usize,
     /// Until the replayed log is applied, the member does not serve.
     replay_until: Option<u64>,
+    /// Apply rounds published so far.
+    round: u64,
 }
 
 impl Sequencer {
@@ -359,7 +362,8 @@ impl Sequencer {
         if self.replay_until.is_some() {
             return Ok(()); // still replaying: shards wait for the first view
         }
-        if !self.shared.serving.swap(true, Ordering::SeqCst) {
+        let first = !self.shared.serving.swap(true, Ordering::SeqCst);
+        if first {
             applied.clear(); // replayed results route nowhere
             self.restart_session_clocks();
             tracing::info!(zxid = format!("{:#x}", view.last_zxid()), "serving");
@@ -368,8 +372,23 @@ impl Sequencer {
             .metrics
             .apply_latency_us
             .record(started.elapsed().as_micros() as u64);
-        let update = Arc::new(Update { view, applied });
-        for link in &self.links {
+        self.round += 1;
+        if let Ok(mut latest) = self.shared.latest.lock() {
+            *latest = (self.round, view.clone());
+        }
+        // Pairs with the fence in `Shard::register_conn`.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        let update = Arc::new(Update {
+            round: self.round,
+            view,
+            applied,
+        });
+        for (shard, link) in self.links.iter().enumerate() {
+            // Shards wait for the first view before they accept anyone; after that, a shard
+            // without connections has nothing to reply to and no watches to fire.
+            if !first && self.shared.shard_conns[shard].load(Ordering::SeqCst) == 0 {
+                continue;
+            }
             // A full link means a shard is not keeping up. Updates must not be dropped, so
             // the sequencer waits here (its own clients wait with it): that is backpressure.
             let _ = link.send(ToShard::Update(update.clone())).await;

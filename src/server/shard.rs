@@ -25,6 +25,8 @@ pub struct Shard {
     pub id: u16,
     pub shared: Arc<Shared>,
     pub view: RefCell<View>,
+    /// The apply round `view` belongs to.
+    round: Cell<u64>,
     pub watches: RefCell<WatchRegistry>,
     pub conns: RefCell<HashMap<u32, Rc<ConnHandle>>>,
     /// Sessions attached to a connection of this shard.
@@ -99,8 +101,30 @@ impl Shard {
             .await;
     }
 
+    /// A new connection. The first one of an idle shard takes the newest view: the
+    /// sequencer sent this shard nothing while it had no connection.
+    pub fn register_conn(&self, conn: Rc<ConnHandle>) {
+        self.conns.borrow_mut().insert(conn.id, conn);
+        let count = &self.shared.shard_conns[self.id as usize];
+        if count.fetch_add(1, Ordering::SeqCst) == 0 {
+            // Pairs with the sequencer's fence between publishing `latest` and reading the
+            // counts: either it sees this connection and sends the next update, or this load
+            // sees that update's view (or both; the round number drops the duplicate).
+            std::sync::atomic::fence(Ordering::SeqCst);
+            let latest = self.shared.latest.lock().map(|l| l.clone());
+            if let Ok((round, view)) = latest {
+                if round > self.round.get() {
+                    self.round.set(round);
+                    *self.view.borrow_mut() = view;
+                }
+            }
+        }
+    }
+
     pub fn detach_conn(&self, conn: u32, session: SessionId) {
-        self.conns.borrow_mut().remove(&conn);
+        if self.conns.borrow_mut().remove(&conn).is_some() {
+            self.shared.shard_conns[self.id as usize].fetch_sub(1, Ordering::SeqCst);
+        }
         let mut sessions = self.sessions.borrow_mut();
         if sessions.get(&session) == Some(&conn) {
             sessions.remove(&session);
@@ -109,6 +133,12 @@ impl Shard {
     }
 
     fn handle_update(&self, update: &Update) {
+        if update.round <= self.round.get() {
+            // Overtaken by the view taken when the first connection came: nothing in it can
+            // be for a connection of this shard, and its events happened before any watch here.
+            return;
+        }
+        self.round.set(update.round);
         *self.view.borrow_mut() = update.view.clone();
         // Nothing below adds or removes connections (closing only signals the connection's
         // own task), so the map can stay borrowed.
@@ -191,6 +221,7 @@ pub async fn run(
         id,
         shared: shared.clone(),
         view: RefCell::new(first.view.clone()),
+        round: Cell::new(0),
         watches: RefCell::new(WatchRegistry::default()),
         conns: RefCell::new(HashMap::new()),
         sessions: RefCell::new(HashMap::new()),
