@@ -1026,8 +1026,9 @@ metrics! {
         /// Log bytes written and fdatasync calls issued.
         log_bytes_written,
         fsyncs,
-        /// Snapshots written.
-        snapshots,
+        /// Snapshots written, and attempts that failed.
+        snapshots_written,
+        snapshot_failures,
         /// Watch notifications sent.
         watch_events,
         /// Connections accepted / refused by max_client_cnxns / closed.

@@ -61,6 +61,12 @@ pub struct Config {
     pub max_outstanding_per_conn: u32,
     /// Size of one preallocated log segment file.
     pub log_segment_bytes: u64,
+    /// A snapshot is taken after this many transactions (ZooKeeper's snapCount) ...
+    pub snap_count: u64,
+    /// ... or this many bytes of log entries since the last one, whichever comes first.
+    pub snap_bytes: u64,
+    /// Snapshots kept; log segments older than the oldest kept one are removed.
+    pub snap_retain_count: usize,
     /// This member's id (1-255): the top byte of the session ids it creates.
     pub server_id: u64,
     /// A `tracing` filter: `info`, `debug`, `ringkeeper=debug,warn`, ...
@@ -90,6 +96,9 @@ impl Default for Config {
             sessionless_timeout_ms: 10_000,
             max_outstanding_per_conn: 1000,
             log_segment_bytes: 64 << 20,
+            snap_count: 100_000,
+            snap_bytes: 256 << 20,
+            snap_retain_count: 3,
             server_id: 1,
             log_level: "info".to_string(),
         }
@@ -185,6 +194,15 @@ pub struct ServeArgs {
     /// Log segment size in bytes, a multiple of 4096 [default: 67108864].
     #[arg(long, value_name = "BYTES")]
     pub log_segment_bytes: Option<u64>,
+    /// Transactions between snapshots [default: 100000].
+    #[arg(long, value_name = "N")]
+    pub snap_count: Option<u64>,
+    /// Log bytes between snapshots [default: 268435456].
+    #[arg(long, value_name = "BYTES")]
+    pub snap_bytes: Option<u64>,
+    /// Snapshots kept (at least 2) [default: 3].
+    #[arg(long, value_name = "N")]
+    pub snap_retain_count: Option<usize>,
     /// This member's id, 1-255 [default: 1].
     #[arg(long, value_name = "ID")]
     pub server_id: Option<u64>,
@@ -214,6 +232,9 @@ pub struct ConfigLayer {
     pub sessionless_timeout_ms: Option<u64>,
     pub max_outstanding_per_conn: Option<u32>,
     pub log_segment_bytes: Option<u64>,
+    pub snap_count: Option<u64>,
+    pub snap_bytes: Option<u64>,
+    pub snap_retain_count: Option<usize>,
     pub server_id: Option<u64>,
     pub log_level: Option<String>,
 }
@@ -246,6 +267,9 @@ impl ConfigLayer {
             sessionless_timeout_ms,
             max_outstanding_per_conn,
             log_segment_bytes,
+            snap_count,
+            snap_bytes,
+            snap_retain_count,
             server_id,
             log_level
         );
@@ -270,6 +294,9 @@ impl ConfigLayer {
             sessionless_timeout_ms: args.sessionless_timeout,
             max_outstanding_per_conn: args.max_outstanding_per_conn,
             log_segment_bytes: args.log_segment_bytes,
+            snap_count: args.snap_count,
+            snap_bytes: args.snap_bytes,
+            snap_retain_count: args.snap_retain_count,
             server_id: args.server_id,
             log_level: args.log_level.clone(),
         }
@@ -367,6 +394,9 @@ impl Config {
                 .max_outstanding_per_conn
                 .unwrap_or(d.max_outstanding_per_conn),
             log_segment_bytes: merged.log_segment_bytes.unwrap_or(d.log_segment_bytes),
+            snap_count: merged.snap_count.unwrap_or(d.snap_count),
+            snap_bytes: merged.snap_bytes.unwrap_or(d.snap_bytes),
+            snap_retain_count: merged.snap_retain_count.unwrap_or(d.snap_retain_count),
             server_id: merged.server_id.unwrap_or(d.server_id),
             log_level: merged.log_level.unwrap_or(d.log_level),
         };
@@ -436,6 +466,16 @@ impl Config {
             return Err(invalid(format!(
                 "log_segment_bytes must be a multiple of {SEGMENT_ALIGN} between \
                  {MIN_SEGMENT_BYTES} and {MAX_SEGMENT_BYTES} (got {seg})"
+            )));
+        }
+        if self.snap_count == 0 || self.snap_bytes == 0 {
+            return Err(invalid("snap_count and snap_bytes must be > 0".to_string()));
+        }
+        // One snapshot could be the one a crash left corrupt: keep one to fall back on.
+        if !(2..=1000).contains(&self.snap_retain_count) {
+            return Err(invalid(format!(
+                "snap_retain_count must be 2-1000 (got {})",
+                self.snap_retain_count
             )));
         }
         if !(1..=255).contains(&self.server_id) {
@@ -595,8 +635,10 @@ const ZOO_IGNORED: &[(&str, &str)] = &[
     ("globalOutstandingLimit", "use max_outstanding_per_conn"),
     ("maxCnxns", "only the per-IP limit (maxClientCnxns) exists"),
     ("preAllocSize", "use log_segment_bytes"),
-    ("snapCount", "snapshots are scheduled by ringkeeper"),
-    ("snapSizeLimitInKb", "snapshots are scheduled by ringkeeper"),
+    (
+        "autopurge.purgeInterval",
+        "old snapshots and log segments go after each snapshot",
+    ),
     ("txnLogSizeLimitInKb", "use log_segment_bytes"),
     ("forceSync", "every write is fsynced"),
     ("localSessionsEnabled", "no local sessions"),
@@ -700,6 +742,20 @@ pub fn parse_zoo_cfg(text: &str, path: &Path) -> Result<(ConfigLayer, Vec<String
             }
             "DigestAuthenticationProvider.superDigest" => {
                 layer.super_digest = Some(value.to_string())
+            }
+            "snapCount" => layer.snap_count = Some(in_range(num("a number")?, 1, i64::MAX)? as u64),
+            "snapSizeLimitInKb" => {
+                // ZooKeeper: 0 or less disables the size trigger.
+                let kb = num("a number")?;
+                layer.snap_bytes = Some(if kb <= 0 {
+                    u64::MAX
+                } else {
+                    (kb as u64).saturating_mul(1024)
+                });
+            }
+            // ZooKeeper's minimum is 3.
+            "autopurge.snapRetainCount" => {
+                layer.snap_retain_count = Some(num("a number")?.clamp(3, 1000) as usize)
             }
             _ => warnings.push(zoo_warning(path, line, &raw_key)),
         }
@@ -1111,7 +1167,8 @@ fooBar=1
                 "mntr".to_string()
             ])
         );
-        assert_eq!(warnings.len(), 7, "{warnings:#?}");
+        assert_eq!(layer.snap_retain_count, Some(3));
+        assert_eq!(warnings.len(), 6, "{warnings:#?}");
         assert!(
             warnings[0].contains("zoo.cfg:3: `initLimit` does not apply"),
             "{}",
@@ -1122,8 +1179,9 @@ fooBar=1
             "{}",
             warnings[2]
         );
-        assert!(warnings[5].contains("`admin.enableServer` does not apply"));
-        assert!(warnings[6].contains(":13: unknown key `fooBar`"));
+        assert!(warnings[3].contains("`autopurge.purgeInterval` does not apply"));
+        assert!(warnings[4].contains("`admin.enableServer` does not apply"));
+        assert!(warnings[5].contains(":13: unknown key `fooBar`"));
     }
 
     #[test]

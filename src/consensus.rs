@@ -61,14 +61,17 @@ pub struct Consensus {
 }
 
 impl Consensus {
-    /// Build the driver from the recovered log. `voters` lists every voting member's id.
+    /// Build the driver from the recovered state: `snapshot` is the (index, term) the loaded
+    /// snapshot stands at, `entries` the log after it. `voters` lists every voting member.
     pub fn new(
         id: u64,
         voters: Vec<u64>,
+        snapshot: Option<(u64, u64)>,
         entries: Vec<StoredEntry>,
         hard_state: Option<(u64, u64, u64)>,
     ) -> Result<Consensus, ConsensusError> {
         let storage = MemStorage::new_with_conf_state(ConfState::from((voters.clone(), vec![])));
+        let mut applied = 0;
         {
             let mut core = storage.wl();
             let ents: Vec<Entry> = entries
@@ -80,26 +83,35 @@ impl Consensus {
                     ..Default::default()
                 })
                 .collect();
-            if let Some(first) = ents.first() {
-                // The log may start after 1 once snapshots exist; MemStorage needs the
-                // entries to follow its (empty) snapshot, so place a snapshot marker there.
-                if first.index > 1 {
-                    let mut snap = raft::eraftpb::Snapshot::default();
-                    snap.mut_metadata().index = first.index - 1;
-                    snap.mut_metadata().term = first.term;
-                    snap.mut_metadata()
-                        .set_conf_state(ConfState::from((voters.clone(), vec![])));
-                    core.apply_snapshot(snap)?;
-                }
+            // MemStorage needs the entries to follow its snapshot: the loaded one, or a marker
+            // just before the first entry when the log alone starts after 1.
+            let base = match (snapshot, ents.first()) {
+                (Some(s), _) => Some(s),
+                (None, Some(first)) if first.index > 1 => Some((first.index - 1, first.term)),
+                _ => None,
+            };
+            if let Some((index, term)) = base {
+                let mut snap = raft::eraftpb::Snapshot::default();
+                snap.mut_metadata().index = index;
+                snap.mut_metadata().term = term;
+                snap.mut_metadata()
+                    .set_conf_state(ConfState::from((voters.clone(), vec![])));
+                core.apply_snapshot(snap)?;
+            }
+            if let Some((index, _)) = snapshot {
+                applied = index;
             }
             core.append(&ents)?;
-            if let Some((term, vote, commit)) = hard_state {
-                let last = ents.last().map_or(0, |e| e.index);
+            let last = ents.last().map_or(applied, |e| e.index);
+            let last_term = ents.last().map_or(snapshot.map_or(0, |s| s.1), |e| e.term);
+            let (term, vote, commit) = hard_state.unwrap_or((0, 0, 0));
+            if hard_state.is_some() || snapshot.is_some() {
                 let hs = HardState {
-                    term: term.max(ents.last().map_or(0, |e| e.term)),
+                    term: term.max(last_term),
                     vote,
-                    // A commit index beyond the durable log cannot be trusted.
-                    commit: commit.min(last),
+                    // A commit index beyond the durable log cannot be trusted; the snapshot's
+                    // index was committed.
+                    commit: commit.min(last).max(applied),
                     ..Default::default()
                 };
                 core.set_hardstate(hs);
@@ -109,7 +121,7 @@ impl Consensus {
             id,
             election_tick: ELECTION_TICKS,
             heartbeat_tick: HEARTBEAT_TICKS,
-            applied: 0,
+            applied,
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 256,
             check_quorum: true,
@@ -125,7 +137,7 @@ impl Consensus {
         }
         Ok(Consensus {
             node,
-            handed_out: 0,
+            handed_out: applied,
         })
     }
 
@@ -142,6 +154,12 @@ impl Consensus {
 
     pub fn term(&self) -> u64 {
         self.node.raft.term
+    }
+
+    /// (term, vote, commit) as raft holds them now.
+    pub fn hard_state(&self) -> (u64, u64, u64) {
+        let hs = self.node.raft.hard_state();
+        (hs.term, hs.vote, hs.commit)
     }
 
     pub fn last_index(&self) -> u64 {
@@ -261,7 +279,7 @@ mod tests {
 
     #[test]
     fn single_member_commits_after_persist() {
-        let mut c = Consensus::new(1, vec![1], vec![], None).unwrap();
+        let mut c = Consensus::new(1, vec![1], None, vec![], None).unwrap();
         let (mut log, mut applied) = (vec![], vec![]);
         drain(&mut c, &mut log, &mut applied);
         assert!(c.is_leader());
@@ -280,7 +298,7 @@ mod tests {
 
     #[test]
     fn restart_recommits_the_durable_log() {
-        let mut c = Consensus::new(1, vec![1], vec![], None).unwrap();
+        let mut c = Consensus::new(1, vec![1], None, vec![], None).unwrap();
         let (mut log, mut applied) = (vec![], vec![]);
         drain(&mut c, &mut log, &mut applied);
         for i in 0..5u8 {
@@ -298,7 +316,7 @@ mod tests {
                 data: e.data.to_vec(),
             })
             .collect();
-        let mut c2 = Consensus::new(1, vec![1], stored, Some((term, 1, 2))).unwrap();
+        let mut c2 = Consensus::new(1, vec![1], None, stored, Some((term, 1, 2))).unwrap();
         let (mut log2, mut applied2) = (vec![], vec![]);
         drain(&mut c2, &mut log2, &mut applied2);
         assert_eq!(
@@ -310,7 +328,7 @@ mod tests {
 
     #[test]
     fn propose_on_follower_is_refused() {
-        let c = &mut Consensus::new(1, vec![1, 2, 3], vec![], None).unwrap();
+        let c = &mut Consensus::new(1, vec![1, 2, 3], None, vec![], None).unwrap();
         assert!(matches!(
             c.propose(vec![1]),
             Err(ConsensusError::NotLeader { .. })

@@ -13,6 +13,7 @@ pub mod machine;
 pub mod proto;
 pub mod server;
 pub mod session;
+pub mod snapshot;
 pub mod tree;
 pub mod txn;
 pub mod watch;

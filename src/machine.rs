@@ -222,6 +222,29 @@ impl Machine {
         }
     }
 
+    /// A machine restored from a snapshot's parts; `acls` are the distinct ACL lists its
+    /// nodes share (interned again, so new nodes keep sharing them).
+    pub fn restore(
+        config: MachineConfig,
+        tree: Tree,
+        sessions: SessionTable,
+        last_zxid: Zxid,
+        acls: impl IntoIterator<Item = Arc<[Acl]>>,
+    ) -> Machine {
+        let mut interner = AclInterner::new();
+        interner.set.extend(acls);
+        interner.purge_at = (interner.set.len() * 2).max(AclInterner::MIN_PURGE);
+        Machine {
+            state: State {
+                tree,
+                sessions,
+                last_zxid,
+            },
+            config,
+            acls: interner,
+        }
+    }
+
     pub fn config(&self) -> &MachineConfig {
         &self.config
     }

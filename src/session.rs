@@ -126,6 +126,19 @@ impl SessionTable {
         (self.id_base, self.created)
     }
 
+    /// A table restored from a snapshot.
+    pub(crate) fn restore(
+        sessions: imbl::HashMap<SessionId, Session>,
+        id_base: Option<i64>,
+        created: u64,
+    ) -> SessionTable {
+        SessionTable {
+            sessions,
+            id_base,
+            created,
+        }
+    }
+
     /// The next session id, as ZooKeeper's `initializeNextSession` lays it out for server id 1:
     /// top byte 0x01, the low 40 bits of the first session's time, then a counter (which, as in
     /// ZooKeeper, carries into the time bits). Skips 0, the container marker and live ids.

@@ -6,6 +6,7 @@
 //! - [`wal`]: the glommio shell: segment files, the group-commit writer task, recovery I/O, and
 //!   the start-up io_uring probe.
 //! - [`lock`]: the exclusive data dir lock.
+//! - [`snapshots`]: snapshot files (write, list, load with fallback, purge).
 //!
 //! Typical use by the consensus driver, on one glommio executor:
 //!
@@ -20,6 +21,7 @@
 
 pub mod lock;
 pub mod record;
+pub mod snapshots;
 pub mod wal;
 
 pub use lock::{DataDirLock, LockError};

@@ -16,10 +16,9 @@
 //! every later submit is refused, nothing is retried (a failed fsync may have dropped dirty
 //! pages; retrying and succeeding would acknowledge lost data).
 //!
-//! TODO(snapshots): `remove_segments_before(index)`: once a snapshot covers every entry of a
-//! segment, delete it (oldest first, so the sequence stays contiguous) or rename it into the
-//! spare pool to recycle its zeroed blocks. Recovery would then need the segment's first index,
-//! which the scan already knows.
+//! Compaction: the WAL remembers the highest entry index of every full segment;
+//! [`Wal::remove_segments_through`] deletes, oldest first (the sequence stays contiguous), the
+//! segments a snapshot covers entirely.
 
 use std::{
     cell::RefCell,
@@ -219,6 +218,12 @@ struct Shared {
     waiters: Vec<(u64, Waker)>,
     stats: WalStats,
     max_record_len: usize,
+    /// For each `submit` still in `pending`: where its records end there, and the highest
+    /// entry index among them (0 if none).
+    marks: Vec<(usize, u64)>,
+    spare_marks: Vec<(usize, u64)>,
+    /// Full segments, oldest first, with the highest entry index each holds (an upper bound).
+    closed: VecDeque<(u64, u64)>,
     /// Test hook: the next disk write fails with this errno.
     #[cfg(test)]
     inject_write_errno: Option<i32>,
@@ -287,6 +292,22 @@ impl Wal {
             reason: c.reason,
         })?;
 
+        let max_index = |scan: &record::SegmentScan| {
+            scan.records
+                .iter()
+                .filter_map(|r| match &r.record {
+                    record::OwnedRecord::Entry(e) => Some(e.index),
+                    record::OwnedRecord::HardState(_) => None,
+                })
+                .max()
+                .unwrap_or(0)
+        };
+        let closed: VecDeque<(u64, u64)> = scans[..plan.active]
+            .iter()
+            .zip(&seqs)
+            .map(|(scan, &seq)| (seq, max_index(scan)))
+            .collect();
+        let active_max = max_index(&scans[plan.active]);
         let mut replay = Replay::default();
         let mut records = 0u64;
         for scan in &mut scans {
@@ -347,6 +368,9 @@ impl Wal {
                 ..WalStats::default()
             },
             max_record_len: opts.max_record_len(),
+            marks: Vec::new(),
+            spare_marks: Vec::new(),
+            closed,
             #[cfg(test)]
             inject_write_errno: None,
         }));
@@ -364,6 +388,7 @@ impl Wal {
             tail,
             spares: seqs[plan.active + 1..].iter().copied().collect(),
             preparing: None,
+            active_max,
         };
         writer.ensure_preparing();
         let task = glommio::spawn_local(writer.run());
@@ -418,6 +443,16 @@ impl Wal {
         } else {
             s.stats.submits += 1;
             s.stats.records += records.len() as u64;
+            let max_index = records
+                .iter()
+                .map(|r| match r {
+                    LogRecord::Entry { index, .. } => *index,
+                    LogRecord::HardState { .. } => 0,
+                })
+                .max()
+                .unwrap_or(0);
+            let end = s.pending.len();
+            s.marks.push((end, max_index));
         }
         if let Some(w) = s.writer_waker.take() {
             w.wake();
@@ -465,6 +500,44 @@ impl Wal {
 
     pub fn stats(&self) -> WalStats {
         self.shared.borrow().stats
+    }
+
+    /// Deletes the oldest full segments while every entry in them is at or below `index`
+    /// (covered by a durable snapshot). The caller must have made its current hard state
+    /// durable in a later segment first. Returns how many segments went.
+    pub async fn remove_segments_through(&self, index: u64) -> Result<usize, WalError> {
+        let mut removed = 0;
+        loop {
+            let next = {
+                let s = self.shared.borrow();
+                match s.closed.front() {
+                    Some(&(seq, max)) if max <= index => seq,
+                    _ => break,
+                }
+            };
+            let path = segment_path(&self.dir, next);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(WalError::io("remove", &path, e)),
+            }
+            self.shared.borrow_mut().closed.pop_front();
+            removed += 1;
+        }
+        if removed > 0 {
+            sync_dir_std(&self.dir)?;
+            tracing::info!(
+                segments = removed,
+                through = index,
+                "WAL: removed segments a snapshot covers"
+            );
+        }
+        Ok(removed)
+    }
+
+    /// Full segments still on disk.
+    pub fn closed_segments(&self) -> usize {
+        self.shared.borrow().closed.len()
     }
 
     /// Bytes encoded but not yet handed to the writer (for back-pressure).
@@ -525,6 +598,8 @@ struct Writer {
     /// Prepared (zeroed, durable) segments after the active one, in order.
     spares: VecDeque<u64>,
     preparing: Option<(u64, Task<Result<(), WalError>>)>,
+    /// Highest entry index in the active segment.
+    active_max: u64,
 }
 
 impl Writer {
@@ -563,8 +638,9 @@ impl Writer {
                 }
                 if s.submitted > s.taken {
                     let buf = std::mem::replace(&mut s.pending, std::mem::take(&mut s.spare_buf));
+                    let marks = std::mem::replace(&mut s.marks, std::mem::take(&mut s.spare_marks));
                     s.taken = s.submitted;
-                    return Poll::Ready(Ok(Some((buf, s.taken))));
+                    return Poll::Ready(Ok(Some((buf, marks, s.taken))));
                 }
                 if s.closing {
                     return Poll::Ready(Ok(None));
@@ -573,11 +649,11 @@ impl Writer {
                 Poll::Pending
             })
             .await?;
-            let Some((mut buf, ticket)) = job else {
+            let Some((mut buf, mut marks, ticket)) = job else {
                 return Ok(());
             };
             if !buf.is_empty() {
-                self.commit(&buf).await?;
+                self.commit(&buf, &marks).await?;
                 self.shared.borrow_mut().stats.commits += 1;
             }
             let mut s = self.shared.borrow_mut();
@@ -587,20 +663,31 @@ impl Writer {
             if buf.capacity() > s.spare_buf.capacity() {
                 s.spare_buf = buf;
             }
+            marks.clear();
+            if marks.capacity() > s.spare_marks.capacity() {
+                s.spare_marks = marks;
+            }
         }
     }
 
     /// Writes a batch of encoded records, splitting it at segment ends and into writes of at
     /// most `MAX_WRITE_BYTES`; each write is durable before the next is issued (the torn-tail
     /// rule in `record` relies on it).
-    async fn commit(&mut self, buf: &[u8]) -> Result<(), WalError> {
+    async fn commit(&mut self, buf: &[u8], marks: &[(usize, u64)]) -> Result<(), WalError> {
         let mut chunk_start = 0;
         let mut off = 0;
+        let mut mark = 0;
         while off < buf.len() {
             let len = record::encoded_len(&buf[off..]);
+            // The submit this record belongs to; its highest index bounds the record's.
+            while mark + 1 < marks.len() && marks[mark].0 <= off {
+                mark += 1;
+            }
+            let max_index = marks.get(mark).map_or(0, |m| m.1);
             let chunk_len = off - chunk_start;
             let fits = self.pos + (chunk_len + len) as u64 <= self.active.capacity;
             if fits && (chunk_len == 0 || chunk_len + len <= MAX_WRITE_BYTES) {
+                self.active_max = self.active_max.max(max_index);
                 off += len;
                 continue;
             }
@@ -710,6 +797,12 @@ impl Writer {
             .file_size()
             .await
             .map_err(|e| WalError::glommio("stat", &path, e))?;
+        {
+            let mut s = self.shared.borrow_mut();
+            let closed = (self.active.seq, self.active_max);
+            s.closed.push_back(closed);
+        }
+        self.active_max = 0;
         let old = std::mem::replace(
             &mut self.active,
             Segment {
@@ -1279,6 +1372,53 @@ mod tests {
             wal.close().await.unwrap();
             let (wal, rec) = Wal::open(&dir, opts).await.unwrap();
             assert_eq!(idx(&rec), (1..=45).collect::<Vec<_>>());
+            wal.close().await.unwrap();
+        });
+    }
+
+    #[test]
+    fn segments_a_snapshot_covers_are_removed_oldest_first() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let opts = WalOptions {
+            segment_bytes: 2 * BLOCK,
+            ..WalOptions::default()
+        };
+        run(async move {
+            let (wal, _) = Wal::open(&dir, opts).await.unwrap();
+            let big = vec![7u8; 1500];
+            for i in 1..=20 {
+                let t = wal.submit(&[entry(i, 1, &big)]);
+                wal.wait_durable(t).await.unwrap();
+            }
+            let full = wal.closed_segments();
+            assert!(full >= 3, "{full}");
+            // Nothing is covered by a snapshot at index 0 or 1 (a segment holds several).
+            assert_eq!(wal.remove_segments_through(1).await.unwrap(), 0);
+            let removed = wal.remove_segments_through(12).await.unwrap();
+            assert!(removed >= 2, "{removed}");
+            // A durable hard state after the compaction point, as the sequencer writes.
+            let t = wal.submit(&[LogRecord::HardState {
+                term: 1,
+                vote: 1,
+                commit: 20,
+            }]);
+            wal.wait_durable(t).await.unwrap();
+            wal.close().await.unwrap();
+
+            let (wal, rec) = Wal::open(&dir, opts).await.unwrap();
+            let first = rec.entries[0].index;
+            assert!(first > 1 && first <= 13, "first entry kept: {first}");
+            assert_eq!(idx(&rec), (first..=20).collect::<Vec<_>>());
+            assert_eq!(rec.hard_state, Some((1, 1, 20)));
+            // After a restart the full segments are known again and go the same way.
+            assert_eq!(wal.closed_segments(), full - removed);
+            let removed2 = wal.remove_segments_through(20).await.unwrap();
+            assert_eq!(removed2, full - removed);
+            write_entries(&wal, 21..=22, 1).await;
+            wal.close().await.unwrap();
+            let (wal, rec) = Wal::open(&dir, opts).await.unwrap();
+            assert_eq!(*idx(&rec).last().unwrap(), 22);
             wal.close().await.unwrap();
         });
     }

@@ -41,6 +41,8 @@ pub enum ServerError {
     Lock(#[from] crate::log::LockError),
     #[error("log: {0}")]
     Log(#[from] crate::log::WalError),
+    #[error("{0}")]
+    Snapshot(#[from] crate::log::snapshots::SnapshotFileError),
     #[error("the log could not be written, so nothing more can be acknowledged: {0}")]
     LogFailed(String),
     #[error("consensus: {0}")]

@@ -15,7 +15,7 @@ use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver, SharedS
 
 use super::{Diag, ServerError, Shared, ToSequencer, ToShard, Update};
 use crate::consensus::{Consensus, Output, StoredEntry, TICK_MS};
-use crate::log::{LogRecord, Wal, WalOptions};
+use crate::log::{snapshots, LogRecord, Wal, WalOptions};
 use crate::machine::{Machine, MachineConfig};
 use crate::proto::types::SessionId;
 use crate::session::ExpiryTracker;
@@ -27,6 +27,8 @@ const MAX_BATCH_COMMANDS: usize = 4096;
 /// `pending` (bounded upstream by each connection's limit) instead of piling up in the log's
 /// buffer, which refuses to grow past its own hard limit.
 const MAX_LOG_BACKLOG: usize = 16 << 20;
+/// After a failed snapshot, the next attempt waits this long.
+const SNAPSHOT_RETRY: Duration = Duration::from_secs(10);
 /// This member's id in a standalone deployment.
 const MEMBER_ID: u64 = 1;
 /// Origin of the reaper's commands (no connection waits for them).
@@ -36,6 +38,7 @@ enum Event {
     Shard(ToSequencer),
     Persisted(u64),
     WalFailed(String),
+    Snapshot(SnapshotDone),
     Tick,
 }
 
@@ -45,6 +48,23 @@ pub async fn run(
     to_shards: Vec<SharedSender<ToShard>>,
 ) -> Result<(), ServerError> {
     let config = &shared.config;
+    let machine_config = MachineConfig {
+        ttl_enabled: config.ttl_enabled,
+        ..Default::default()
+    };
+    let snap_dir = snapshots::dir_of(&config.data_dir);
+    let started = Instant::now();
+    let (loaded, bad_snapshots) = snapshots::load_newest(&snap_dir, &machine_config)?;
+    if let Some(l) = &loaded {
+        tracing::info!(
+            file = %l.path.display(),
+            index = l.meta.index,
+            zxid = format!("{:#x}", l.meta.last_zxid),
+            nodes = l.machine.view().node_count(),
+            ms = started.elapsed().as_millis() as u64,
+            "snapshot loaded"
+        );
+    }
     let (wal, recovery) = Wal::open(
         &super::log_dir(config),
         WalOptions {
@@ -56,21 +76,41 @@ pub async fn run(
     if let Some((file, offset)) = &recovery.truncated_tail {
         tracing::warn!(file = %file.display(), offset, "truncated a torn record at the log tail");
     }
+    let snap_index = loaded.as_ref().map_or(0, |l| l.meta.index);
     let entries: Vec<StoredEntry> = recovery
         .entries
         .into_iter()
+        .filter(|e| e.index > snap_index)
         .map(|e| StoredEntry {
             index: e.index,
             term: e.term,
             data: e.data,
         })
         .collect();
+    let log_start = entries.first().map(|e| e.index);
+    if log_start.is_some_and(|first| first > snap_index + 1) {
+        // The entries in between were compacted into a snapshot that no longer loads.
+        let why = match bad_snapshots.into_iter().next() {
+            Some(e) => format!(" ({e})"),
+            None => String::new(),
+        };
+        return Err(ServerError::Startup(format!(
+            "the log starts at entry {} but no usable snapshot covers the entries before it{why}",
+            log_start.unwrap_or(0)
+        )));
+    }
     let replayed = entries.len();
-    let consensus = Consensus::new(MEMBER_ID, vec![MEMBER_ID], entries, recovery.hard_state)?;
-    let machine = Machine::new(MachineConfig {
-        ttl_enabled: config.ttl_enabled,
-        ..Default::default()
-    });
+    let (machine, snapshot_at) = match loaded {
+        Some(l) => (l.machine, Some((l.meta.index, l.meta.term))),
+        None => (Machine::new(machine_config), None),
+    };
+    let consensus = Consensus::new(
+        MEMBER_ID,
+        vec![MEMBER_ID],
+        snapshot_at,
+        entries,
+        recovery.hard_state,
+    )?;
 
     let (inbox_tx, inbox) = async_channel::unbounded::<Event>();
     for rx in from_shards {
@@ -120,9 +160,11 @@ pub async fn run(
         reaps_in_flight: 0,
         replay_until: None,
         round: 0,
+        snap_dir,
+        snapshots: SnapshotSchedule::default(),
     };
     let last = seq.consensus.last_index();
-    seq.replay_until = (last > 0).then_some(last);
+    seq.replay_until = (last > snap_index).then_some(last);
     tracing::info!(entries = replayed, "log replay starting");
     let result = seq.run_loop(&inbox).await;
     // Whatever ended the loop, the shards must stop too, or the process would never exit.
@@ -151,6 +193,26 @@ struct Sequencer {
     replay_until: Option<u64>,
     /// Apply rounds published so far.
     round: u64,
+    snap_dir: std::path::PathBuf,
+    snapshots: SnapshotSchedule,
+}
+
+/// When the next snapshot is due.
+#[derive(Default)]
+struct SnapshotSchedule {
+    /// Commands and log bytes applied since the last snapshot began.
+    commands: u64,
+    bytes: u64,
+    running: bool,
+    /// After a failure, no new attempt before this.
+    not_before: Option<Instant>,
+}
+
+/// A snapshot written by the background thread (or why not).
+struct SnapshotDone {
+    index: u64,
+    result: Result<(std::path::PathBuf, crate::snapshot::Summary), snapshots::SnapshotFileError>,
+    took: Duration,
 }
 
 impl Sequencer {
@@ -218,9 +280,105 @@ impl Sequencer {
                 // Never retry an fsync, never acknowledge what it did not cover: stop.
                 return Err(ServerError::LogFailed(reason));
             }
+            Event::Snapshot(done) => self.snapshot_done(done),
             Event::Tick => self.tick(),
         }
         Ok(())
+    }
+
+    /// Starts a snapshot of the current state on a thread of its own when enough has been
+    /// applied since the last one. The view is an O(1) MVCC clone: writes go on meanwhile and
+    /// the snapshot is exactly the state at `index`.
+    fn maybe_snapshot(&mut self, index: u64, term: u64) {
+        let config = &self.shared.config;
+        let s = &mut self.snapshots;
+        if s.running
+            || (s.commands < config.snap_count && s.bytes < config.snap_bytes)
+            || s.not_before.is_some_and(|t| Instant::now() < t)
+        {
+            return;
+        }
+        s.running = true;
+        s.commands = 0;
+        s.bytes = 0;
+        let view = self.machine.view();
+        let meta = crate::snapshot::Meta {
+            index,
+            term,
+            last_zxid: view.last_zxid(),
+            voters: vec![MEMBER_ID],
+            learners: Vec::new(),
+        };
+        let (dir, tx) = (self.snap_dir.clone(), self.inbox_tx.clone());
+        let spawned = std::thread::Builder::new()
+            .name("rk-snapshot".into())
+            .spawn(move || {
+                let started = Instant::now();
+                let result = snapshots::write(&dir, &view, &meta);
+                let done = SnapshotDone {
+                    index: meta.index,
+                    result,
+                    took: started.elapsed(),
+                };
+                let _ = tx.send_blocking(Event::Snapshot(done));
+            });
+        if let Err(e) = spawned {
+            tracing::error!("cannot start the snapshot thread: {e}");
+            self.snapshots.running = false;
+            self.snapshots.not_before = Some(Instant::now() + SNAPSHOT_RETRY);
+        }
+    }
+
+    fn snapshot_done(&mut self, done: SnapshotDone) {
+        self.snapshots.running = false;
+        let (path, summary) = match done.result {
+            Ok(ok) => ok,
+            Err(e) => {
+                // The log still holds everything: a failed snapshot costs disk and restart
+                // time, not data. Try again later (on a full disk, once space is freed).
+                tracing::error!(index = done.index, "snapshot failed: {e}; retrying later");
+                self.shared.metrics.snapshot_failures.inc();
+                self.snapshots.not_before = Some(Instant::now() + SNAPSHOT_RETRY);
+                return;
+            }
+        };
+        self.snapshots.not_before = None;
+        self.shared.metrics.snapshots_written.inc();
+        tracing::info!(
+            file = %path.display(),
+            index = done.index,
+            nodes = summary.nodes,
+            sessions = summary.sessions,
+            bytes = summary.bytes,
+            ms = done.took.as_millis() as u64,
+            "snapshot written"
+        );
+        let oldest = match snapshots::purge(&self.snap_dir, self.shared.config.snap_retain_count) {
+            Ok(Some(oldest)) => oldest,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!("removing old snapshots failed: {e}");
+                return;
+            }
+        };
+        // The log must reach back to the oldest snapshot kept, so that a bad newest snapshot
+        // can fall back to it. First a durable copy of the hard state in the active segment,
+        // since the segments about to go may hold the only one.
+        let (term, vote, commit) = self.consensus.hard_state();
+        let ticket = self
+            .wal
+            .submit(&[LogRecord::HardState { term, vote, commit }]);
+        let wal = self.wal.clone();
+        glommio::spawn_local(async move {
+            let result = match wal.wait_durable(ticket).await {
+                Ok(()) => wal.remove_segments_through(oldest).await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                tracing::error!("removing old log segments failed: {e}");
+            }
+        })
+        .detach();
     }
 
     fn tick(&mut self) {
@@ -330,9 +488,11 @@ impl Sequencer {
         }
         let started = Instant::now();
         let mut applied = Vec::new();
-        let mut last_index = 0;
+        let (mut last_index, mut last_term) = (0, 0);
         for entry in &out.committed {
             last_index = entry.index;
+            last_term = entry.term;
+            self.snapshots.bytes += entry.data.len() as u64;
             if entry.data.is_empty() {
                 continue; // a new leader's empty entry
             }
@@ -346,12 +506,14 @@ impl Sequencer {
                 .metrics
                 .commands_applied
                 .add(batch.commands.len() as u64);
+            self.snapshots.commands += batch.commands.len() as u64;
             for a in self.machine.apply_batch(entry.term, &batch) {
                 self.track_sessions(&a);
                 applied.push(a);
             }
         }
         self.consensus.applied(last_index)?;
+        self.maybe_snapshot(last_index, last_term);
         if self.replay_until.is_some_and(|until| last_index >= until) {
             self.replay_until = None;
         }

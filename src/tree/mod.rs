@@ -357,6 +357,97 @@ impl Tree {
     }
 }
 
+/// Builds a `Tree` from nodes given in pre-order (a parent before its children, siblings in
+/// ascending name order), as a snapshot stores them. Each node's children set is filled in
+/// from the paths that follow it; `children` of a pushed node must be empty.
+pub struct TreeBuilder {
+    tree: Tree,
+    /// The path from the root to the last node pushed, each with the children seen so far.
+    open: Vec<(Arc<str>, Node, Vec<Arc<str>>)>,
+}
+
+impl Default for TreeBuilder {
+    fn default() -> Self {
+        TreeBuilder::new()
+    }
+}
+
+impl TreeBuilder {
+    pub fn new() -> TreeBuilder {
+        TreeBuilder {
+            tree: Tree {
+                nodes: HashMap::new(),
+                reapable: OrdSet::new(),
+                data_size: 0,
+                ephemerals: 0,
+            },
+            open: Vec::new(),
+        }
+    }
+
+    /// Adds the next node. Fails (with the reason) on anything but a valid pre-order.
+    pub fn push(&mut self, path: Arc<str>, node: Node) -> Result<(), &'static str> {
+        if !node.children.is_empty() {
+            return Err("a pushed node must come without children");
+        }
+        if self.open.is_empty() && !self.tree.nodes.is_empty() {
+            return Err("a node after the whole tree");
+        }
+        if self.open.is_empty() {
+            if &*path != "/" {
+                return Err("the first node is not the root");
+            }
+        } else {
+            if &*path == "/" || !path.starts_with('/') || path.ends_with('/') {
+                return Err("a bad path");
+            }
+            let (parent, name) = match path.rfind('/') {
+                Some(0) => ("/", &path[1..]),
+                Some(i) => (&path[..i], &path[i + 1..]),
+                None => return Err("a bad path"),
+            };
+            while self.open.last().is_some_and(|(p, _, _)| &**p != parent) {
+                self.close_last();
+            }
+            let Some((_, _, siblings)) = self.open.last_mut() else {
+                return Err("a node before its parent");
+            };
+            if siblings.last().is_some_and(|last| &**last >= name) {
+                return Err("siblings out of order");
+            }
+            siblings.push(Arc::from(name));
+        }
+        self.open.push((path, node, Vec::new()));
+        Ok(())
+    }
+
+    pub fn finish(mut self) -> Result<Tree, &'static str> {
+        while !self.open.is_empty() {
+            self.close_last();
+        }
+        if !self.tree.nodes.contains_key("/") {
+            return Err("no root");
+        }
+        Ok(self.tree)
+    }
+
+    fn close_last(&mut self) {
+        let Some((path, mut node, children)) = self.open.pop() else {
+            return;
+        };
+        node.children = children.into_iter().collect();
+        let t = &mut self.tree;
+        t.data_size += (path.len() + node.data_len()) as u64;
+        if node.ephemeral_owner != 0 {
+            t.ephemerals += 1;
+        }
+        if node.kind != NodeKind::Normal {
+            t.reapable.insert(path.clone());
+        }
+        t.nodes.insert(path, Arc::new(node));
+    }
+}
+
 /// Convenience for readers: may the caller read this node?
 pub fn can_read(node: &Node, ids: &[Id]) -> bool {
     acl::check(node.acl(), perms::READ, ids)

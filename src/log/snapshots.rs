@@ -1,0 +1,213 @@
+//! Snapshot files: `<data_dir>/snap/<index, 20 digits>.snap`, the format of `crate::snapshot`.
+//!
+//! Writing goes to `<name>.snap.tmp`, is fsynced, renamed into place and the directory fsynced,
+//! so a crash leaves either the whole file or a temporary one that the next start removes.
+//! These functions block: the sequencer runs `write` on a thread of its own (a million znodes
+//! take a few hundred ms to serialize, which no shard may spend) and the loads happen before
+//! serving starts.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::machine::{Machine, MachineConfig, View};
+use crate::snapshot::{self, Meta, SnapshotError, Summary};
+
+const SUFFIX: &str = ".snap";
+const TMP_SUFFIX: &str = ".snap.tmp";
+/// Snapshot files above this size are refused (corrupt metadata must not make us allocate).
+const MAX_FILE_BYTES: u64 = 64 << 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotFileError {
+    #[error("snapshot I/O error ({op} {}): {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("snapshot {}: {source}", path.display())]
+    Bad {
+        path: PathBuf,
+        source: SnapshotError,
+    },
+}
+
+impl SnapshotFileError {
+    /// True when the disk (or quota) is full: worth trying again later.
+    pub fn is_no_space(&self) -> bool {
+        let source = match self {
+            SnapshotFileError::Io { source, .. } => Some(source),
+            SnapshotFileError::Bad {
+                source: SnapshotError::Sink(e),
+                ..
+            } => Some(e),
+            SnapshotFileError::Bad { .. } => None,
+        };
+        source.and_then(|e| e.raw_os_error()) == Some(libc::ENOSPC)
+            || source.and_then(|e| e.raw_os_error()) == Some(libc::EDQUOT)
+    }
+}
+
+fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotFileError {
+    let path = path.to_path_buf();
+    move |source| SnapshotFileError::Io { op, path, source }
+}
+
+/// Where snapshots live.
+pub fn dir_of(data_dir: &Path) -> PathBuf {
+    data_dir.join("snap")
+}
+
+pub fn path_of(dir: &Path, index: u64) -> PathBuf {
+    dir.join(format!("{index:020}{SUFFIX}"))
+}
+
+/// Snapshot files in `dir`, oldest (lowest index) first. Temporary files of an interrupted
+/// write are removed. A missing directory has none.
+pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, SnapshotFileError> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io("list", dir)(e)),
+    };
+    let mut out = Vec::new();
+    for ent in rd {
+        let ent = ent.map_err(io("list", dir))?;
+        let name = ent.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(TMP_SUFFIX) {
+            let p = ent.path();
+            tracing::info!(file = %p.display(), "removing an unfinished snapshot");
+            std::fs::remove_file(&p).map_err(io("remove", &p))?;
+            continue;
+        }
+        let Some(stem) = name.strip_suffix(SUFFIX) else {
+            continue;
+        };
+        if stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()) {
+            if let Ok(index) = stem.parse::<u64>() {
+                out.push((index, ent.path()));
+            }
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Writes the snapshot of `view` (the state at `meta.index`) durably. Blocking.
+pub fn write(
+    dir: &Path,
+    view: &View,
+    meta: &Meta,
+) -> Result<(PathBuf, Summary), SnapshotFileError> {
+    std::fs::create_dir_all(dir).map_err(io("create dir", dir))?;
+    let path = path_of(dir, meta.index);
+    let tmp = dir.join(format!("{:020}{TMP_SUFFIX}", meta.index));
+    let result = (|| {
+        let file = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        let summary =
+            snapshot::encode(view, meta, &mut |b| out.write_all(b)).map_err(|source| {
+                SnapshotFileError::Bad {
+                    path: tmp.clone(),
+                    source,
+                }
+            })?;
+        let file = out
+            .into_inner()
+            .map_err(|e| io("write", &tmp)(e.into_error()))?;
+        file.sync_all().map_err(io("fsync", &tmp))?;
+        drop(file);
+        std::fs::rename(&tmp, &path).map_err(io("rename", &tmp))?;
+        sync_dir(dir)?;
+        Ok(summary)
+    })();
+    match result {
+        Ok(summary) => Ok((path, summary)),
+        Err(e) => {
+            // Never leave a partial file behind (it would only be removed at the next start,
+            // and on a full disk its space is what the log needs).
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), SnapshotFileError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("fsync dir", dir))
+}
+
+/// Reads and decodes one snapshot file.
+pub fn load(path: &Path, config: MachineConfig) -> Result<(Meta, Machine), SnapshotFileError> {
+    let bytes = read(path)?;
+    snapshot::decode(&bytes, config).map_err(|source| SnapshotFileError::Bad {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Reads a snapshot file whole (bounded by `MAX_FILE_BYTES`).
+pub fn read(path: &Path) -> Result<Vec<u8>, SnapshotFileError> {
+    let len = std::fs::metadata(path).map_err(io("stat", path))?.len();
+    if len > MAX_FILE_BYTES {
+        return Err(SnapshotFileError::Bad {
+            path: path.to_path_buf(),
+            source: SnapshotError::Corrupt {
+                offset: 0,
+                reason: format!("{len} bytes is more than any snapshot"),
+            },
+        });
+    }
+    std::fs::read(path).map_err(io("read", path))
+}
+
+/// The newest snapshot that loads (see [`load_newest`]).
+pub struct Loaded {
+    pub meta: Meta,
+    pub machine: Machine,
+    pub path: PathBuf,
+}
+
+/// Tries the snapshots newest first: a bad one is reported and the one before it tried (the
+/// log is kept back to the oldest retained snapshot for exactly this). Returns the one that
+/// loaded, if any, and the errors of those that did not.
+pub fn load_newest(
+    dir: &Path,
+    config: &MachineConfig,
+) -> Result<(Option<Loaded>, Vec<SnapshotFileError>), SnapshotFileError> {
+    let mut skipped = Vec::new();
+    for (_, path) in list(dir)?.into_iter().rev() {
+        match load(&path, config.clone()) {
+            Ok((meta, machine)) => {
+                let loaded = Loaded {
+                    meta,
+                    machine,
+                    path,
+                };
+                return Ok((Some(loaded), skipped));
+            }
+            Err(e @ SnapshotFileError::Bad { .. }) => {
+                tracing::error!("{e}; trying the snapshot before it");
+                skipped.push(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((None, skipped))
+}
+
+/// Removes all but the newest `keep` snapshots; returns the index of the oldest one kept (the
+/// log must still reach back to it), or `None` when there is none.
+pub fn purge(dir: &Path, keep: usize) -> Result<Option<u64>, SnapshotFileError> {
+    let all = list(dir)?;
+    let cut = all.len().saturating_sub(keep.max(1));
+    for (_, path) in &all[..cut] {
+        std::fs::remove_file(path).map_err(io("remove", path))?;
+    }
+    if cut > 0 {
+        sync_dir(dir)?;
+    }
+    Ok(all.get(cut).map(|(index, _)| *index))
+}
