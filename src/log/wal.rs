@@ -47,6 +47,8 @@ const MAX_WRITE_BYTES: usize = 4 << 20;
 /// Largest amount of encoded records waiting for the writer (beyond the write in flight).
 const MAX_PENDING_BYTES: usize = 128 << 20;
 const READ_CHUNK: u64 = 4 << 20;
+/// How often a segment that failed for lack of space is tried again.
+const NO_SPACE_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
 const ZERO_CHUNK: u64 = 1 << 20;
 const MAX_SEGMENTS: usize = 1 << 20;
 const SEGMENT_SUFFIX: &str = ".seg";
@@ -224,6 +226,8 @@ struct Shared {
     spare_marks: Vec<(usize, u64)>,
     /// Full segments, oldest first, with the highest entry index each holds (an upper bound).
     closed: VecDeque<(u64, u64)>,
+    /// The next segment cannot be made for lack of disk space; its preparation retries.
+    no_space: bool,
     /// Test hook: the next disk write fails with this errno.
     #[cfg(test)]
     inject_write_errno: Option<i32>,
@@ -371,6 +375,7 @@ impl Wal {
             marks: Vec::new(),
             spare_marks: Vec::new(),
             closed,
+            no_space: false,
             #[cfg(test)]
             inject_write_errno: None,
         }));
@@ -533,6 +538,14 @@ impl Wal {
             );
         }
         Ok(removed)
+    }
+
+    /// True while the next segment cannot be created for lack of disk space. Records already
+    /// submitted still fit the active segment (or wait for space: nothing is dropped); a
+    /// caller should refuse new writes until this clears, which it does by itself once space
+    /// is freed.
+    pub fn out_of_space(&self) -> bool {
+        self.shared.borrow().no_space
     }
 
     /// Full segments still on disk.
@@ -829,8 +842,41 @@ impl Writer {
         let seq = self.active.seq + 1;
         let (dir, opts, shared) = (self.dir.clone(), self.opts, self.shared.clone());
         let task = glommio::spawn_local(async move {
-            prepare_segment(&dir, seq, opts).await?;
-            shared.borrow_mut().stats.segments_created += 1;
+            loop {
+                match prepare_segment(&dir, seq, opts).await {
+                    Ok(()) => break,
+                    // A full disk is the operator's to fix, and nothing is lost meanwhile:
+                    // report it and try again until space appears.
+                    Err(e @ WalError::NoSpace { .. }) => {
+                        let first = !std::mem::replace(&mut shared.borrow_mut().no_space, true);
+                        if first {
+                            tracing::error!(error = %e, "WAL: disk full; refusing new writes until space is freed");
+                        }
+                        if shared.borrow().closing {
+                            return Err(e);
+                        }
+                        glommio::timer::sleep(NO_SPACE_RETRY).await;
+                    }
+                    Err(e) => {
+                        // Any other failure of the log's disk stops the log now, not at the
+                        // next rotation.
+                        let mut s = shared.borrow_mut();
+                        if s.failed.is_none() {
+                            s.failed = Some(e.clone());
+                        }
+                        if let Some(w) = s.writer_waker.take() {
+                            w.wake();
+                        }
+                        s.wake_waiters();
+                        return Err(e);
+                    }
+                }
+            }
+            let mut s = shared.borrow_mut();
+            if std::mem::replace(&mut s.no_space, false) {
+                tracing::info!("WAL: disk space is back; accepting writes again");
+            }
+            s.stats.segments_created += 1;
             Ok(())
         });
         self.preparing = Some((seq, task));

@@ -17,9 +17,10 @@ use super::{Diag, ServerError, Shared, ToSequencer, ToShard, Update};
 use crate::consensus::{Consensus, Output, StoredEntry, TICK_MS};
 use crate::log::{snapshots, LogRecord, Wal, WalOptions};
 use crate::machine::{Machine, MachineConfig};
+use crate::proto::types::ErrorCode;
 use crate::proto::types::SessionId;
 use crate::session::ExpiryTracker;
-use crate::txn::{Batch, Command, Op};
+use crate::txn::{Applied, Batch, Command, Op, OpResult};
 
 /// Most commands in one proposal; more wait for the next.
 const MAX_BATCH_COMMANDS: usize = 4096;
@@ -162,6 +163,9 @@ pub async fn run(
         round: 0,
         snap_dir,
         snapshots: SnapshotSchedule::default(),
+        applied_index: snap_index,
+        refused: Vec::new(),
+        refused_after: 0,
     };
     let last = seq.consensus.last_index();
     seq.replay_until = (last > snap_index).then_some(last);
@@ -195,6 +199,12 @@ struct Sequencer {
     round: u64,
     snap_dir: std::path::PathBuf,
     snapshots: SnapshotSchedule,
+    /// The last log index applied.
+    applied_index: u64,
+    /// Writes refused for lack of disk space, answered once every entry up to
+    /// `refused_after` is applied (so that each connection's replies stay in order).
+    refused: Vec<Applied>,
+    refused_after: u64,
 }
 
 /// When the next snapshot is due.
@@ -417,6 +427,9 @@ impl Sequencer {
         if self.pending.is_empty() || !self.consensus.is_leader() {
             return Ok(());
         }
+        if self.wal.out_of_space() {
+            self.refuse_for_space();
+        }
         if self.wal.pending_bytes() > MAX_LOG_BACKLOG {
             self.shared.metrics.log_backpressure.inc();
             return Ok(());
@@ -440,11 +453,48 @@ impl Sequencer {
         Ok(())
     }
 
+    /// The disk is full (the next log segment cannot be made): data writes are answered
+    /// Throttled ("not executed, try again later") at once instead of waiting an unknown time.
+    /// Sessions still open and close, so that clients can connect and read, and the server's
+    /// own commands (expiry, the reaper) go on, all in what is left of the active segment.
+    fn refuse_for_space(&mut self) {
+        let (keep, refuse): (Vec<Command>, Vec<Command>) = self.pending.drain(..).partition(|c| {
+            c.origin == 0
+                || c.origin == REAPER_ORIGIN
+                || matches!(c.op, Op::CreateSession { .. } | Op::CloseSession)
+        });
+        self.pending = keep;
+        if refuse.is_empty() {
+            return;
+        }
+        self.shared.metrics.writes_rejected.add(refuse.len() as u64);
+        let zxid = self.machine.last_zxid();
+        self.refused.extend(refuse.into_iter().map(|c| Applied {
+            origin: c.origin,
+            session: c.session,
+            xid: c.xid,
+            zxid,
+            result: OpResult::Error(ErrorCode::Throttled),
+            triggers: Vec::new(),
+            ended_sessions: Vec::new(),
+            duplicate: false,
+        }));
+        // Each connection's replies go out in order: these follow everything proposed before.
+        self.refused_after = self.consensus.last_index();
+    }
+
     /// Hand every ready to the log, apply what is committed, fan out the results.
     async fn pump(&mut self) -> Result<(), ServerError> {
         while let Some(out) = self.consensus.poll()? {
             self.persist(&out);
             self.apply(out).await?;
+        }
+        if !self.refused.is_empty()
+            && self.applied_index >= self.refused_after
+            && self.shared.serving.load(Ordering::SeqCst)
+        {
+            // Nothing they must wait for is in flight: answer them now.
+            self.publish(self.machine.view(), Vec::new(), false).await;
         }
         Ok(())
     }
@@ -513,6 +563,7 @@ impl Sequencer {
             }
         }
         self.consensus.applied(last_index)?;
+        self.applied_index = last_index;
         self.maybe_snapshot(last_index, last_term);
         if self.replay_until.is_some_and(|until| last_index >= until) {
             self.replay_until = None;
@@ -534,6 +585,20 @@ impl Sequencer {
             .metrics
             .apply_latency_us
             .record(started.elapsed().as_micros() as u64);
+        self.publish(view, applied, first).await;
+        Ok(())
+    }
+
+    /// Sends one apply round to the shards, with any refused writes now due.
+    async fn publish(
+        &mut self,
+        view: crate::machine::View,
+        mut applied: Vec<Applied>,
+        first: bool,
+    ) {
+        if !self.refused.is_empty() && self.applied_index >= self.refused_after {
+            applied.append(&mut self.refused);
+        }
         self.round += 1;
         if let Ok(mut latest) = self.shared.latest.lock() {
             *latest = (self.round, view.clone());
@@ -555,7 +620,6 @@ impl Sequencer {
             // the sequencer waits here (its own clients wait with it): that is backpressure.
             let _ = link.send(ToShard::Update(update.clone())).await;
         }
-        Ok(())
     }
 
     fn publish_gauges(&self) {
