@@ -49,8 +49,8 @@ def server_factory(request):
     """Makes extra servers (e.g. with TTL disabled); all destroyed after the test."""
     made = []
 
-    def make(ttl_enabled=True, start=True):
-        s = Server("%s-%d" % (request.node.name, len(made)), ttl_enabled=ttl_enabled)
+    def make(ttl_enabled=True, start=True, **kw):
+        s = Server("%s-%d" % (request.node.name, len(made)), ttl_enabled=ttl_enabled, **kw)
         made.append(s)
         return s.start() if start else s
 

@@ -149,16 +149,20 @@ class Server:
     """One server process of the chosen target on a fixed port and data dir;
     can be stopped, killed and restarted on the same port and data."""
 
-    def __init__(self, name, ttl_enabled=True, target=TARGET):
+    def __init__(self, name, ttl_enabled=True, target=TARGET, extra_args=(), data_dir=None):
+        """`extra_args`: more ringkeeper flags (ringkeeper only). `data_dir`: use this
+        directory (e.g. on a filesystem a test made) instead of one in the work dir."""
         self.name = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:80]
         self.target = target
         self.ttl_enabled = ttl_enabled
+        self.extra_args = list(extra_args)
+        assert not self.extra_args or target == "ringkeeper", "extra_args are ringkeeper flags"
         self.port = free_port()
         self.addr = ("127.0.0.1", self.port)
         self.hosts = "127.0.0.1:%d" % self.port
         self.workdir = Path(tempfile.mkdtemp(prefix="rk-compat-%s-" % self.name))
-        self.data_dir = self.workdir / "data"
-        self.data_dir.mkdir()
+        self.data_dir = Path(data_dir) if data_dir else self.workdir / "data"
+        self.data_dir.mkdir(exist_ok=True)
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.log_path = LOG_DIR / ("%s-%d.log" % (self.name, self.port))
         self.proc = None
@@ -166,7 +170,7 @@ class Server:
 
     def command(self):
         if self.target == "ringkeeper":
-            return ringkeeper_command(self.port, self.data_dir, self.ttl_enabled)
+            return ringkeeper_command(self.port, self.data_dir, self.ttl_enabled) + self.extra_args
         return zookeeper_command(self.port, self.data_dir, self.ttl_enabled)
 
     def start(self):
