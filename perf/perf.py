@@ -314,6 +314,8 @@ def main():
     ap.add_argument("--servers", default="ringkeeper,zookeeper", help="which servers, in order")
     ap.add_argument("--znodes", help="memory/restart points, comma separated (default 100000,1000000; quick 100000)")
     ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--only-memory", action="store_true",
+                    help="only the memory and restart measurement (no scenarios, no capacity ramp)")
     ap.add_argument("--skip-capacity", action="store_true")
     ap.add_argument("--slo-p99-ms", type=float, default=5.0, help="capacity SLO (default 5)")
     ap.add_argument("--out", help="results dir (default perf/results/<date>-<host>[-quick])")
@@ -367,7 +369,10 @@ def main():
            results["floor_direct"]["p50_us"]))
     save()
 
-    for kind in kinds:
+    if a.only_memory:
+        results["scenarios"] = []
+        a.skip_capacity = True
+    for kind in kinds if results["scenarios"] else []:
         log("%s: %d scenarios of %g s (+%g s warm-up)" % (kind, len(results["scenarios"]), duration, warmup))
         results["scenario_runs"][kind] = run_scenarios(
             kind, tmp, raw, results["scenarios"], duration, warmup, results["server_warmup_s"]

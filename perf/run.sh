@@ -16,6 +16,7 @@
 #   --duration S       measured seconds per scenario (default 10; quick 3)
 #   --servers LIST     ringkeeper,zookeeper (default), or one of them
 #   --skip-memory, --skip-capacity, --znodes N,M, --slo-p99-ms MS, --out DIR
+#   --only-memory      just memory per znode and restart time (issue 4's restart benchmark)
 # Environment: ZK_HEAP (default 2g), RK_BIN, ZK_CLASSPATH, RK_PERF_NO_BUILD=1 (use the binary as built).
 set -euo pipefail
 

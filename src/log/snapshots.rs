@@ -198,9 +198,9 @@ pub fn load_newest(
     Ok((None, skipped))
 }
 
-/// Removes all but the newest `keep` snapshots; returns the index of the oldest one kept (the
-/// log must still reach back to it), or `None` when there is none.
-pub fn purge(dir: &Path, keep: usize) -> Result<Option<u64>, SnapshotFileError> {
+/// Removes all but the newest `keep` snapshots; returns the indexes of those kept, oldest
+/// first.
+pub fn purge(dir: &Path, keep: usize) -> Result<Vec<u64>, SnapshotFileError> {
     let all = list(dir)?;
     let cut = all.len().saturating_sub(keep.max(1));
     for (_, path) in &all[..cut] {
@@ -209,5 +209,5 @@ pub fn purge(dir: &Path, keep: usize) -> Result<Option<u64>, SnapshotFileError> 
     if cut > 0 {
         sync_dir(dir)?;
     }
-    Ok(all.get(cut).map(|(index, _)| *index))
+    Ok(all[cut..].iter().map(|(index, _)| *index).collect())
 }

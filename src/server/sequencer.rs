@@ -55,7 +55,28 @@ pub async fn run(
     };
     let snap_dir = snapshots::dir_of(&config.data_dir);
     let started = Instant::now();
-    let (loaded, bad_snapshots) = snapshots::load_newest(&snap_dir, &machine_config)?;
+    // The snapshot loads on a thread of its own while this executor reads the log.
+    let (loaded_tx, loaded_rx) = async_channel::bounded(1);
+    {
+        let (dir, config) = (snap_dir.clone(), machine_config.clone());
+        std::thread::Builder::new()
+            .name("rk-snapshot-load".into())
+            .spawn(move || {
+                let _ = loaded_tx.send_blocking(snapshots::load_newest(&dir, &config));
+            })?;
+    }
+    let (wal, recovery) = Wal::open(
+        &super::log_dir(config),
+        WalOptions {
+            segment_bytes: config.log_segment_bytes,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let (loaded, bad_snapshots) = loaded_rx
+        .recv()
+        .await
+        .map_err(|_| ServerError::Startup("the snapshot loader thread died".into()))??;
     if let Some(l) = &loaded {
         tracing::info!(
             file = %l.path.display(),
@@ -66,14 +87,6 @@ pub async fn run(
             "snapshot loaded"
         );
     }
-    let (wal, recovery) = Wal::open(
-        &super::log_dir(config),
-        WalOptions {
-            segment_bytes: config.log_segment_bytes,
-            ..Default::default()
-        },
-    )
-    .await?;
     if let Some((file, offset)) = &recovery.truncated_tail {
         tracing::warn!(file = %file.display(), offset, "truncated a torn record at the log tail");
     }
@@ -363,17 +376,20 @@ impl Sequencer {
             ms = done.took.as_millis() as u64,
             "snapshot written"
         );
-        let oldest = match snapshots::purge(&self.snap_dir, self.shared.config.snap_retain_count) {
-            Ok(Some(oldest)) => oldest,
-            Ok(None) => return,
+        let kept = match snapshots::purge(&self.snap_dir, self.shared.config.snap_retain_count) {
+            Ok(kept) => kept,
             Err(e) => {
                 tracing::error!("removing old snapshots failed: {e}");
                 return;
             }
         };
-        // The log must reach back to the oldest snapshot kept, so that a bad newest snapshot
-        // can fall back to it. First a durable copy of the hard state in the active segment,
-        // since the segments about to go may hold the only one.
+        // The log reaches back to the snapshot before the newest, so that a bad newest one
+        // can fall back to it (older ones are kept for the operator; the log since them costs
+        // restart time). First a durable copy of the hard state in the active segment, since
+        // the segments about to go may hold the only one.
+        let Some(&through) = kept.len().checked_sub(2).and_then(|i| kept.get(i)) else {
+            return;
+        };
         let (term, vote, commit) = self.consensus.hard_state();
         let ticket = self
             .wal
@@ -381,7 +397,7 @@ impl Sequencer {
         let wal = self.wal.clone();
         glommio::spawn_local(async move {
             let result = match wal.wait_durable(ticket).await {
-                Ok(()) => wal.remove_segments_through(oldest).await.map(|_| ()),
+                Ok(()) => wal.remove_segments_through(through).await.map(|_| ()),
                 Err(e) => Err(e),
             };
             if let Err(e) = result {

@@ -360,10 +360,16 @@ impl Tree {
 /// Builds a `Tree` from nodes given in pre-order (a parent before its children, siblings in
 /// ascending name order), as a snapshot stores them. Each node's children set is filled in
 /// from the paths that follow it; `children` of a pushed node must be empty.
+///
+/// Two halves, so that a loader can run them on two cores: the builder checks the order and
+/// completes nodes (`push`, `take_completed`); the [`TreeAssembler`] puts completed nodes into
+/// the map. `finish` does both on one thread.
 pub struct TreeBuilder {
-    tree: Tree,
     /// The path from the root to the last node pushed, each with the children seen so far.
     open: Vec<(Arc<str>, Node, Vec<Arc<str>>)>,
+    /// Nodes whose subtree is complete, waiting for the assembler.
+    completed: Vec<(Arc<str>, Node)>,
+    started: bool,
 }
 
 impl Default for TreeBuilder {
@@ -375,13 +381,9 @@ impl Default for TreeBuilder {
 impl TreeBuilder {
     pub fn new() -> TreeBuilder {
         TreeBuilder {
-            tree: Tree {
-                nodes: HashMap::new(),
-                reapable: OrdSet::new(),
-                data_size: 0,
-                ephemerals: 0,
-            },
             open: Vec::new(),
+            completed: Vec::new(),
+            started: false,
         }
     }
 
@@ -390,13 +392,14 @@ impl TreeBuilder {
         if !node.children.is_empty() {
             return Err("a pushed node must come without children");
         }
-        if self.open.is_empty() && !self.tree.nodes.is_empty() {
-            return Err("a node after the whole tree");
-        }
         if self.open.is_empty() {
+            if self.started {
+                return Err("a node after the whole tree");
+            }
             if &*path != "/" {
                 return Err("the first node is not the root");
             }
+            self.started = true;
         } else {
             if &*path == "/" || !path.starts_with('/') || path.ends_with('/') {
                 return Err("a bad path");
@@ -421,30 +424,79 @@ impl TreeBuilder {
         Ok(())
     }
 
-    pub fn finish(mut self) -> Result<Tree, &'static str> {
+    /// Nodes completed since the last call, for a [`TreeAssembler`].
+    pub fn take_completed(&mut self) -> Vec<(Arc<str>, Node)> {
+        std::mem::take(&mut self.completed)
+    }
+
+    /// Completes every node still open: the input is over.
+    pub fn close_all(&mut self) -> Result<(), &'static str> {
+        if !self.started {
+            return Err("no root");
+        }
         while !self.open.is_empty() {
             self.close_last();
         }
+        Ok(())
+    }
+
+    pub fn finish(mut self) -> Result<Tree, &'static str> {
+        self.close_all()?;
+        let mut assembler = TreeAssembler::new();
+        assembler.add(self.take_completed());
+        assembler.finish()
+    }
+
+    fn close_last(&mut self) {
+        if let Some((path, mut node, children)) = self.open.pop() {
+            node.children = children.into_iter().collect();
+            self.completed.push((path, node));
+        }
+    }
+}
+
+/// The second half of [`TreeBuilder`]: the map and the tree's counters.
+pub struct TreeAssembler {
+    tree: Tree,
+}
+
+impl Default for TreeAssembler {
+    fn default() -> Self {
+        TreeAssembler::new()
+    }
+}
+
+impl TreeAssembler {
+    pub fn new() -> TreeAssembler {
+        TreeAssembler {
+            tree: Tree {
+                nodes: HashMap::new(),
+                reapable: OrdSet::new(),
+                data_size: 0,
+                ephemerals: 0,
+            },
+        }
+    }
+
+    pub fn add(&mut self, completed: Vec<(Arc<str>, Node)>) {
+        let t = &mut self.tree;
+        for (path, node) in completed {
+            t.data_size += (path.len() + node.data_len()) as u64;
+            if node.ephemeral_owner != 0 {
+                t.ephemerals += 1;
+            }
+            if node.kind != NodeKind::Normal {
+                t.reapable.insert(path.clone());
+            }
+            t.nodes.insert(path, Arc::new(node));
+        }
+    }
+
+    pub fn finish(self) -> Result<Tree, &'static str> {
         if !self.tree.nodes.contains_key("/") {
             return Err("no root");
         }
         Ok(self.tree)
-    }
-
-    fn close_last(&mut self) {
-        let Some((path, mut node, children)) = self.open.pop() else {
-            return;
-        };
-        node.children = children.into_iter().collect();
-        let t = &mut self.tree;
-        t.data_size += (path.len() + node.data_len()) as u64;
-        if node.ephemeral_owner != 0 {
-            t.ephemerals += 1;
-        }
-        if node.kind != NodeKind::Normal {
-            t.reapable.insert(path.clone());
-        }
-        t.nodes.insert(path, Arc::new(node));
     }
 }
 
