@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod bench;
 pub mod config;
+pub mod import;
 pub mod consensus;
 pub mod log;
 pub mod machine;
@@ -17,3 +18,4 @@ pub mod snapshot;
 pub mod tree;
 pub mod txn;
 pub mod watch;
+pub mod zkdata;

@@ -22,14 +22,62 @@ enum Command {
     /// Run a member (one-member ensemble by default) on the ZooKeeper client port.
     Serve(ServeArgs),
     /// Load generator speaking the ZooKeeper protocol (targets ringkeeper or ZooKeeper).
-    Bench(ringkeeper::bench::BenchArgs),
+    Bench(Box<ringkeeper::bench::BenchArgs>),
+    /// Make a ringkeeper data dir from an Apache ZooKeeper one (its version-2 snapshots and
+    /// transaction logs): same tree, ACLs, Stats, sessions and zxids.
+    Import(ImportArgs),
+}
+
+#[derive(clap::Args)]
+struct ImportArgs {
+    /// ZooKeeper's dataDir (holding version-2/), or the version-2 dir itself.
+    #[arg(long, value_name = "DIR")]
+    zookeeper_data_dir: std::path::PathBuf,
+    /// ZooKeeper's dataLogDir, when its transaction logs live apart from the snapshots.
+    #[arg(long, value_name = "DIR")]
+    zookeeper_log_dir: Option<std::path::PathBuf>,
+    /// The ringkeeper data dir to create (must not hold ringkeeper data yet).
+    #[arg(long, value_name = "DIR", default_value = "./data")]
+    data_dir: std::path::PathBuf,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
-        Command::Bench(args) => bench(args),
+        Command::Bench(args) => bench(*args),
+        Command::Import(args) => import(args),
+    }
+}
+
+fn import(args: ImportArgs) -> ExitCode {
+    let started = std::time::Instant::now();
+    match ringkeeper::import::import(
+        &args.zookeeper_data_dir,
+        args.zookeeper_log_dir.as_deref(),
+        &args.data_dir,
+    ) {
+        Ok(r) => {
+            for w in &r.warnings {
+                eprintln!("ringkeeper import: warning: {w}");
+            }
+            println!(
+                "imported {} znodes and {} sessions up to zxid {:#x} ({} transactions replayed \
+                 from {}) into {} in {:.1} s",
+                r.nodes,
+                r.sessions,
+                r.last_zxid,
+                r.txns_replayed,
+                r.sources.join(", "),
+                r.snapshot.display(),
+                started.elapsed().as_secs_f64()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ringkeeper import: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
