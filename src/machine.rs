@@ -260,6 +260,10 @@ impl Machine {
         self.state.last_zxid
     }
 
+    pub fn has_session(&self, id: SessionId) -> bool {
+        self.state.sessions.contains(id)
+    }
+
     /// Sets the last zxid (restoring a snapshot; tests of the counter rollover). The next
     /// command gets the zxid after it.
     pub fn set_last_zxid(&mut self, zxid: Zxid) {

@@ -548,6 +548,11 @@ impl Wal {
         self.shared.borrow().no_space
     }
 
+    /// The error that poisoned the log, if one has.
+    pub fn failure(&self) -> Option<WalError> {
+        self.shared.borrow().failed.clone()
+    }
+
     /// Full segments still on disk.
     pub fn closed_segments(&self) -> usize {
         self.shared.borrow().closed.len()
@@ -861,6 +866,7 @@ impl Writer {
                         // Any other failure of the log's disk stops the log now, not at the
                         // next rotation.
                         let mut s = shared.borrow_mut();
+                        s.no_space = false;
                         if s.failed.is_none() {
                             s.failed = Some(e.clone());
                         }

@@ -49,6 +49,39 @@ pub async fn run(
     to_shards: Vec<SharedSender<ToShard>>,
 ) -> Result<(), ServerError> {
     let config = &shared.config;
+    // Links first: a shard's sender to the sequencer polls until its receiver connects, and
+    // would burn a core for the whole snapshot load and log read.
+    let (inbox_tx, inbox) = async_channel::unbounded::<Event>();
+    for rx in from_shards {
+        let tx = inbox_tx.clone();
+        glommio::spawn_local(async move {
+            let rx = rx.connect().await;
+            while let Some(msg) = rx.recv().await {
+                if tx.send(Event::Shard(msg)).await.is_err() {
+                    break;
+                }
+            }
+        })
+        .detach();
+    }
+    // Senders connect once their receivers do; the receivers above are already connecting.
+    let mut links = Vec::with_capacity(to_shards.len());
+    for tx in to_shards {
+        links.push(tx.connect().await);
+    }
+    {
+        let tx = inbox_tx.clone();
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(Duration::from_millis(TICK_MS)).await;
+                if tx.send(Event::Tick).await.is_err() {
+                    break;
+                }
+            }
+        })
+        .detach();
+    }
+
     let machine_config = MachineConfig {
         ttl_enabled: config.ttl_enabled,
         ..Default::default()
@@ -126,37 +159,6 @@ pub async fn run(
         recovery.hard_state,
     )?;
 
-    let (inbox_tx, inbox) = async_channel::unbounded::<Event>();
-    for rx in from_shards {
-        let tx = inbox_tx.clone();
-        glommio::spawn_local(async move {
-            let rx = rx.connect().await;
-            while let Some(msg) = rx.recv().await {
-                if tx.send(Event::Shard(msg)).await.is_err() {
-                    break;
-                }
-            }
-        })
-        .detach();
-    }
-    // Senders connect once their receivers do; the receivers above are already connecting.
-    let mut links = Vec::with_capacity(to_shards.len());
-    for tx in to_shards {
-        links.push(tx.connect().await);
-    }
-    {
-        let tx = inbox_tx.clone();
-        glommio::spawn_local(async move {
-            loop {
-                glommio::timer::sleep(Duration::from_millis(TICK_MS)).await;
-                if tx.send(Event::Tick).await.is_err() {
-                    break;
-                }
-            }
-        })
-        .detach();
-    }
-
     let mut seq = Sequencer {
         shared: shared.clone(),
         wal: Rc::new(wal),
@@ -179,6 +181,7 @@ pub async fn run(
         applied_index: snap_index,
         refused: Vec::new(),
         refused_after: 0,
+        compacting: Rc::default(),
     };
     let last = seq.consensus.last_index();
     seq.replay_until = (last > snap_index).then_some(last);
@@ -218,6 +221,8 @@ struct Sequencer {
     /// `refused_after` is applied (so that each connection's replies stay in order).
     refused: Vec<Applied>,
     refused_after: u64,
+    /// Log compactions in flight (each holds the log until it ends).
+    compacting: Rc<std::cell::Cell<usize>>,
 }
 
 /// When the next snapshot is due.
@@ -250,6 +255,11 @@ impl Sequencer {
             while let Ok(event) = inbox.try_recv() {
                 self.handle(event)?;
             }
+            if let Some(e) = self.wal.failure() {
+                // Noticed here too, not only through a write waiting on the log: with every
+                // write refused (disk full), none may be waiting.
+                return Err(ServerError::LogFailed(e.to_string()));
+            }
             let stopping = self.shared.shutdown.load(Ordering::SeqCst);
             if stopping {
                 // Writes not yet proposed were never acknowledged: drop them; finish the rest.
@@ -277,7 +287,11 @@ impl Sequencer {
             Event::Shard(ToSequencer::Touch(sessions)) => {
                 let now = self.now_ms();
                 for (session, timeout) in sessions {
-                    self.tracker.touch(session, timeout, now);
+                    // Activity reported after the session was closed must not bring it back
+                    // (it would only be expired again, for a log write).
+                    if self.machine.has_session(session) {
+                        self.tracker.touch(session, timeout, now);
+                    }
                 }
             }
             Event::Shard(ToSequencer::Attach { session, origin }) => {
@@ -394,7 +408,8 @@ impl Sequencer {
         let ticket = self
             .wal
             .submit(&[LogRecord::HardState { term, vote, commit }]);
-        let wal = self.wal.clone();
+        let (wal, compacting) = (self.wal.clone(), self.compacting.clone());
+        compacting.set(compacting.get() + 1);
         glommio::spawn_local(async move {
             let result = match wal.wait_durable(ticket).await {
                 Ok(()) => wal.remove_segments_through(through).await.map(|_| ()),
@@ -403,6 +418,8 @@ impl Sequencer {
             if let Err(e) = result {
                 tracing::error!("removing old log segments failed: {e}");
             }
+            drop(wal);
+            compacting.set(compacting.get() - 1);
         })
         .detach();
     }
@@ -703,6 +720,10 @@ impl Sequencer {
 
     async fn shut_down(self, result: Result<(), ServerError>) -> Result<(), ServerError> {
         self.shared.shutdown.store(true, Ordering::SeqCst);
+        // A compaction in flight holds the log; it ends within one sync.
+        while self.compacting.get() > 0 && result.is_ok() {
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+        }
         for link in &self.links {
             let _ = link.send(ToShard::Stop).await;
         }
