@@ -1056,8 +1056,6 @@ metrics! {
         sequencer_queue,
         /// Records waiting for the log writer.
         log_queue,
-        /// Committed batches waiting to be applied.
-        apply_queue,
         /// Raft term and commit index, as last seen.
         raft_term,
         commit_index,
@@ -1067,11 +1065,11 @@ metrics! {
         request_latency_us,
         /// Commands per raft entry.
         batch_commands,
-        /// Bytes per log write.
+        /// Bytes of raft entries per log submit.
         log_write_bytes,
-        /// One write+fdatasync (µs).
+        /// A log submit until it is durable: the group-commit wait plus one write+sync (µs).
         fsync_latency_us,
-        /// Proposal to commit (µs).
+        /// A batch proposed until it is committed (µs).
         commit_latency_us,
         /// Applying one batch (µs).
         apply_latency_us,

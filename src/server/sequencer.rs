@@ -182,6 +182,7 @@ pub async fn run(
         refused: Vec::new(),
         refused_after: 0,
         compacting: Rc::default(),
+        proposed_at: Default::default(),
     };
     let last = seq.consensus.last_index();
     seq.replay_until = (last > snap_index).then_some(last);
@@ -223,6 +224,8 @@ struct Sequencer {
     refused_after: u64,
     /// Log compactions in flight (each holds the log until it ends).
     compacting: Rc<std::cell::Cell<usize>>,
+    /// (last log index, time) of each proposal not yet committed, for `commit_latency_us`.
+    proposed_at: std::collections::VecDeque<(u64, Instant)>,
 }
 
 /// When the next snapshot is due.
@@ -482,6 +485,11 @@ impl Sequencer {
                 .batch_commands
                 .record(batch.commands.len() as u64);
             self.consensus.propose(bytes.to_vec())?;
+            if self.proposed_at.len() == MAX_BATCH_COMMANDS {
+                self.proposed_at.pop_front(); // only a latency sample is lost
+            }
+            self.proposed_at
+                .push_back((self.consensus.last_index(), Instant::now()));
         }
         Ok(())
     }
@@ -552,12 +560,20 @@ impl Sequencer {
                 commit: hs.commit,
             });
         }
+        let bytes: usize = out.entries.iter().map(|e| e.data.len()).sum();
+        self.shared.metrics.log_write_bytes.record(bytes as u64);
         let ticket = self.wal.submit(&records);
         self.unpersisted += 1;
         let (wal, tx, number) = (self.wal.clone(), self.inbox_tx.clone(), out.number);
+        let shared = self.shared.clone();
+        let submitted = Instant::now();
         glommio::spawn_local(async move {
             let event = match wal.wait_durable(ticket).await {
-                Ok(()) => Event::Persisted(number),
+                Ok(()) => {
+                    let us = submitted.elapsed().as_micros() as u64;
+                    shared.metrics.fsync_latency_us.record(us);
+                    Event::Persisted(number)
+                }
                 Err(e) => Event::WalFailed(e.to_string()),
             };
             let _ = tx.send(event).await;
@@ -597,6 +613,14 @@ impl Sequencer {
         }
         self.consensus.applied(last_index)?;
         self.applied_index = last_index;
+        while let Some(&(index, at)) = self.proposed_at.front() {
+            if index > last_index {
+                break;
+            }
+            self.proposed_at.pop_front();
+            let us = at.elapsed().as_micros() as u64;
+            self.shared.metrics.commit_latency_us.record(us);
+        }
         self.maybe_snapshot(last_index, last_term);
         if self.replay_until.is_some_and(|until| last_index >= until) {
             self.replay_until = None;
