@@ -7,8 +7,9 @@
 pub mod admin;
 pub mod bench;
 pub mod config;
-pub mod import;
 pub mod consensus;
+pub mod import;
+pub mod inspect;
 pub mod log;
 pub mod machine;
 pub mod proto;

@@ -20,12 +20,24 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a member (one-member ensemble by default) on the ZooKeeper client port.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Load generator speaking the ZooKeeper protocol (targets ringkeeper or ZooKeeper).
     Bench(Box<ringkeeper::bench::BenchArgs>),
     /// Make a ringkeeper data dir from an Apache ZooKeeper one (its version-2 snapshots and
     /// transaction logs): same tree, ACLs, Stats, sessions and zxids.
     Import(ImportArgs),
+    /// Inspect the write-ahead log of a data dir (read-only).
+    Log {
+        #[command(subcommand)]
+        command: ringkeeper::inspect::LogCommand,
+    },
+    /// Inspect snapshot files (read-only).
+    Snapshot {
+        #[command(subcommand)]
+        command: ringkeeper::inspect::SnapshotCommand,
+    },
+    /// Check a data dir's snapshots and log, read-only: exit 0 healthy, 1 not, 2 unreadable.
+    Verify(ringkeeper::inspect::VerifyArgs),
 }
 
 #[derive(clap::Args)]
@@ -44,9 +56,12 @@ struct ImportArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Bench(args) => bench(*args),
         Command::Import(args) => import(args),
+        Command::Log { command } => ringkeeper::inspect::log_command(command),
+        Command::Snapshot { command } => ringkeeper::inspect::snapshot_command(command),
+        Command::Verify(args) => ringkeeper::inspect::verify_command(args),
     }
 }
 

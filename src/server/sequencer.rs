@@ -28,6 +28,8 @@ const MAX_BATCH_COMMANDS: usize = 4096;
 /// `pending` (bounded upstream by each connection's limit) instead of piling up in the log's
 /// buffer, which refuses to grow past its own hard limit.
 const MAX_LOG_BACKLOG: usize = 16 << 20;
+/// Bytes a log record adds to an entry's data (header, index, term, alignment), rounded up.
+const ENTRY_OVERHEAD: usize = 128;
 /// After a failed snapshot, the next attempt waits this long.
 const SNAPSHOT_RETRY: Duration = Duration::from_secs(10);
 /// This member's id in a standalone deployment.
@@ -179,8 +181,9 @@ pub async fn run(
         snap_dir,
         snapshots: SnapshotSchedule::default(),
         applied_index: snap_index,
-        refused: Vec::new(),
-        refused_after: 0,
+        refused: Default::default(),
+        max_entry_bytes: (config.log_segment_bytes as usize)
+            .min(crate::log::record::MAX_PAYLOAD_LEN),
         compacting: Rc::default(),
         proposed_at: Default::default(),
     };
@@ -218,10 +221,11 @@ struct Sequencer {
     snapshots: SnapshotSchedule,
     /// The last log index applied.
     applied_index: u64,
-    /// Writes refused for lack of disk space, answered once every entry up to
-    /// `refused_after` is applied (so that each connection's replies stay in order).
-    refused: Vec<Applied>,
-    refused_after: u64,
+    /// Writes refused for lack of disk space, each answered once every entry up to its index
+    /// is applied (so that each connection's replies stay in order).
+    refused: std::collections::VecDeque<(u64, Applied)>,
+    /// The largest log entry the log accepts (see `seal`).
+    max_entry_bytes: usize,
     /// Log compactions in flight (each holds the log until it ends).
     compacting: Rc<std::cell::Cell<usize>>,
     /// (last log index, time) of each proposal not yet committed, for `commit_latency_us`.
@@ -473,25 +477,53 @@ impl Sequencer {
         while !self.pending.is_empty() {
             let take = self.pending.len().min(MAX_BATCH_COMMANDS);
             let commands: Vec<Command> = self.pending.drain(..take).collect();
-            let batch = Batch {
-                time_ms: self.now_ms(),
-                commands,
-            };
-            let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&batch)
-                .map_err(|e| ServerError::Startup(format!("cannot serialize a batch: {e}")))?;
-            self.shared.metrics.batches_proposed.inc();
-            self.shared
-                .metrics
-                .batch_commands
-                .record(batch.commands.len() as u64);
-            self.consensus.propose(bytes.to_vec())?;
-            if self.proposed_at.len() == MAX_BATCH_COMMANDS {
-                self.proposed_at.pop_front(); // only a latency sample is lost
-            }
-            self.proposed_at
-                .push_back((self.consensus.last_index(), Instant::now()));
+            self.seal(commands)?;
         }
         Ok(())
+    }
+
+    /// Proposes `commands` as one log entry, or as several when one would exceed the log's
+    /// record limit (a segment's size: a record never spans segments, and an oversized one
+    /// would poison the log). A single command that alone is too large fails in its place,
+    /// through the log, so every connection's replies stay in order.
+    fn seal(&mut self, mut commands: Vec<Command>) -> Result<(), ServerError> {
+        let mut batch = Batch {
+            time_ms: self.now_ms(),
+            commands: Vec::new(),
+        };
+        loop {
+            batch.commands = commands;
+            let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&batch)
+                .map_err(|e| ServerError::Startup(format!("cannot serialize a batch: {e}")))?;
+            if bytes.len() + ENTRY_OVERHEAD <= self.max_entry_bytes {
+                self.shared.metrics.batches_proposed.inc();
+                self.shared
+                    .metrics
+                    .batch_commands
+                    .record(batch.commands.len() as u64);
+                self.consensus.propose(bytes.to_vec())?;
+                if self.proposed_at.len() == MAX_BATCH_COMMANDS {
+                    self.proposed_at.pop_front(); // only a latency sample is lost
+                }
+                self.proposed_at
+                    .push_back((self.consensus.last_index(), Instant::now()));
+                return Ok(());
+            }
+            commands = std::mem::take(&mut batch.commands);
+            if commands.len() == 1 {
+                tracing::warn!(
+                    bytes = bytes.len(),
+                    limit = self.max_entry_bytes,
+                    "a write is larger than a log segment holds; failing it (raise log_segment_bytes)"
+                );
+                self.shared.metrics.writes_rejected.inc();
+                commands[0].op = Op::Fail(ErrorCode::MarshallingError);
+                continue;
+            }
+            let second = commands.split_off(commands.len() / 2);
+            self.seal(commands)?;
+            commands = second;
+        }
     }
 
     /// The disk is full (the next log segment cannot be made): data writes are answered
@@ -510,18 +542,35 @@ impl Sequencer {
         }
         self.shared.metrics.writes_rejected.add(refuse.len() as u64);
         let zxid = self.machine.last_zxid();
-        self.refused.extend(refuse.into_iter().map(|c| Applied {
-            origin: c.origin,
-            session: c.session,
-            xid: c.xid,
-            zxid,
-            result: OpResult::Error(ErrorCode::Throttled),
-            triggers: Vec::new(),
-            ended_sessions: Vec::new(),
-            duplicate: false,
+        // Each connection's replies go out in order: these follow everything proposed so far
+        // and precede everything proposed later.
+        let after = self.consensus.last_index();
+        self.refused.extend(refuse.into_iter().map(|c| {
+            let applied = Applied {
+                origin: c.origin,
+                session: c.session,
+                xid: c.xid,
+                zxid,
+                result: OpResult::Error(ErrorCode::Throttled),
+                triggers: Vec::new(),
+                ended_sessions: Vec::new(),
+                duplicate: false,
+            };
+            (after, applied)
         }));
-        // Each connection's replies go out in order: these follow everything proposed before.
-        self.refused_after = self.consensus.last_index();
+    }
+
+    /// Moves the refused writes that are due once entry `index` is applied into `applied`.
+    fn release_refused(&mut self, index: u64, applied: &mut Vec<Applied>) {
+        while self
+            .refused
+            .front()
+            .is_some_and(|(after, _)| *after <= index)
+        {
+            if let Some((_, a)) = self.refused.pop_front() {
+                applied.push(a);
+            }
+        }
     }
 
     /// Hand every ready to the log, apply what is committed, fan out the results.
@@ -530,12 +579,15 @@ impl Sequencer {
             self.persist(&out);
             self.apply(out).await?;
         }
-        if !self.refused.is_empty()
-            && self.applied_index >= self.refused_after
-            && self.shared.serving.load(Ordering::SeqCst)
-        {
+        let due = self
+            .refused
+            .front()
+            .is_some_and(|(after, _)| *after <= self.applied_index);
+        if due && self.shared.serving.load(Ordering::SeqCst) {
             // Nothing they must wait for is in flight: answer them now.
-            self.publish(self.machine.view(), Vec::new(), false).await;
+            let mut applied = Vec::new();
+            self.release_refused(self.applied_index, &mut applied);
+            self.publish(self.machine.view(), applied, false).await;
         }
         Ok(())
     }
@@ -592,6 +644,8 @@ impl Sequencer {
             last_index = entry.index;
             last_term = entry.term;
             self.snapshots.bytes += entry.data.len() as u64;
+            // Refusals due before this entry's replies (refused after the entry before it).
+            self.release_refused(entry.index - 1, &mut applied);
             if entry.data.is_empty() {
                 continue; // a new leader's empty entry
             }
@@ -611,6 +665,7 @@ impl Sequencer {
                 applied.push(a);
             }
         }
+        self.release_refused(last_index, &mut applied);
         self.consensus.applied(last_index)?;
         self.applied_index = last_index;
         while let Some(&(index, at)) = self.proposed_at.front() {
@@ -646,16 +701,8 @@ impl Sequencer {
         Ok(())
     }
 
-    /// Sends one apply round to the shards, with any refused writes now due.
-    async fn publish(
-        &mut self,
-        view: crate::machine::View,
-        mut applied: Vec<Applied>,
-        first: bool,
-    ) {
-        if !self.refused.is_empty() && self.applied_index >= self.refused_after {
-            applied.append(&mut self.refused);
-        }
+    /// Sends one apply round to the shards.
+    async fn publish(&mut self, view: crate::machine::View, applied: Vec<Applied>, first: bool) {
         self.round += 1;
         if let Ok(mut latest) = self.shared.latest.lock() {
             *latest = (self.round, view.clone());

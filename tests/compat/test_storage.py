@@ -164,3 +164,36 @@ def test_second_server_on_the_same_port_is_refused(server_factory):
     assert out.returncode != 0
     assert "cannot listen" in out.stdout + out.stderr
     assert len(_count_nodes(s)) == 0
+
+
+@pytest.mark.timeout(90)
+def test_batches_never_exceed_a_segment(server_factory):
+    """Pipelined large writes are split across log entries instead of one record larger than
+    a segment (which would stop the log); a single write too large for a segment fails alone
+    with MarshallingError and the server goes on."""
+    from harness import make_kazoo
+    from kazoo.exceptions import MarshallingError
+
+    s = server_factory(extra_args=["--log-segment-bytes", "1048576"])
+    zk = make_kazoo(s.hosts)
+    try:
+        payload = b"p" * 8000
+        pending = [zk.create_async("/big-%04d" % i, payload) for i in range(400)]
+        for p in pending:
+            p.get(timeout=30)
+        with pytest.raises(MarshallingError):
+            zk.create("/too-big", b"x" * 1048400)
+        zk.create("/after", b"ok")
+        assert zk.get("/after")[0] == b"ok"
+    finally:
+        zk.stop()
+        zk.close()
+    s.stop()
+    assert s.proc.returncode == 0, s.log_tail()
+    s.start()
+    zk = make_kazoo(s.hosts)
+    try:
+        assert len([c for c in zk.get_children("/") if c.startswith("big-")]) == 400
+    finally:
+        zk.stop()
+        zk.close()
