@@ -64,6 +64,15 @@ def _build_tree(zk, hosts):
     zk.create("/live/member-", b"me", ephemeral=True, sequence=True, makepath=True)
 
 
+def _import(zk_data_dir, out):
+    return subprocess.run(
+        [str(ringkeeper_binary()), "import", "--zookeeper-data-dir", str(zk_data_dir), "--data-dir", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def zk_addr(hosts):
     host, port = hosts.split(":")
     return (host, int(port))
@@ -90,19 +99,7 @@ def test_import_reads_back_identical_and_sessions_resume(tmp_path):
         owner.close()
 
         out = tmp_path / "rk-data"
-        res = subprocess.run(
-            [
-                str(ringkeeper_binary()),
-                "import",
-                "--zookeeper-data-dir",
-                str(zk_server.data_dir),
-                "--data-dir",
-                str(out),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        res = _import(zk_server.data_dir, out)
         assert res.returncode == 0, res.stdout + res.stderr
         assert "imported %d znodes" % len(before) in res.stdout, res.stdout
 
@@ -138,19 +135,7 @@ def test_import_reads_back_identical_and_sessions_resume(tmp_path):
         check.close()
 
         # Importing into a dir that already holds ringkeeper data is refused.
-        res = subprocess.run(
-            [
-                str(ringkeeper_binary()),
-                "import",
-                "--zookeeper-data-dir",
-                str(zk_server.data_dir),
-                "--data-dir",
-                str(out),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        res = _import(zk_server.data_dir, out)
         assert res.returncode != 0 and "empty data dir" in res.stderr, res.stderr
     finally:
         zk_server.destroy()
