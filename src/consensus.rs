@@ -50,6 +50,9 @@ pub struct Output {
     /// This ready must be reported back through `persisted` even if it carries nothing to
     /// write (raft-rs requires readies to be persisted in order).
     pub must_persist: bool,
+    /// Something in this ready must reach the disk before it counts as persisted: entries,
+    /// or a term or vote change. A commit-index change alone need not (raft re-derives it).
+    pub must_sync: bool,
     /// Set when this member's role or leader changed.
     pub leader_changed: bool,
 }
@@ -202,6 +205,7 @@ impl Consensus {
             number: rd.number(),
             leader_changed: rd.ss().is_some(),
             must_persist: rd.must_sync() || !rd.entries().is_empty() || rd.hs().is_some(),
+            must_sync: rd.must_sync() || !rd.entries().is_empty(),
             ..Default::default()
         };
         out.messages = rd.take_messages();

@@ -498,6 +498,11 @@ impl Wal {
         .await
     }
 
+    /// The last ticket handed out: durable once everything submitted so far is.
+    pub fn last_ticket(&self) -> u64 {
+        self.shared.borrow().submitted
+    }
+
     /// The highest ticket known durable.
     pub fn durable_ticket(&self) -> u64 {
         self.shared.borrow().durable

@@ -596,34 +596,43 @@ impl Sequencer {
         if !out.must_persist {
             return;
         }
-        let mut records: Vec<LogRecord<'_>> = out
-            .entries
-            .iter()
-            .map(|e| LogRecord::Entry {
-                index: e.index,
-                term: e.term,
-                data: &e.data,
-            })
-            .collect();
-        if let Some(hs) = &out.hard_state {
-            records.push(LogRecord::HardState {
-                term: hs.term,
-                vote: hs.vote,
-                commit: hs.commit,
-            });
-        }
-        let bytes: usize = out.entries.iter().map(|e| e.data.len()).sum();
-        self.shared.metrics.log_write_bytes.record(bytes as u64);
-        let ticket = self.wal.submit(&records);
+        let ticket = if out.must_sync {
+            let mut records: Vec<LogRecord<'_>> = out
+                .entries
+                .iter()
+                .map(|e| LogRecord::Entry {
+                    index: e.index,
+                    term: e.term,
+                    data: &e.data,
+                })
+                .collect();
+            // The newest hard state rides along with every write (a few bytes), so the commit
+            // index on disk stays fresh without a write of its own.
+            let (term, vote, commit) = match &out.hard_state {
+                Some(hs) => (hs.term, hs.vote, hs.commit),
+                None => self.consensus.hard_state(),
+            };
+            records.push(LogRecord::HardState { term, vote, commit });
+            let bytes: usize = out.entries.iter().map(|e| e.data.len()).sum();
+            self.shared.metrics.log_write_bytes.record(bytes as u64);
+            Some(self.wal.submit(&records))
+        } else {
+            // Only the commit index moved: no sync needed (with one writing client this was
+            // a second fsync per write). Persisted once everything submitted before is.
+            None
+        };
         self.unpersisted += 1;
         let (wal, tx, number) = (self.wal.clone(), self.inbox_tx.clone(), out.number);
         let shared = self.shared.clone();
         let submitted = Instant::now();
+        let wait_for = ticket.unwrap_or_else(|| self.wal.last_ticket());
         glommio::spawn_local(async move {
-            let event = match wal.wait_durable(ticket).await {
+            let event = match wal.wait_durable(wait_for).await {
                 Ok(()) => {
-                    let us = submitted.elapsed().as_micros() as u64;
-                    shared.metrics.fsync_latency_us.record(us);
+                    if ticket.is_some() {
+                        let us = submitted.elapsed().as_micros() as u64;
+                        shared.metrics.fsync_latency_us.record(us);
+                    }
                     Event::Persisted(number)
                 }
                 Err(e) => Event::WalFailed(e.to_string()),
