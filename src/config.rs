@@ -650,7 +650,7 @@ const ZOO_IGNORED: &[(&str, &str)] = &[
 
 /// Prefixes of zoo.cfg keys that do not apply.
 const ZOO_IGNORED_PREFIXES: &[(&str, &str)] = &[
-    ("server.", "ensemble membership is not read from zoo.cfg"),
+    ("server.", "a one-server ensemble is a standalone member"),
     ("group.", "no hierarchical quorums"),
     ("weight.", "no hierarchical quorums"),
     (
@@ -672,6 +672,7 @@ pub fn parse_zoo_cfg(text: &str, path: &Path) -> Result<(ConfigLayer, Vec<String
     let mut warnings = Vec::new();
     let mut port: Option<u16> = None;
     let mut host: Option<(String, usize)> = None;
+    let mut servers: Vec<(String, usize)> = Vec::new();
     let err = |line: usize, message: String| ConfigError::File {
         path: path.to_path_buf(),
         line,
@@ -757,8 +758,25 @@ pub fn parse_zoo_cfg(text: &str, path: &Path) -> Result<(ConfigLayer, Vec<String
             "autopurge.snapRetainCount" => {
                 layer.snap_retain_count = Some(num("a number")?.clamp(3, 1000) as usize)
             }
+            k if k.starts_with("server.") => {
+                servers.push((k.to_string(), line));
+                warnings.push(zoo_warning(path, line, &raw_key));
+            }
             _ => warnings.push(zoo_warning(path, line, &raw_key)),
         }
+    }
+    // Several members would each run alone and accept writes on their own (a split brain):
+    // refuse instead of ignoring the ensemble.
+    if servers.len() > 1 {
+        let (key, line) = &servers[1];
+        return Err(err(
+            *line,
+            format!(
+                "`{key}`: this zoo.cfg describes an ensemble of {} servers; ringkeeper does not \
+                 replicate across members yet and will not run one as a standalone server",
+                servers.len()
+            ),
+        ));
     }
     match (host, port) {
         (Some((_, line)), None) => {
@@ -1182,6 +1200,20 @@ fooBar=1
         assert!(warnings[3].contains("`autopurge.purgeInterval` does not apply"));
         assert!(warnings[4].contains("`admin.enableServer` does not apply"));
         assert!(warnings[5].contains(":13: unknown key `fooBar`"));
+    }
+
+    #[test]
+    fn zoo_cfg_ensemble_is_refused() {
+        let e = parse_zoo_cfg(
+            "server.1=a:2888:3888\nserver.2=b:2888:3888\nserver.3=c:2888:3888\n",
+            Path::new("zoo.cfg"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("zoo.cfg:2:") && e.contains("ensemble of 3 servers"),
+            "{e}"
+        );
     }
 
     #[test]
