@@ -159,6 +159,16 @@ impl Consensus {
         self.node.raft.term
     }
 
+    /// raft-rs draws each election timeout from a thread-local RNG; a deterministic
+    /// simulation pins it from its seed instead.
+    pub fn randomized_election_timeout(&self) -> usize {
+        self.node.raft.randomized_election_timeout()
+    }
+
+    pub fn set_randomized_election_timeout(&mut self, ticks: usize) {
+        self.node.raft.set_randomized_election_timeout(ticks);
+    }
+
     /// (term, vote, commit) as raft holds them now.
     pub fn hard_state(&self) -> (u64, u64, u64) {
         let hs = self.node.raft.hard_state();

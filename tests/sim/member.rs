@@ -1,0 +1,537 @@
+//! One member: the real `Consensus` and `Machine` inside a simulated shell that does what
+//! `server::sequencer` does, in the same order, with simulated I/O:
+//!
+//! * `poll` → send `messages` now; hand `entries` + `hard_state` to the disk (group commit);
+//!   apply `committed` (already durable on a quorum and locally);
+//! * sync done → `persisted(number)`, then send that ready's `persisted_messages`;
+//! * an empty entry is a new leader's no-op; `applied(index)` after each apply round.
+//!
+//! A crash drops the `Consensus` and `Machine`; a restart rebuilds them from the durable log
+//! exactly as start-up does (`Consensus::new(id, voters, None, entries, hard_state)` and a fresh
+//! machine that re-applies what raft hands out again).
+//!
+//! The log is never compacted here: `Consensus::applied` compacts raft's in-memory log only
+//! past 2 × 1024 applied entries, and a run stays far below that, because a follower that
+//! fell behind a compacted log would need a snapshot, which the wrapper does not send yet.
+//! `apply` fails loudly if raft ever hands out a gap.
+
+use std::collections::BTreeMap;
+
+use raft::eraftpb::{Entry, HardState, Message};
+use rand::Rng;
+use ringkeeper::consensus::{Consensus, StoredEntry, ELECTION_TICKS, TICK_MS};
+use ringkeeper::machine::{Machine, MachineConfig};
+use ringkeeper::txn::Batch;
+
+use super::client::{origin_member, Reply, Request};
+use super::disk::{Disk, Record, Write, MAX_BACKLOG};
+use super::world::{Time, MS, SEC};
+use super::{Event, Sim};
+
+/// Requests a leader holds before sealing them into a proposal; more are answered Busy.
+const MAX_PENDING: usize = 512;
+/// Commands in one proposal at most (the sequencer's MAX_BATCH_COMMANDS, scaled down).
+const MAX_BATCH_COMMANDS: usize = 64;
+/// Proposals a member remembers, to reply once they apply; beyond it the client's timeout
+/// covers the reply.
+const MAX_WAITING: usize = 4096;
+/// A proposal not applied after this long is forgotten (its client has long retried).
+const WAITING_TTL: Time = 30 * SEC;
+/// The leader's clock starts here (ms since the epoch) plus the member's skew.
+const WALL_CLOCK_BASE_MS: i64 = 1_700_000_000_000;
+
+pub struct Member {
+    /// Raft id (1-based; the member's index is id - 1).
+    pub id: u64,
+    /// Incarnation: bumped by every crash, so events of a dead incarnation are ignored.
+    pub life: u32,
+    pub disk: Disk,
+    /// `None` while crashed.
+    pub node: Option<Node>,
+}
+
+/// The volatile part of a member: gone in a crash.
+pub struct Node {
+    pub consensus: Consensus,
+    pub machine: Machine,
+    pub applied_index: u64,
+    /// The last log index the shell was given to persist (or recovered): raft's last index
+    /// may not pass it without entries going through the shell.
+    log_tail: u64,
+    pending: Vec<Request>,
+    flush_scheduled: bool,
+    /// Proposals this incarnation made, by origin, waiting to be applied.
+    waiting: BTreeMap<u64, Waiting>,
+    /// The leader's wall clock never goes backwards (sequencer `now_ms`).
+    last_time_ms: i64,
+    /// (leader, term) as last traced.
+    seen_role: (Option<u64>, u64),
+}
+
+struct Waiting {
+    client: usize,
+    proposed_at: Time,
+    /// The partition epoch if the member was in its minority when it proposed.
+    minority: Option<u64>,
+}
+
+impl Node {
+    /// Nothing waiting to be proposed.
+    pub fn is_quiet(&self) -> bool {
+        self.pending.is_empty()
+    }
+}
+
+impl Member {
+    pub fn new(id: u64) -> Member {
+        Member {
+            id,
+            life: 0,
+            disk: Disk::new(),
+            node: None,
+        }
+    }
+}
+
+/// After every call that may reset raft's randomized election timeout (a tick or a step that
+/// changes role or term), set it to a value that depends only on the seed and raft's state.
+fn pin_election_timeout(c: &mut Consensus, seed: u64, id: u64) {
+    let have = c.randomized_election_timeout();
+    let mut h = seed ^ 0x9e37_79b9_7f4a_7c15;
+    for v in [id, c.term(), c.leader_id().unwrap_or(0), c.last_index()] {
+        h = (h ^ v).wrapping_mul(0x0100_0000_01b3).rotate_left(17);
+    }
+    let want = ELECTION_TICKS + (h % ELECTION_TICKS as u64) as usize;
+    if have != want {
+        c.set_randomized_election_timeout(want);
+    }
+}
+
+fn decode(data: &[u8]) -> Result<Batch, String> {
+    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(data.len());
+    aligned.extend_from_slice(data);
+    rkyv::from_bytes::<Batch, rkyv::rancor::Error>(&aligned).map_err(|e| e.to_string())
+}
+
+pub fn decode_batch(index: u64, data: &[u8]) -> Result<Batch, String> {
+    decode(data).map_err(|e| format!("log entry {index} does not decode: {e}"))
+}
+
+impl Sim {
+    /// Start-up (first boot or restart after a crash) from the durable log.
+    pub fn start_member(&mut self, m: usize) -> Result<(), String> {
+        let id = self.members[m].id;
+        let voters: Vec<u64> = (1..=self.members.len() as u64).collect();
+        let durable = &self.members[m].disk.durable;
+        let entries: Vec<StoredEntry> = durable
+            .entries
+            .iter()
+            .map(|e| StoredEntry {
+                index: e.index,
+                term: e.term,
+                data: e.data.to_vec(),
+            })
+            .collect();
+        let hard_state = durable.hard_state;
+        let restored = entries.len();
+        let mut consensus = Consensus::new(id, voters, None, entries, hard_state)
+            .map_err(|e| format!("member {id} cannot start from its log: {e}"))?;
+        pin_election_timeout(&mut consensus, self.cfg.seed, id);
+        let member = &mut self.members[m];
+        member.node = Some(Node {
+            consensus,
+            machine: Machine::new(MachineConfig::default()),
+            applied_index: 0,
+            log_tail: restored as u64,
+            pending: Vec::new(),
+            flush_scheduled: false,
+            waiting: BTreeMap::new(),
+            last_time_ms: 0,
+            seen_role: (None, 0),
+        });
+        let life = member.life;
+        self.note_major(format!(
+            "member {id} starts (life {life}, {restored} entries, hard state {hard_state:?})"
+        ));
+        // A random phase, so that members do not tick in lockstep.
+        let phase = self.rng.gen_range(0..TICK_MS * MS);
+        self.q.after(phase, Event::Tick { m, life });
+        self.pump(m)
+    }
+
+    pub fn crash(&mut self, m: usize) {
+        let torn = self.cfg.torn_writes;
+        let member = &mut self.members[m];
+        member.node = None;
+        member.life += 1;
+        member.disk.crash(&mut self.rng, torn);
+        self.crashes += 1;
+        let id = self.members[m].id;
+        let kept = self.members[m].disk.durable.entries.len();
+        self.note_major(format!("member {id} crashes (durable log: {kept} entries)"));
+    }
+
+    fn live(&mut self, m: usize, life: u32) -> Option<&mut Node> {
+        let member = &mut self.members[m];
+        if member.life != life {
+            return None;
+        }
+        member.node.as_mut()
+    }
+
+    pub fn on_tick(&mut self, m: usize, life: u32) -> Result<(), String> {
+        let (seed, id) = (self.cfg.seed, self.members[m].id);
+        let Some(node) = self.live(m, life) else {
+            return Ok(());
+        };
+        node.consensus.tick();
+        pin_election_timeout(&mut node.consensus, seed, id);
+        let jitter = self.cfg.tick_jitter;
+        let period = TICK_MS * MS - jitter + self.rng.gen_range(0..=2 * jitter);
+        self.q.after(period, Event::Tick { m, life });
+        self.pump(m)
+    }
+
+    pub fn on_peer(&mut self, from: usize, to: usize, msg: Message) -> Result<(), String> {
+        self.net.in_flight -= 1;
+        if !self.net.connected(from, to) {
+            return Ok(()); // cut while in flight
+        }
+        let (seed, id) = (self.cfg.seed, self.members[to].id);
+        let Some(node) = self.members[to].node.as_mut() else {
+            return Ok(());
+        };
+        if let Err(e) = node.consensus.step(msg) {
+            // Raft refuses some messages by design (e.g. from a peer it does not know); the
+            // ensemble shell would log and drop them.
+            self.note_major(format!("member {id}: step refused: {e}"));
+            return Ok(());
+        }
+        let node = self.members[to].node.as_mut().expect("just used");
+        pin_election_timeout(&mut node.consensus, seed, id);
+        self.pump(to)
+    }
+
+    pub fn send_peer(&mut self, from: usize, msg: Message) {
+        let to = msg.to as usize - 1;
+        for delay in self.net.plan_peer(&mut self.rng, from, to) {
+            self.q.after(
+                delay,
+                Event::Peer {
+                    from,
+                    to,
+                    msg: msg.clone(),
+                },
+            );
+        }
+    }
+
+    /// A client request: a leader gathers it for the next proposal, anyone else says where the
+    /// leader is (the ensemble would forward it; the client retries instead).
+    pub fn on_request(&mut self, m: usize, req: Request) -> Result<(), String> {
+        let backlog = self.members[m].disk.backlog();
+        let Some(node) = self.members[m].node.as_mut() else {
+            return Ok(()); // the connection died with the member
+        };
+        let origin = req.cmd.origin;
+        let client = req.client;
+        if !node.consensus.is_leader() {
+            let leader = node.consensus.leader_id();
+            self.send_to_client(m, client, Reply::NotLeader { origin, leader });
+            return Ok(());
+        }
+        if node.pending.len() >= MAX_PENDING || backlog >= MAX_BACKLOG {
+            self.send_to_client(m, client, Reply::Busy { origin });
+            return Ok(());
+        }
+        node.pending.push(req);
+        if !node.flush_scheduled {
+            node.flush_scheduled = true;
+            let life = self.members[m].life;
+            // Requests arriving within this window share one proposal (the sequencer batches
+            // whatever queued while it was busy).
+            let delay = self.rng.gen_range(0..300);
+            self.q.after(delay, Event::Flush { m, life });
+        }
+        Ok(())
+    }
+
+    /// The leader's wall clock for a batch stamp: virtual time, the member's skew, monotonic.
+    fn now_ms(&mut self, m: usize) -> i64 {
+        let wall = WALL_CLOCK_BASE_MS + (self.q.now() / MS) as i64 + self.cfg.clock_skew_ms[m];
+        let node = self.members[m].node.as_mut().expect("a live member");
+        node.last_time_ms = node.last_time_ms.max(wall);
+        node.last_time_ms
+    }
+
+    /// Seal what is pending into proposals (sequencer `propose`).
+    pub fn on_flush(&mut self, m: usize, life: u32) -> Result<(), String> {
+        let Some(node) = self.live(m, life) else {
+            return Ok(());
+        };
+        node.flush_scheduled = false;
+        let requests = std::mem::take(&mut node.pending);
+        if requests.is_empty() {
+            return Ok(());
+        }
+        let leader = node.consensus.is_leader();
+        let leader_id = node.consensus.leader_id();
+        if !leader {
+            for r in requests {
+                let origin = r.cmd.origin;
+                let leader = leader_id;
+                self.send_to_client(m, r.client, Reply::NotLeader { origin, leader });
+            }
+            return Ok(());
+        }
+        let time_ms = self.now_ms(m);
+        let now = self.q.now();
+        let minority = self.net.minority_epoch(m);
+        if minority.is_some() {
+            self.minority_proposals += 1;
+        }
+        for chunk in requests.chunks(MAX_BATCH_COMMANDS) {
+            let batch = Batch {
+                time_ms,
+                commands: chunk.iter().map(|r| r.cmd.clone()).collect(),
+            };
+            let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&batch)
+                .map_err(|e| format!("cannot serialize a batch: {e}"))?;
+            let node = self.members[m].node.as_mut().expect("live");
+            match node.consensus.propose(bytes.to_vec()) {
+                Ok(()) => {
+                    node.waiting
+                        .retain(|_, w| w.proposed_at + WAITING_TTL > now);
+                    for r in chunk {
+                        if node.waiting.len() < MAX_WAITING {
+                            node.waiting.insert(
+                                r.cmd.origin,
+                                Waiting {
+                                    client: r.client,
+                                    proposed_at: now,
+                                    minority,
+                                },
+                            );
+                        }
+                        self.checker.proposed(r.cmd.origin);
+                    }
+                    if self.trace.echo() {
+                        let (id, n) = (self.members[m].id, chunk.len());
+                        let index = self.members[m]
+                            .node
+                            .as_ref()
+                            .map_or(0, |n| n.consensus.last_index());
+                        self.note(format!(
+                            "member {id} proposes {n} command(s) at index {index}"
+                        ));
+                    }
+                }
+                Err(e) => {
+                    let leader = node.consensus.leader_id();
+                    let id = self.members[m].id;
+                    self.note(format!("member {id}: proposal refused: {e}"));
+                    for r in chunk {
+                        let origin = r.cmd.origin;
+                        self.send_to_client(m, r.client, Reply::NotLeader { origin, leader });
+                    }
+                }
+            }
+        }
+        self.pump(m)
+    }
+
+    /// Drain every ready (sequencer `pump`): send, persist, apply.
+    pub fn pump(&mut self, m: usize) -> Result<(), String> {
+        loop {
+            let id = self.members[m].id;
+            let Some(node) = self.members[m].node.as_mut() else {
+                return Ok(());
+            };
+            let out = match node.consensus.poll() {
+                Ok(Some(out)) => out,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(format!("member {id}: poll failed: {e}")),
+            };
+            if let Some(e) = out.entries.last() {
+                node.log_tail = e.index;
+            }
+            if node.consensus.last_index() > node.log_tail {
+                // The wrapper applied an incoming snapshot to raft's storage; `Output` does not
+                // carry it, so the shell can neither persist it nor restore the machine.
+                return Err(format!(
+                    "member {id}: raft's log jumped to {} past the {} entries the shell \
+                     persisted: it installed a snapshot, which Consensus does not hand to the \
+                     shell (the machine stays at applied index {})",
+                    node.consensus.last_index(),
+                    node.log_tail,
+                    node.applied_index
+                ));
+            }
+            let role = (node.consensus.leader_id(), node.consensus.term());
+            if role != node.seen_role {
+                if role.0.is_some() && role.0 != node.seen_role.0 && node.consensus.is_leader() {
+                    self.leader_changes += 1;
+                }
+                let node = self.members[m].node.as_mut().expect("live");
+                node.seen_role = role;
+                let me = if node.consensus.is_leader() {
+                    " (me)"
+                } else {
+                    ""
+                };
+                self.note_major(format!(
+                    "member {id}: term {} leader {:?}{me}",
+                    role.1, role.0
+                ));
+            }
+            for msg in out.messages {
+                self.send_peer(m, msg);
+            }
+            self.persist(
+                m,
+                out.number,
+                out.entries,
+                out.hard_state,
+                out.must_persist,
+                out.persisted_messages,
+            );
+            self.apply(m, out.committed)?;
+        }
+    }
+
+    /// Hand a ready to the disk (sequencer `persist`). A ready that has nothing to write but
+    /// carries persisted messages (a follower's append response for entries already staged by
+    /// an earlier, still unsynced ready) must wait for every earlier ready: raft-rs requires
+    /// readies to be persisted in order, and such a response tells the leader those entries
+    /// are durable. It joins the group commit as an empty write, unless nothing is pending.
+    fn persist(
+        &mut self,
+        m: usize,
+        number: u64,
+        entries: Vec<Entry>,
+        hard_state: Option<HardState>,
+        must_persist: bool,
+        persisted_messages: Vec<Message>,
+    ) {
+        if !must_persist && persisted_messages.is_empty() {
+            return;
+        }
+        if !must_persist && self.members[m].disk.idle() {
+            for msg in persisted_messages {
+                self.send_peer(m, msg);
+            }
+            return;
+        }
+        let mut records: Vec<Record> = entries.into_iter().map(Record::Entry).collect();
+        if let Some(hs) = hard_state {
+            records.push(Record::HardState(hs.term, hs.vote, hs.commit));
+        }
+        self.members[m].disk.submit(Write {
+            number,
+            records,
+            persisted_messages,
+        });
+        self.start_sync(m);
+    }
+
+    fn start_sync(&mut self, m: usize) {
+        if let Some(sync) = self.members[m].disk.start_sync() {
+            let latency = self.rng.gen_range(self.cfg.disk_min..=self.cfg.disk_max);
+            let life = self.members[m].life;
+            self.q.after(latency, Event::DiskDone { m, life, sync });
+        }
+    }
+
+    /// A sync completed: report it, then let out what waited for it.
+    pub fn on_disk_done(&mut self, m: usize, life: u32, sync: u64) -> Result<(), String> {
+        if self.members[m].life != life || self.members[m].node.is_none() {
+            return Ok(()); // the crash took this sync with it
+        }
+        let writes = self.members[m].disk.complete(sync);
+        let number = writes
+            .iter()
+            .map(|w| w.number)
+            .max()
+            .expect("a sync has writes");
+        let node = self.members[m].node.as_mut().expect("checked");
+        node.consensus.persisted(number);
+        for w in writes {
+            for msg in w.persisted_messages {
+                self.send_peer(m, msg);
+            }
+        }
+        self.start_sync(m);
+        self.pump(m)
+    }
+
+    /// Apply committed entries in order (sequencer `apply`); reply to the clients whose
+    /// proposals these are.
+    fn apply(&mut self, m: usize, committed: Vec<Entry>) -> Result<(), String> {
+        let Some(last) = committed.last().map(|e| e.index) else {
+            return Ok(());
+        };
+        let now = self.q.now();
+        let id = self.members[m].id;
+        let mut replies = Vec::new();
+        {
+            let Sim {
+                members,
+                checker,
+                net,
+                ..
+            } = self;
+            let node = members[m].node.as_mut().expect("a live member");
+            for entry in &committed {
+                if entry.index != node.applied_index + 1 {
+                    return Err(format!(
+                        "member {id} was handed entry {} to apply after {}: raft skipped \
+                         entries (a snapshot?), which the shell cannot apply",
+                        entry.index, node.applied_index
+                    ));
+                }
+                checker.entry(id, entry.index, entry.term, &entry.data)?;
+                node.applied_index = entry.index;
+                if entry.data.is_empty() {
+                    continue; // a new leader's empty entry
+                }
+                let batch = decode_batch(entry.index, &entry.data)?;
+                let applied = node.machine.apply_batch(entry.term, &batch);
+                for (pos, a) in applied.iter().enumerate() {
+                    checker.app(id, entry.index, pos, &batch.commands[pos], a)?;
+                    if origin_member(a.origin) != id {
+                        continue;
+                    }
+                    let Some(w) = node.waiting.remove(&a.origin) else {
+                        continue;
+                    };
+                    if let Some(epoch) = w.minority {
+                        if net.partition.as_ref().is_some_and(|p| p.epoch == epoch) {
+                            return Err(format!(
+                                "member {id} acknowledged origin {:#x} (index {}) while in \
+                                 the minority of partition {epoch}, in which it proposed it",
+                                a.origin, entry.index
+                            ));
+                        }
+                    }
+                    checker.ack(id, a, entry.index, pos, now);
+                    replies.push((
+                        w.client,
+                        Reply::Applied {
+                            origin: a.origin,
+                            zxid: a.zxid,
+                            result: a.result.clone(),
+                            duplicate: a.duplicate,
+                        },
+                    ));
+                }
+            }
+            node.consensus
+                .applied(last)
+                .map_err(|e| format!("member {id}: applied({last}) failed: {e}"))?;
+        }
+        for (client, reply) in replies {
+            self.send_to_client(m, client, reply);
+        }
+        Ok(())
+    }
+}
