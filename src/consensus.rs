@@ -39,6 +39,10 @@ pub struct StoredEntry {
 /// Everything one `poll` asks the shell to do, in this order: send `messages` now; persist
 /// `entries` and `hard_state` (in one group commit) and report `persisted(number)` once durable;
 /// send `persisted_messages` only after that; apply `committed` (already durable).
+///
+/// A ready with nothing to write can still carry `persisted_messages` (a follower's answer
+/// for entries an earlier ready is still syncing): they too wait until every earlier ready is
+/// durable. The deterministic simulation (tests/sim) breaks safety when they do not.
 #[derive(Default)]
 pub struct Output {
     pub number: u64,
