@@ -30,6 +30,8 @@ const MAX_BATCH_COMMANDS: usize = 4096;
 const MAX_LOG_BACKLOG: usize = 16 << 20;
 /// Bytes a log record adds to an entry's data (header, index, term, alignment), rounded up.
 const ENTRY_OVERHEAD: usize = 128;
+/// The log since the last snapshot must reach 1/this of its size before the next one.
+const SNAPSHOT_LOG_RATIO: u64 = 4;
 /// After a failed snapshot, the next attempt waits this long.
 const SNAPSHOT_RETRY: Duration = Duration::from_secs(10);
 /// This member's id in a standalone deployment.
@@ -149,8 +151,12 @@ pub async fn run(
         )));
     }
     let replayed = entries.len();
+    let mut schedule = SnapshotSchedule::default();
     let (machine, snapshot_at) = match loaded {
-        Some(l) => (l.machine, Some((l.meta.index, l.meta.term))),
+        Some(l) => {
+            schedule.last_bytes = std::fs::metadata(&l.path).map_or(0, |m| m.len());
+            (l.machine, Some((l.meta.index, l.meta.term)))
+        }
         None => (Machine::new(machine_config), None),
     };
     let consensus = Consensus::new(
@@ -179,7 +185,7 @@ pub async fn run(
         replay_until: None,
         round: 0,
         snap_dir,
-        snapshots: SnapshotSchedule::default(),
+        snapshots: schedule,
         applied_index: snap_index,
         refused: Default::default(),
         max_entry_bytes: (config.log_segment_bytes as usize)
@@ -241,6 +247,8 @@ struct SnapshotSchedule {
     running: bool,
     /// After a failure, no new attempt before this.
     not_before: Option<Instant>,
+    /// Size of the last snapshot written.
+    last_bytes: u64,
 }
 
 /// A snapshot written by the background thread (or why not).
@@ -336,8 +344,14 @@ impl Sequencer {
     fn maybe_snapshot(&mut self, index: u64, term: u64) {
         let config = &self.shared.config;
         let s = &mut self.snapshots;
+        // A snapshot costs in proportion to the whole state, the log it saves in proportion to
+        // what was written since the last one: with a big tree and small writes, snap_count
+        // alone would rewrite hundreds of MB for every few MB of log. So the log since the
+        // last snapshot must also reach a quarter of that snapshot's size (at most 4x write
+        // amplification; a restart replays at most that much log).
         if s.running
             || (s.commands < config.snap_count && s.bytes < config.snap_bytes)
+            || s.bytes < s.last_bytes / SNAPSHOT_LOG_RATIO
             || s.not_before.is_some_and(|t| Instant::now() < t)
         {
             return;
@@ -387,6 +401,7 @@ impl Sequencer {
             }
         };
         self.snapshots.not_before = None;
+        self.snapshots.last_bytes = summary.bytes;
         self.shared.metrics.snapshots_written.inc();
         tracing::info!(
             file = %path.display(),
