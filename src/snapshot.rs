@@ -381,16 +381,24 @@ where
 
 /// Just the `Meta` of a snapshot file (after checking every record's checksum).
 pub fn read_meta(bytes: &[u8]) -> Result<Meta, SnapshotError> {
-    if bytes.as_ptr() as usize % 16 != 0 {
-        let mut v = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
-        v.extend_from_slice(bytes);
-        return read_meta(&v);
+    aligned(bytes, |bytes| {
+        let recs = records(bytes)?;
+        check_shape(&recs)?;
+        let header: &ArchivedHeader = access(&recs[0])?;
+        rkyv::deserialize::<Meta, RkyvError>(&header.meta)
+            .map_err(|e| corrupt(recs[0].offset, e.to_string()))
+    })
+}
+
+/// Runs `f` on `bytes` 16-byte aligned, as rkyv needs them in place: a buffer from a plain
+/// read usually is already (large allocations are), else on one aligned copy.
+fn aligned<T>(bytes: &[u8], f: impl FnOnce(&[u8]) -> T) -> T {
+    if bytes.as_ptr() as usize % 16 == 0 {
+        return f(bytes);
     }
-    let recs = records(bytes)?;
-    check_shape(&recs)?;
-    let header: &ArchivedHeader = access(&recs[0])?;
-    rkyv::deserialize::<Meta, RkyvError>(&header.meta)
-        .map_err(|e| corrupt(recs[0].offset, e.to_string()))
+    let mut v = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
+    v.extend_from_slice(bytes);
+    f(&v)
 }
 
 fn check_shape(recs: &[Raw<'_>]) -> Result<(), SnapshotError> {
@@ -405,13 +413,10 @@ fn check_shape(recs: &[Raw<'_>]) -> Result<(), SnapshotError> {
 
 /// Rebuilds the machine a snapshot file holds.
 pub fn decode(bytes: &[u8], config: MachineConfig) -> Result<(Meta, Machine), SnapshotError> {
-    // rkyv reads in place and needs the payloads aligned; a Vec<u8> from a plain read is
-    // usually aligned already (large allocations are), else one copy.
-    if bytes.as_ptr() as usize % 16 != 0 {
-        let mut v = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
-        v.extend_from_slice(bytes);
-        return decode(&v, config);
-    }
+    aligned(bytes, |bytes| decode_aligned(bytes, config))
+}
+
+fn decode_aligned(bytes: &[u8], config: MachineConfig) -> Result<(Meta, Machine), SnapshotError> {
     let recs = records(bytes)?;
     check_shape(&recs)?;
     let header: &ArchivedHeader = access(&recs[0])?;
@@ -784,31 +789,5 @@ mod tests {
         let mut b = TreeBuilder::new();
         b.push(Arc::from("/"), node("/")).unwrap();
         assert!(b.push(Arc::from("/x/y"), node("/zookeeper")).is_err());
-    }
-}
-
-#[cfg(test)]
-mod timing {
-    /// `RK_SNAPSHOT_FILE=... cargo test --release --lib snapshot::timing -- --ignored --nocapture`
-    #[test]
-    #[ignore]
-    fn decode_a_big_file() {
-        let Ok(path) = std::env::var("RK_SNAPSHOT_FILE") else {
-            return;
-        };
-        let t = std::time::Instant::now();
-        let bytes = crate::log::snapshots::read(std::path::Path::new(&path)).unwrap();
-        let read = t.elapsed();
-        let t = std::time::Instant::now();
-        let recs = super::records(&bytes).unwrap();
-        let crc = t.elapsed();
-        drop(recs);
-        let t = std::time::Instant::now();
-        let (_, m) = super::decode(&bytes, Default::default()).unwrap();
-        eprintln!(
-            "read {read:?} records+crc {crc:?} decode {:?} nodes {}",
-            t.elapsed(),
-            m.view().node_count()
-        );
     }
 }

@@ -25,6 +25,16 @@ pub struct Batch {
     pub commands: Vec<Command>,
 }
 
+impl Batch {
+    /// Reads a raft entry's data (rkyv reads in place and needs it 16-byte aligned, which an
+    /// entry's buffer is not, hence one copy).
+    pub fn decode(data: &[u8]) -> Result<Batch, rkyv::rancor::Error> {
+        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(data.len());
+        aligned.extend_from_slice(data);
+        rkyv::from_bytes::<Batch, rkyv::rancor::Error>(&aligned)
+    }
+}
+
 /// One client request (or server-internal action) to apply.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct Command {

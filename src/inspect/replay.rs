@@ -87,12 +87,7 @@ pub fn decode_batch(data: &[u8]) -> Result<Option<Batch>, String> {
     if data.is_empty() {
         return Ok(None);
     }
-    // rkyv reads the archive in place and needs it aligned.
-    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(data.len());
-    aligned.extend_from_slice(data);
-    rkyv::from_bytes::<Batch, rkyv::rancor::Error>(&aligned)
-        .map(Some)
-        .map_err(|e| e.to_string())
+    Batch::decode(data).map(Some).map_err(|e| e.to_string())
 }
 
 /// What applying one kept entry gave.

@@ -190,7 +190,7 @@ pub async fn run(
         refused: Default::default(),
         max_entry_bytes: (config.log_segment_bytes as usize)
             .min(crate::log::record::MAX_PAYLOAD_LEN),
-        compacting: Rc::default(),
+        compaction: None,
         proposed_at: Default::default(),
     };
     let last = seq.consensus.last_index();
@@ -232,8 +232,9 @@ struct Sequencer {
     refused: std::collections::VecDeque<(u64, Applied)>,
     /// The largest log entry the log accepts (see `seal`).
     max_entry_bytes: usize,
-    /// Log compactions in flight (each holds the log until it ends).
-    compacting: Rc<std::cell::Cell<usize>>,
+    /// The latest log compaction (it holds the log until it ends; each waits for the one
+    /// before it).
+    compaction: Option<glommio::Task<()>>,
     /// (last log index, time) of each proposal not yet committed, for `commit_latency_us`.
     proposed_at: std::collections::VecDeque<(u64, Instant)>,
 }
@@ -430,9 +431,11 @@ impl Sequencer {
         let ticket = self
             .wal
             .submit(&[LogRecord::HardState { term, vote, commit }]);
-        let (wal, compacting) = (self.wal.clone(), self.compacting.clone());
-        compacting.set(compacting.get() + 1);
-        glommio::spawn_local(async move {
+        let (wal, previous) = (self.wal.clone(), self.compaction.take());
+        self.compaction = Some(glommio::spawn_local(async move {
+            if let Some(previous) = previous {
+                previous.await;
+            }
             let result = match wal.wait_durable(ticket).await {
                 Ok(()) => wal.remove_segments_through(through).await.map(|_| ()),
                 Err(e) => Err(e),
@@ -440,10 +443,7 @@ impl Sequencer {
             if let Err(e) = result {
                 tracing::error!("removing old log segments failed: {e}");
             }
-            drop(wal);
-            compacting.set(compacting.get() - 1);
-        })
-        .detach();
+        }));
     }
 
     fn tick(&mut self) {
@@ -673,9 +673,7 @@ impl Sequencer {
             if entry.data.is_empty() {
                 continue; // a new leader's empty entry
             }
-            let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(entry.data.len());
-            aligned.extend_from_slice(&entry.data);
-            let batch = rkyv::from_bytes::<Batch, rkyv::rancor::Error>(&aligned).map_err(|e| {
+            let batch = Batch::decode(&entry.data).map_err(|e| {
                 ServerError::Startup(format!("log entry {} does not decode: {e}", entry.index))
             })?;
             self.shared.metrics.batches_committed.inc();
@@ -813,11 +811,12 @@ impl Sequencer {
         self.last_time_ms
     }
 
-    async fn shut_down(self, result: Result<(), ServerError>) -> Result<(), ServerError> {
+    async fn shut_down(mut self, result: Result<(), ServerError>) -> Result<(), ServerError> {
         self.shared.shutdown.store(true, Ordering::SeqCst);
-        // A compaction in flight holds the log; it ends within one sync.
-        while self.compacting.get() > 0 && result.is_ok() {
-            glommio::timer::sleep(Duration::from_millis(5)).await;
+        // A compaction in flight holds the log; it ends within one sync (or at once with the
+        // log's error).
+        if let Some(compaction) = self.compaction.take() {
+            compaction.await;
         }
         for link in &self.links {
             let _ = link.send(ToShard::Stop).await;

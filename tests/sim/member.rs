@@ -107,14 +107,8 @@ fn pin_election_timeout(c: &mut Consensus, seed: u64, id: u64) {
     }
 }
 
-fn decode(data: &[u8]) -> Result<Batch, String> {
-    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(data.len());
-    aligned.extend_from_slice(data);
-    rkyv::from_bytes::<Batch, rkyv::rancor::Error>(&aligned).map_err(|e| e.to_string())
-}
-
 pub fn decode_batch(index: u64, data: &[u8]) -> Result<Batch, String> {
-    decode(data).map_err(|e| format!("log entry {index} does not decode: {e}"))
+    Batch::decode(data).map_err(|e| format!("log entry {index} does not decode: {e}"))
 }
 
 impl Sim {
