@@ -5,11 +5,14 @@ perf/results/<date>-<host>[-quick]/ (raw JSON, results.json, report.md, plots/).
 Normally started by perf/run.sh, which installs and builds what this needs first. Alone:
 
     .venv/bin/python perf/perf.py [--quick] [--duration S] [--servers ringkeeper,zookeeper]
+                                  [--topology standalone,ensemble3] [--only-ensemble]
 
 Order: the fdatasync floor; then per server (ringkeeper first) the scenario set on one fresh
-server with a fresh data dir; then per server memory (RSS after 100k and 1M znodes of 100 bytes)
-and restart time with those znodes, on another fresh data dir; then the capacity ramp. Servers
-never run at the same time.
+standalone server with a fresh data dir; then per server a subset of the scenarios on a fresh
+3-member ensemble (three processes on this machine, fresh data dirs, --servers listing all three
+client addresses); then per server memory (RSS after 100k and 1M znodes of 100 bytes) and
+restart time with those znodes, on another fresh data dir; then the capacity ramp. Memory,
+restart and capacity are standalone only. Servers never run at the same time.
 """
 
 import argparse
@@ -62,6 +65,29 @@ def scenarios(quick):
     if not quick:
         add("churn-c8", "churn", "session connect+close, 8 at a time", 8, ["--workload", "churn", "--sessions", "8"])
     for c in [1, 64] if quick else [1, 4, 16, 64, 256]:
+        add("create-c%d" % c, "writes", "create, %s" % n(c), c, ["--workload", "create", "--sessions", str(c)])
+    return out
+
+
+def ensemble_scenarios(quick):
+    """The subset run against 3-member ensembles, same shape (and, where the same scenario
+    exists standalone, the same id and args). Reads first, creates last."""
+    out = []
+
+    def add(sid, group, label, clients, args):
+        out.append({"id": sid, "group": group, "label": label, "clients": clients, "args": args})
+
+    def n(c):
+        return "%d client%s" % (c, "" if c == 1 else "s")
+
+    if not quick:
+        add("get-c64", "reads", "getData, 64 clients", 64, ["--workload", "get", "--sessions", "64"])
+    add("mixed-c64", "mixed", "90% getData / 10% setData, 64 clients", 64,
+        ["--workload", "mixed", "--read-ratio", "0.9", "--sessions", "64"])
+    if not quick:
+        for c in [1, 16, 64]:
+            add("set-c%d" % c, "setData", "setData, %s" % n(c), c, ["--workload", "set", "--sessions", str(c)])
+    for c in [1, 16] if quick else [1, 16, 64]:
         add("create-c%d" % c, "writes", "create, %s" % n(c), c, ["--workload", "create", "--sessions", str(c)])
     return out
 
@@ -197,34 +223,56 @@ def warm_server(srv, seconds, raw_file):
         raise RuntimeError("%s: the warm-up load failed: %s; log tail:\n%s" % (srv.kind, bad, srv.log_tail()))
 
 
-def run_scenarios(kind, tmp, raw, scens, duration, warmup, server_warmup):
-    srv = S.Server(kind, tmp, "scenarios")
+def raw_dir(raw, topology, kind):
+    """raw/KIND for standalone (as before ensembles existed), raw/ensemble3/KIND otherwise."""
+    return raw / kind if topology == "standalone" else raw / topology / kind
+
+
+def run_scenarios(kind, tmp, raw, scens, duration, warmup, server_warmup, topology="standalone"):
+    srv = S.new_server(kind, topology, tmp, "scenarios")
+    rdir = raw_dir(raw, topology, kind)
+    tag = kind if topology == "standalone" else "%s/%s" % (kind, topology)
     out = {"server_command": None, "runs": {}}
-    srv.start()
-    out["server_command"] = srv.last_command
-    out["rss_start_kib"] = S.rss_kib(srv.pid)
     try:
-        warm_server(srv, server_warmup, raw / kind / "server-warmup.json")
+        out["start_s"] = srv.start()
+        cmds = srv.commands()
+        out["server_command"] = cmds[0]
+        if topology != "standalone":
+            out["server_commands"] = cmds
+            out["leader"] = srv.leader
+            out["modes_start"] = srv.modes()
+            out["bench_servers"] = srv.addr
+            log("%s: all %d members up in %.2f s, leader member %d; bench --servers %s (followers first)"
+                % (tag, len(cmds), out["start_s"], srv.leader, srv.addr))
+        out["rss_start_kib"] = srv.rss_kib()
+        warm_server(srv, server_warmup, rdir / "server-warmup.json")
         for sc in scens:
             args = sc["args"] + COMMON + ["--duration", str(duration), "--warmup", str(warmup)]
-            cpu0 = S.cpu_seconds(srv.pid)
+            cpu0 = srv.cpu_seconds()
             t0 = time.monotonic()
-            r = S.run_bench(srv.addr, args, raw / kind / (sc["id"] + ".json"), timeout=duration + warmup + 120)
+            r = S.run_bench(srv.addr, args, rdir / (sc["id"] + ".json"), timeout=duration + warmup + 120)
             r["scenario"] = sc["id"]
-            r["server_cpu_s"] = S.cpu_seconds(srv.pid) - cpu0
+            r["topology"] = topology
+            r["server_cpu_s"] = srv.cpu_seconds() - cpu0
             r["wall_s"] = time.monotonic() - t0
-            (raw / kind / (sc["id"] + ".json")).write_text(json.dumps(r, indent=1))
+            (rdir / (sc["id"] + ".json")).write_text(json.dumps(r, indent=1))
             p = r.get("primary", {})
             bad = S.failed(r)
             log(
-                "%-10s %-12s %10.0f/s  p50 %6s  p99 %6s  p99.9 %6s µs%s"
-                % (kind, sc["id"], p.get("ops_per_sec", 0), p.get("p50_us"), p.get("p99_us"), p.get("p999_us"),
+                "%-20s %-12s %10.0f/s  p50 %6s  p99 %6s  p99.9 %6s µs%s"
+                % (tag, sc["id"], p.get("ops_per_sec", 0), p.get("p50_us"), p.get("p99_us"), p.get("p999_us"),
                    "   !!! %s" % bad if bad else "")
             )
-            if srv.proc.poll() is not None:
-                raise RuntimeError("%s died during %s; log tail:\n%s" % (kind, sc["id"], srv.log_tail()))
-        out["rss_end_kib"] = S.rss_kib(srv.pid)
+            dead = srv.dead()
+            if dead:
+                raise RuntimeError("%s during %s; log tail:\n%s" % (dead, sc["id"], srv.log_tail()))
+        out["rss_end_kib"] = srv.rss_kib()
         out["data_bytes_end"] = srv.data_bytes()
+        if topology != "standalone":
+            out["modes_end"] = srv.modes()
+            if out["modes_end"] != out["modes_start"]:
+                log("!!! %s: member modes changed during the scenarios: %s -> %s"
+                    % (tag, out["modes_start"], out["modes_end"]))
     finally:
         srv.destroy()
     return out
@@ -308,10 +356,16 @@ def run_memory(kind, tmp, raw, counts):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="a few short scenarios (about 3 minutes)")
+    ap.add_argument("--quick", action="store_true", help="a few short scenarios (about 4 minutes; with --only-ensemble about 1)")
     ap.add_argument("--duration", type=float, help="measured seconds per scenario (default 10, quick 3)")
     ap.add_argument("--warmup", type=float, help="unmeasured seconds before each (default 2, quick 1)")
     ap.add_argument("--servers", default="ringkeeper,zookeeper", help="which servers, in order")
+    ap.add_argument("--topology", default="standalone,ensemble3",
+                    help="standalone (one process: the full scenario set, memory/restart, capacity), "
+                    "ensemble3 (3-member ensembles on this machine: a subset of the scenarios), or both "
+                    "(default: both, in that order)")
+    ap.add_argument("--only-ensemble", action="store_true",
+                    help="only the 3-member ensemble scenarios (same as --topology ensemble3)")
     ap.add_argument("--znodes", help="memory/restart points, comma separated (default 100000,1000000; quick 100000)")
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--only-memory", action="store_true",
@@ -327,6 +381,17 @@ def main():
     for k in kinds:
         if k not in S.SERVERS:
             ap.error("unknown server %r" % k)
+    topologies = ["ensemble3"] if a.only_ensemble else [t.strip() for t in a.topology.split(",") if t.strip()]
+    for t in topologies:
+        if t not in S.TOPOLOGIES:
+            ap.error("unknown topology %r (%s)" % (t, ", ".join(S.TOPOLOGIES)))
+    if a.only_memory and a.only_ensemble:
+        ap.error("--only-memory and --only-ensemble exclude each other")
+    if a.only_memory:
+        topologies = ["standalone"]
+    if "standalone" not in topologies:
+        # memory/restart and the capacity ramp are measured on standalone servers only
+        a.skip_memory = a.skip_capacity = True
     counts = [int(x) for x in (a.znodes or ("100000" if a.quick else "100000,1000000")).split(",")]
     name = "%s-%s%s" % (datetime.date.today().isoformat(), socket.gethostname(), "-quick" if a.quick else "")
     out = Path(a.out) if a.out else PERF / "results" / name
@@ -350,8 +415,13 @@ def main():
         "versions": versions(),
         "zk_heap": S.ZK_HEAP,
         "servers": kinds,
-        "scenarios": scenarios(a.quick),
+        "topologies": topologies,
+        "scenarios": scenarios(a.quick) if "standalone" in topologies else [],
         "scenario_runs": {},
+        "ensemble_scenarios": ensemble_scenarios(a.quick) if "ensemble3" in topologies else [],
+        "ensemble_runs": {},
+        "zk_ensemble_heap": S.ZK_ENSEMBLE_HEAP,
+        "rk_ensemble_shards": S.RK_ENSEMBLE_SHARDS,
         "memory": {},
     }
     log("results go to %s" % out)
@@ -377,6 +447,19 @@ def main():
         results["scenario_runs"][kind] = run_scenarios(
             kind, tmp, raw, results["scenarios"], duration, warmup, results["server_warmup_s"]
         )
+        save()
+
+    for kind in kinds if results["ensemble_scenarios"] else []:
+        log("%s: 3-member ensemble, %d scenarios of %g s (+%g s warm-up)"
+            % (kind, len(results["ensemble_scenarios"]), duration, warmup))
+        try:
+            results["ensemble_runs"][kind] = run_scenarios(
+                kind, tmp, raw, results["ensemble_scenarios"], duration, warmup, results["server_warmup_s"],
+                topology="ensemble3",
+            )
+        except RuntimeError as e:
+            log("!!! 3-member ensemble failed for %s: %s" % (kind, e))
+            results["ensemble_runs"][kind] = {"error": str(e)}
         save()
 
     if not a.skip_memory:

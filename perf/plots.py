@@ -2,6 +2,7 @@
 """Plots for a results dir made by perf/perf.py, as PNG and SVG under its plots/:
 
 - throughput-writes / throughput-reads: ops/s and p99 against the number of clients;
+- ensemble3-throughput-writes / -setData: the same for 3-member ensembles;
 - latency-cdf: latency against percentile (log "nines" axis) for a few scenarios;
 - capacity: p99 against the offered open-loop rate, with the SLO.
 
@@ -25,12 +26,14 @@ STYLE = {
 CDF_SCENARIOS = ["create-c1", "create-c64", "get-c64", "mixed-c64", "watch-w100", "lock-c16"]
 
 
-def _load(out):
+def _load(out, key="scenarios", sub=""):
+    """(results.json, {(kind, scenario id): bench report}) for the scenarios under `key`
+    (raw/[sub/]KIND/ID.json)."""
     res = json.loads((out / "results.json").read_text())
     runs = {}
     for kind in res.get("servers", []):
-        for sc in res["scenarios"]:
-            f = out / "raw" / kind / (sc["id"] + ".json")
+        for sc in res.get(key, []):
+            f = out / "raw" / sub / kind / (sc["id"] + ".json")
             if f.exists():
                 r = json.loads(f.read_text())
                 if r.get("primary", {}).get("count"):
@@ -50,8 +53,8 @@ def _save(fig, out, name):
     plt.close(fig)
 
 
-def throughput(res, runs, out, group, title):
-    scs = [sc for sc in res["scenarios"] if sc["group"] == group]
+def throughput(res, runs, out, group, title, scenarios=None, name=None):
+    scs = [sc for sc in (res["scenarios"] if scenarios is None else scenarios) if sc["group"] == group]
     if len(scs) < 2:
         return
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -78,7 +81,7 @@ def throughput(res, runs, out, group, title):
     _log_ms_axis(ax2.yaxis)
     ax2.set_ylabel("latency, ms")
     ax2.set_title("%s: latency" % title)
-    _save(fig, out, "throughput-%s" % group)
+    _save(fig, out, name or "throughput-%s" % group)
 
 
 def _nines(p):
@@ -161,6 +164,11 @@ def write(out):
     res, runs = _load(out)
     throughput(res, runs, out, "writes", "create")
     throughput(res, runs, out, "reads", "getData")
+    if res.get("ensemble_scenarios"):
+        _, eruns = _load(out, "ensemble_scenarios", "ensemble3")
+        for group, title in (("writes", "create"), ("setData", "setData")):
+            throughput(res, eruns, out, group, "3-member ensemble, %s" % title, res["ensemble_scenarios"],
+                       "ensemble3-throughput-%s" % group)
     cdfs(res, runs, out)
     capacity(res, out)
 

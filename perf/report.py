@@ -23,6 +23,138 @@ def load(out):
     return res, runs
 
 
+def load_ensemble(out, res):
+    """{(kind, scenario id): bench report} of the 3-member ensemble runs (raw/ensemble3/KIND/)."""
+    runs = {}
+    for kind in res.get("servers", []):
+        for sc in res.get("ensemble_scenarios", []):
+            f = Path(out) / "raw" / "ensemble3" / kind / (sc["id"] + ".json")
+            if f.exists():
+                runs[(kind, sc["id"])] = json.loads(f.read_text())
+    return runs
+
+
+def scenario_table(L, scs, runs, kinds):
+    """Appends one table of scenarios (and notes on failed runs) to L."""
+    hdr = "| scenario | bench args |"
+    sep = "| --- | --- |"
+    for kind in kinds:
+        hdr += " %s ops/s | p50 / p99 / p99.9 ms | srv CPU |" % NAMES[kind]
+        sep += " ---: | ---: | ---: |"
+    if len(kinds) == 2:
+        hdr += " ratio | p99 ratio |"
+        sep += " ---: | ---: |"
+    L.append(hdr)
+    L.append(sep)
+    notes = []
+    for sc in scs:
+        row = "| %s | `%s` |" % (sc["label"], " ".join(sc["args"]))
+        prims = []
+        for kind in kinds:
+            r = runs.get((kind, sc["id"]))
+            p = (r or {}).get("primary")
+            bad = problems(r)
+            if bad:
+                notes.append("%s, %s: **%s**" % (sc["label"], NAMES[kind], bad))
+            if not p:
+                row += " – | – | – |"
+                prims.append(None)
+                continue
+            cpu = r.get("server_cpu_s")
+            cpu_s = "%.2f" % (cpu / r["wall_s"]) if cpu is not None and r.get("wall_s") else "–"
+            row += " %s%s | %s / %s / %s | %s |" % (num(p["ops_per_sec"]), " (!)" if bad else "", ms(p["p50_us"]), ms(p["p99_us"]), ms(p["p999_us"]), cpu_s)
+            prims.append(p)
+        if len(kinds) == 2:
+            a, b = prims
+            row += " %s | %s |" % (
+                fx(ratio(a and a["ops_per_sec"], b and b["ops_per_sec"])),
+                fx(ratio(a and a["p99_us"], b and b["p99_us"])),
+            )
+        L.append(row)
+    L.append("")
+    for n in notes:
+        L.append("- (!) " + n)
+    if notes:
+        L.append("")
+
+
+def ensemble_section(L, res, runs, sa_runs):
+    """The "3-member ensemble" section."""
+    kinds = res["servers"]
+    scs = res.get("ensemble_scenarios", [])
+    er = res.get("ensemble_runs", {})
+    m = res["machine"]
+    L.append("## 3-member ensemble")
+    L.append("")
+    L.append("Three members of one server on this machine (127.0.0.1, a fresh data dir each, all three started at once), "
+             "then, once that ensemble is gone, three of the other. An ensemble counts as up once every member answered a "
+             "handshake and `srvr` says `Mode: leader` on exactly one member and `Mode: follower` on the other two. "
+             "Each scenario runs `ringkeeper bench --servers F1,F2,L` with all three client addresses, the two followers "
+             "first and the leader last: the bench puts session i on address i mod 3 (round robin), so 1 client talks to a "
+             "follower, 16 clients are 6/5/5 and 64 clients 22/21/21 over the members; the bench sets its keys up through "
+             "the first address. Reads are answered by the member a session is on; writes go to the leader (forwarded by a "
+             "follower) and are acknowledged once a majority has them on disk. All three members, the bench, and in "
+             "ringkeeper's case every member's shards share the machine's %s cores. srv CPU sums the three members."
+             % m.get("nproc"))
+    L.append("")
+    shards = res.get("rk_ensemble_shards")
+    for kind in kinds:
+        e = er.get(kind)
+        if not e:
+            continue
+        if "error" in e:
+            L.append("- %s: **failed**: %s" % (NAMES[kind], e["error"].splitlines()[0]))
+            continue
+        cmds = e.get("server_commands") or []
+        how = "member 1: `%s`; members 2 and 3 alike with their own %s" % (
+            " ".join(cmds[0]) if cmds else "?",
+            "`--server-id`, `--data-dir` and `--client-addr`" if kind == "ringkeeper"
+            else "zoo.cfg (clientPort), data dir and myid")
+        if kind == "ringkeeper":
+            how += "; shards per member: %s" % (
+                "`--shards %s`" % shards if shards else
+                "ringkeeper's default, one per core (%s); a member pins shard i to core i mod %s, so every member "
+                "has a shard on every core (`--shards 1` would put all three members on core 0)" % (m.get("nproc"), m.get("nproc")))
+        else:
+            how += "; zoo.cfg as the standalone's (forceSync=yes, maxClientCnxns=0, tickTime=2000) plus initLimit=10, " \
+                   "syncLimit=5 and `server.N=127.0.0.1:QUORUM_PORT:ELECTION_PORT` per member, dataDir/myid; heap -Xms%s -Xmx%s " \
+                   "per member" % (res.get("zk_ensemble_heap"), res.get("zk_ensemble_heap"))
+        end = e.get("modes_end") or {}
+        same = all(v == (e.get("modes_start") or {}).get(k) for k, v in end.items()) and end
+        L.append("- %s: %s. Up in %.2f s; leader: member %s%s." % (
+            NAMES[kind], how, e.get("start_s") or 0, e.get("leader"),
+            " (still, with both followers, after the last scenario)" if same else
+            "; **after the last scenario: %s**" % ", ".join("member %s %s" % kv for kv in sorted(end.items())) if end else ""))
+    if res.get("server_warmup_args"):
+        L.append("- each new ensemble gets the same %g s of unmeasured load as a standalone server before the first scenario"
+                 % res["server_warmup_s"])
+    L.append("")
+    if not scs:
+        return
+    scenario_table(L, scs, runs, kinds)
+    both = [sc for sc in scs if any((k, sc["id"]) in sa_runs for k in kinds)]
+    if both:
+        L.append("Replication cost: the ensemble's figure over the same scenario's on the standalone server of this run "
+                 "(throughput: below 1 is slower; p50: above 1 is slower).")
+        L.append("")
+        hdr, sep = "| scenario |", "| --- |"
+        for kind in kinds:
+            hdr += " %s ops/s | %s p50 |" % (NAMES[kind], NAMES[kind])
+            sep += " ---: | ---: |"
+        L.append(hdr)
+        L.append(sep)
+        for sc in both:
+            row = "| %s |" % sc["label"]
+            for kind in kinds:
+                a, b = runs.get((kind, sc["id"])), sa_runs.get((kind, sc["id"]))
+                pa = a["primary"] if a and not problems(a) else None
+                pb = b["primary"] if b and not problems(b) else None
+                row += " %s | %s |" % (fx(ratio(pa and pa["ops_per_sec"], pb and pb["ops_per_sec"])),
+                                       fx(ratio(pa and pa["p50_us"], pb and pb["p50_us"])))
+            L.append(row)
+        L.append("")
+
+
 def ms(us):
     if us is None:
         return "–"
@@ -204,8 +336,9 @@ def write(out):
             if kind == "zookeeper":
                 L.append("  with zoo.cfg: tickTime=2000, maxClientCnxns=0, forceSync=yes, 4lw.commands.whitelist=*, "
                          "admin.enableServer=false, defaults otherwise (snapCount 100000, preAllocSize 64 MiB)")
-    L.append("- one fresh server (fresh data dir) per server for the whole scenario set, scenarios in the order below "
-             "(reads first, creates last); another fresh one for memory/restart and for the capacity ramp")
+    if res["scenarios"]:
+        L.append("- one fresh server (fresh data dir) per server for the whole scenario set, scenarios in the order below "
+                 "(reads first, creates last); another fresh one for memory/restart and for the capacity ramp")
     if res.get("server_warmup_args"):
         L.append("- before the first scenario, each new server gets %g s of unmeasured load: `ringkeeper bench %s --duration %g` "
                  "(so that ZooKeeper's JIT has compiled its hot paths)"
@@ -213,6 +346,10 @@ def write(out):
     L.append("- each scenario: `ringkeeper bench --servers 127.0.0.1:PORT --json --quiet ARGS %s --duration %g --warmup %g` "
              "(closed loop, one request in flight per session, 100-byte data; ARGS in each table)"
              % (" ".join(res["common_bench_args"]), res["duration_s"], res["warmup_s"]))
+    if res.get("ensemble_scenarios"):
+        L.append("- 3-member ensembles (after the standalone servers): one of each server, three processes on this machine "
+                 "with fresh data dirs, for a subset of the scenarios, with `--servers` listing all three members: see "
+                 "[3-member ensemble](#3-member-ensemble)")
     L.append("")
     fl, fd = res.get("floor"), res.get("floor_direct")
     if fl:
@@ -232,6 +369,9 @@ def write(out):
              "throughput; p99 ratio: ringkeeper's p99 / ZooKeeper's (below 1 is better). srv CPU: the server's "
              "CPU seconds per second of the scenario (2.0 = both cores).")
     L.append("")
+    if not res["scenarios"]:
+        L.append("Standalone servers: not run this time (`--topology %s`)." % ",".join(res.get("topologies", [])))
+        L.append("")
     groups = []
     for sc in res["scenarios"]:
         if sc["group"] not in groups:
@@ -239,46 +379,9 @@ def write(out):
     for g in groups:
         L.append("### %s" % g)
         L.append("")
-        hdr = "| scenario | bench args |"
-        sep = "| --- | --- |"
-        for kind in kinds:
-            hdr += " %s ops/s | p50 / p99 / p99.9 ms | srv CPU |" % NAMES[kind]
-            sep += " ---: | ---: | ---: |"
-        if len(kinds) == 2:
-            hdr += " ratio | p99 ratio |"
-            sep += " ---: | ---: |"
-        L.append(hdr)
-        L.append(sep)
-        notes = []
-        for sc in (s for s in res["scenarios"] if s["group"] == g):
-            row = "| %s | `%s` |" % (sc["label"], " ".join(sc["args"]))
-            prims = []
-            for kind in kinds:
-                r = runs.get((kind, sc["id"]))
-                p = (r or {}).get("primary")
-                bad = problems(r)
-                if bad:
-                    notes.append("%s, %s: **%s**" % (sc["label"], NAMES[kind], bad))
-                if not p:
-                    row += " – | – | – |"
-                    prims.append(None)
-                    continue
-                cpu = r.get("server_cpu_s")
-                cpu_s = "%.2f" % (cpu / r["wall_s"]) if cpu is not None and r.get("wall_s") else "–"
-                row += " %s%s | %s / %s / %s | %s |" % (num(p["ops_per_sec"]), " (!)" if bad else "", ms(p["p50_us"]), ms(p["p99_us"]), ms(p["p999_us"]), cpu_s)
-                prims.append(p)
-            if len(kinds) == 2:
-                a, b = prims
-                row += " %s | %s |" % (
-                    fx(ratio(a and a["ops_per_sec"], b and b["ops_per_sec"])),
-                    fx(ratio(a and a["p99_us"], b and b["p99_us"])),
-                )
-            L.append(row)
-        L.append("")
-        for n in notes:
-            L.append("- (!) " + n)
-        if notes:
-            L.append("")
+        scenario_table(L, [s for s in res["scenarios"] if s["group"] == g], runs, kinds)
+    if res.get("ensemble_scenarios") or res.get("ensemble_runs"):
+        ensemble_section(L, res, load_ensemble(out, res), runs)
     mem = res.get("memory", {})
     if mem:
         L.append("## Memory and restart")
@@ -350,6 +453,10 @@ def write(out):
     L.append("- Anything else running on the machine (a build, another benchmark) shows up in whichever server was being "
              "measured at the time, mostly as p99 spikes; ringkeeper pins one shard per core, so a bench or other thread "
              "preempting a shard stalls that shard's connections.")
+    if res.get("ensemble_scenarios"):
+        L.append("- 3-member ensembles: three servers and the bench on %s cores measure how well each shares a small machine "
+                 "as much as replication itself; the members replicate over loopback, so network latency is absent, and "
+                 "all three fsync to the same disk." % m.get("nproc"))
     if res.get("quick"):
         L.append("- Quick run: %g s per scenario, so p99.9 and beyond rest on a handful of samples." % res["duration_s"])
     L.append("- The floor is measured from Python (a few µs of interpreter time per iteration) with a preallocated file; "

@@ -1,23 +1,32 @@
 #!/usr/bin/env bash
 # ringkeeper vs Apache ZooKeeper 3.8, side by side, on this machine, in one command:
 #
-#   perf/run.sh             the full scenario set (about 11 minutes on 2 cores, plus the build)
-#   perf/run.sh --quick     a few short scenarios (about 3 minutes): to try it out
+#   perf/run.sh                   the full set, standalone and 3-member ensembles (about 15 minutes
+#                                 on 2 cores, plus the build)
+#   perf/run.sh --quick           a few short scenarios of each (about 4 minutes): to try it out
+#   perf/run.sh --only-ensemble   just the 3-member ensembles (about 5 minutes; quick: 1)
 #
 # Installs what is missing (Debian's zookeeper package and the .venv through
 # scripts/setup-test-deps.sh, matplotlib from perf/requirements.txt into the same .venv, a
 # Rust toolchain through rustup when there is no cargo), builds target/release/ringkeeper,
-# then runs perf/perf.py: the fdatasync floor, the scenario set against each server on a fresh
-# data dir, memory and restart with 100k and 1M znodes, the capacity ramp; and writes
-# perf/results/<YYYY-MM-DD>-<hostname>[-quick]/ (report.md, results.json, raw/, plots/).
+# then runs perf/perf.py: the fdatasync floor, the scenario set against each standalone server on
+# a fresh data dir, a subset of it against a fresh 3-member ensemble of each (three processes on
+# this machine, the bench spreading sessions over all three), memory and restart with 100k and
+# 1M znodes, the capacity ramp; and writes perf/results/<YYYY-MM-DD>-<hostname>[-quick]/
+# (report.md, results.json, raw/, plots/).
 #
 # Options (passed to perf/perf.py; `perf/run.sh --help` lists them all):
 #   --quick            few short scenarios
 #   --duration S       measured seconds per scenario (default 10; quick 3)
 #   --servers LIST     ringkeeper,zookeeper (default), or one of them
+#   --topology LIST    standalone,ensemble3 (default both); memory, restart and capacity come
+#                      with standalone only
+#   --only-ensemble    same as --topology ensemble3
 #   --skip-memory, --skip-capacity, --znodes N,M, --slo-p99-ms MS, --out DIR
 #   --only-memory      just memory per znode and restart time (issue 4's restart benchmark)
-# Environment: ZK_HEAP (default 2g), RK_BIN, ZK_CLASSPATH, RK_PERF_NO_BUILD=1 (use the binary as built).
+# Environment: ZK_HEAP (default 2g), ZK_ENSEMBLE_HEAP (per ensemble member, default ZK_HEAP),
+# RK_ENSEMBLE_SHARDS (--shards per ringkeeper ensemble member, default ringkeeper's: one per
+# core), RK_BIN, ZK_CLASSPATH, RK_PERF_NO_BUILD=1 (use the binary as built).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -26,7 +35,7 @@ log() { printf '[perf/run.sh] %s\n' "$*"; }
 
 for a in "$@"; do
     if [[ $a == -h || $a == --help ]]; then
-        sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+        sed -n '2,29p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
         echo
         exec python3 perf/perf.py --help
     fi

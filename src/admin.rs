@@ -221,6 +221,7 @@ impl ConfStats {
 pub struct LeaderStats {
     pub learners: u64,
     pub synced_followers: u64,
+    pub synced_observers: u64,
     pub pending_syncs: u64,
     /// Proposal sizes last/min/max in bytes (-1 when none yet).
     pub last_proposal_size: i64,
@@ -521,7 +522,7 @@ fn mntr(out: &mut String, s: &ServerStats) {
         kv("zk_learners", &l.learners);
         kv("zk_synced_followers", &l.synced_followers);
         kv("zk_synced_non_voting_followers", &0);
-        kv("zk_synced_observers", &0);
+        kv("zk_synced_observers", &l.synced_observers);
         kv("zk_pending_syncs", &l.pending_syncs);
         kv("zk_last_proposal_size", &l.last_proposal_size);
         kv("zk_max_proposal_size", &l.max_proposal_size);
@@ -1046,6 +1047,29 @@ metrics! {
         log_backpressure,
         /// Four-letter words answered.
         four_letter_words,
+        /// Peer frames queued for other members, bytes written to them, frames dropped
+        /// because a link's queue was full (its member unreachable), and broken links.
+        peer_frames_sent,
+        peer_bytes_sent,
+        peer_frames_dropped,
+        peer_link_failures,
+        /// Peer frames received.
+        peer_frames_received,
+        /// Writes this member forwarded to the leader / received from other members.
+        forwarded_out,
+        forwarded_in,
+        /// Forwarded writes dropped because this member was not the leader when they arrived.
+        forwards_dropped,
+        /// Leader changes this member saw, and the connections it closed because a write of
+        /// theirs may have been lost with the old leader.
+        leader_changes,
+        writers_dropped,
+        /// sync requests answered through raft's ReadIndex.
+        syncs,
+        /// Tree digests compared with the leader's at the same log index, and mismatches
+        /// (a mismatch means this member's state diverged: it is logged as an error).
+        digest_checks,
+        digest_mismatches,
     }
     gauges {
         /// Connections open now.

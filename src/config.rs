@@ -1,9 +1,10 @@
 //! Server configuration: defaults, a TOML file, an Apache `zoo.cfg`, and command-line flags,
 //! each layer overriding the ones before it. The table of settings is `docs/CONFIGURATION.md`.
 //!
-//! The only I/O here is reading the files named by `--config` and `--zoo-cfg`.
+//! The only I/O here is reading the files named by `--config` and `--zoo-cfg`, the `myid` file
+//! a zoo.cfg ensemble names this member with, and resolving members' host names.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -19,7 +20,7 @@ pub const DEFAULT_FOUR_LETTER_WHITELIST: &[&str] = &[
 ];
 
 // Ranges accepted by validation.
-const MAX_SHARDS: usize = 1024;
+const MAX_SHARDS: usize = 256; // a request's routing tag has 8 bits for the shard
 const MIN_PACKET_BYTES: usize = 1024;
 const MAX_PACKET_BYTES: usize = 1 << 30;
 const MIN_SEGMENT_BYTES: u64 = 1 << 20;
@@ -71,6 +72,21 @@ pub struct Config {
     pub server_id: u64,
     /// A `tracing` filter: `info`, `debug`, `ringkeeper=debug,warn`, ...
     pub log_level: String,
+    /// Every member of the ensemble, this one included; empty for a standalone server.
+    pub members: Vec<MemberConfig>,
+}
+
+/// One member of an ensemble, as every member's configuration names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberConfig {
+    pub id: u64,
+    /// Where this member listens for (and others dial) the peer protocol.
+    pub peer_addr: SocketAddr,
+    /// Its client address, when given (informational for others; for this member it sets
+    /// client_addr unless client_addr was set explicitly).
+    pub client_addr: Option<SocketAddr>,
+    /// A non-voting member (raft learner, ZooKeeper observer).
+    pub observer: bool,
 }
 
 impl Default for Config {
@@ -101,6 +117,7 @@ impl Default for Config {
             snap_retain_count: 3,
             server_id: 1,
             log_level: "info".to_string(),
+            members: Vec::new(),
         }
     }
 }
@@ -209,6 +226,15 @@ pub struct ServeArgs {
     /// tracing filter (`info`, `debug`, `ringkeeper=trace,info`) [default: info].
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
+    /// An ensemble member, once per member (this one included): `ID=` and then what follows
+    /// `server.ID=` in a zoo.cfg, `HOST:PEER_PORT[:ELECTION_PORT][:observer][;[HOST:]CLIENT_PORT]`
+    /// (the election port is ignored: members talk on the peer port only).
+    #[arg(
+        long = "member",
+        value_name = "ID=HOST:PORT[:PORT][:observer][;[HOST:]PORT]",
+        action = clap::ArgAction::Append
+    )]
+    pub members: Vec<String>,
 }
 
 /// One source of settings: every field optional; `None` leaves the earlier value.
@@ -237,6 +263,53 @@ pub struct ConfigLayer {
     pub snap_retain_count: Option<usize>,
     pub server_id: Option<u64>,
     pub log_level: Option<String>,
+    /// The whole ensemble: a later layer's list replaces an earlier one's.
+    pub members: Option<Vec<MemberSpec>>,
+}
+
+/// A member as a layer gives it (a `[[members]]` table, a `--member` flag or a zoo.cfg
+/// `server.N` line), before its addresses are resolved.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberSpec {
+    pub id: u64,
+    /// `host:port` of the peer protocol.
+    pub peer: String,
+    /// `host:port` clients connect to.
+    pub client: Option<String>,
+    #[serde(default)]
+    pub observer: bool,
+}
+
+impl MemberSpec {
+    /// `ID=` followed by the right-hand side of a zoo.cfg `server.ID=` line.
+    pub fn parse_flag(spec: &str) -> Result<MemberSpec, ConfigError> {
+        let bad = |why: String| invalid(format!("--member `{spec}`: {why}"));
+        let (id, rest) = spec
+            .split_once('=')
+            .ok_or_else(|| bad("expected ID=HOST:PORT[:PORT][:observer][;[HOST:]PORT]".into()))?;
+        let id = id
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| bad(format!("`{id}` is not a member id")))?;
+        parse_server_line(id, rest).map_err(bad)
+    }
+
+    fn resolve(&self) -> Result<MemberConfig, ConfigError> {
+        let addr = |s: &str, what: &str| {
+            resolve_addr(s).map_err(|e| invalid(format!("member {}: {what} `{s}`: {e}", self.id)))
+        };
+        Ok(MemberConfig {
+            id: self.id,
+            peer_addr: addr(&self.peer, "peer")?,
+            client_addr: self
+                .client
+                .as_deref()
+                .map(|c| addr(c, "client"))
+                .transpose()?,
+            observer: self.observer,
+        })
+    }
 }
 
 macro_rules! overlay_fields {
@@ -271,13 +344,23 @@ impl ConfigLayer {
             snap_bytes,
             snap_retain_count,
             server_id,
-            log_level
+            log_level,
+            members
         );
     }
 
     /// The layer the command-line flags make (`--config`/`--zoo-cfg` are not settings).
-    pub fn from_args(args: &ServeArgs) -> ConfigLayer {
-        ConfigLayer {
+    pub fn from_args(args: &ServeArgs) -> Result<ConfigLayer, ConfigError> {
+        let members = match args.members.as_slice() {
+            [] => None,
+            specs => Some(
+                specs
+                    .iter()
+                    .map(|s| MemberSpec::parse_flag(s))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        Ok(ConfigLayer {
             client_addr: args.client_addr.clone(),
             data_dir: args.data_dir.clone(),
             data_log_dir: args.data_log_dir.clone(),
@@ -299,7 +382,8 @@ impl ConfigLayer {
             snap_retain_count: args.snap_retain_count,
             server_id: args.server_id,
             log_level: args.log_level.clone(),
-        }
+            members,
+        })
     }
 
     /// Parses a TOML config file's text; `path` only labels errors.
@@ -322,11 +406,21 @@ impl Config {
             layers.push(ConfigLayer::from_toml(&read_limited(path)?, path)?);
         }
         if let Some(path) = &args.zoo_cfg {
-            let (layer, mut w) = parse_zoo_cfg(&read_limited(path)?, path)?;
+            let (mut layer, mut w) = parse_zoo_cfg(&read_limited(path)?, path)?;
+            // ZooKeeper names the member a zoo.cfg ensemble runs as in `<dataDir>/myid`.
+            if layer.members.is_some() && args.server_id.is_none() {
+                let data_dir = args
+                    .data_dir
+                    .clone()
+                    .or_else(|| layer.data_dir.clone())
+                    .or_else(|| layers.iter().rev().find_map(|l| l.data_dir.clone()))
+                    .unwrap_or_else(|| Config::default().data_dir);
+                layer.server_id = Some(read_myid(&data_dir.join("myid"))?);
+            }
             layers.push(layer);
             warnings.append(&mut w);
         }
-        layers.push(ConfigLayer::from_args(args));
+        layers.push(ConfigLayer::from_args(args)?);
         let (config, mut w) = Config::from_layers(layers)?;
         warnings.append(&mut w);
         Ok((config, warnings))
@@ -363,9 +457,22 @@ impl Config {
             Some(v) => v,
             None => derived(20, "max_session_timeout_ms")?,
         };
+        let members = match &merged.members {
+            Some(list) => list
+                .iter()
+                .map(MemberSpec::resolve)
+                .collect::<Result<Vec<_>, _>>()?,
+            None => Vec::new(),
+        };
+        let server_id = merged.server_id.unwrap_or(d.server_id);
         let client_addr = match &merged.client_addr {
             Some(s) => parse_addr(s)?,
-            None => d.client_addr,
+            // ZooKeeper's dynamic-config style: the client address on this member's own line.
+            None => members
+                .iter()
+                .find(|m| m.id == server_id)
+                .and_then(|m| m.client_addr)
+                .unwrap_or(d.client_addr),
         };
         let four_letter_whitelist = match &merged.four_letter_whitelist {
             Some(list) => normalize_whitelist(list, &mut warnings),
@@ -397,8 +504,9 @@ impl Config {
             snap_count: merged.snap_count.unwrap_or(d.snap_count),
             snap_bytes: merged.snap_bytes.unwrap_or(d.snap_bytes),
             snap_retain_count: merged.snap_retain_count.unwrap_or(d.snap_retain_count),
-            server_id: merged.server_id.unwrap_or(d.server_id),
+            server_id,
             log_level: merged.log_level.unwrap_or(d.log_level),
+            members,
         };
         config.validate()?;
         Ok((config, warnings))
@@ -491,7 +599,93 @@ impl Config {
                 one_line(&e.to_string())
             )));
         }
+        self.validate_members()
+    }
+
+    fn validate_members(&self) -> Result<(), ConfigError> {
+        if self.members.is_empty() {
+            return Ok(());
+        }
+        for (i, m) in self.members.iter().enumerate() {
+            // Member ids are server ids: the top byte of the session ids the member creates.
+            if !(1..=255).contains(&m.id) {
+                return Err(invalid(format!("member id must be 1-255 (got {})", m.id)));
+            }
+            if m.peer_addr.port() == 0 {
+                return Err(invalid(format!(
+                    "member {}: peer port must not be 0 ({})",
+                    m.id, m.peer_addr
+                )));
+            }
+            for earlier in &self.members[..i] {
+                if earlier.id == m.id {
+                    return Err(invalid(format!("member id {} is given twice", m.id)));
+                }
+                if earlier.peer_addr == m.peer_addr {
+                    return Err(invalid(format!(
+                        "members {} and {} have the same peer address {}",
+                        earlier.id, m.id, m.peer_addr
+                    )));
+                }
+            }
+            if m.peer_addr == self.client_addr {
+                return Err(invalid(format!(
+                    "client_addr {} is also member {}'s peer address",
+                    self.client_addr, m.id
+                )));
+            }
+        }
+        if self.member(self.server_id).is_none() {
+            let ids: Vec<String> = self.members.iter().map(|m| m.id.to_string()).collect();
+            return Err(invalid(format!(
+                "server_id {} is not one of the members ({})",
+                self.server_id,
+                ids.join(", ")
+            )));
+        }
+        if self.members.iter().all(|m| m.observer) {
+            return Err(invalid(
+                "the members include no voter (every one is an observer)".to_string(),
+            ));
+        }
         Ok(())
+    }
+
+    /// Whether this server is a member of a replicated ensemble.
+    pub fn is_ensemble(&self) -> bool {
+        !self.members.is_empty()
+    }
+
+    /// The ids of the voting members, sorted; a standalone server is its own only voter.
+    pub fn voters(&self) -> Vec<u64> {
+        if self.members.is_empty() {
+            return vec![self.server_id];
+        }
+        let mut ids: Vec<u64> = self
+            .members
+            .iter()
+            .filter(|m| !m.observer)
+            .map(|m| m.id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// The ids of the observers (raft learners), sorted.
+    pub fn learners(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self
+            .members
+            .iter()
+            .filter(|m| m.observer)
+            .map(|m| m.id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// The member with id `id`.
+    pub fn member(&self, id: u64) -> Option<&MemberConfig> {
+        self.members.iter().find(|m| m.id == id)
     }
 
     /// The session timeout granted for a requested one: `min(max(requested, min), max)`.
@@ -560,6 +754,124 @@ fn parse_addr(s: &str) -> Result<SocketAddr, ConfigError> {
     )))
 }
 
+/// `ip:port`, `[v6]:port`, `localhost:port`, or `name:port` through the system resolver,
+/// the first IPv4 result preferred (so that members agree on one address for a name).
+fn resolve_addr(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let (host, port) = s.rsplit_once(':').ok_or("not HOST:PORT")?;
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| format!("`{port}` is not a port"))?;
+    if host.is_empty() || host.contains(['[', ']', ':']) {
+        return Err(format!("`{host}` is not a host name or IP address"));
+    }
+    if host.eq_ignore_ascii_case("localhost") {
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+    }
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve `{host}`: {}", one_line(&e.to_string())))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("`{host}` resolves to no address"))
+}
+
+/// The right-hand side of a zoo.cfg `server.ID=` line:
+/// `host:peerPort[:electionPort][:participant|:observer][;[clientHost:]clientPort]`.
+/// ringkeeper has one peer port, so the election port is accepted and ignored. A client part
+/// with only a port takes the member's host. Addresses stay unresolved (`host:port`).
+fn parse_server_line(id: u64, rest: &str) -> Result<MemberSpec, String> {
+    let rest = rest.trim();
+    let (addr, client) = match rest.split_once(';') {
+        Some((addr, client)) => (addr.trim(), Some(client.trim())),
+        None => (rest, None),
+    };
+    let (host, ports) = split_host(addr)?;
+    let mut parts: Vec<&str> = ports.split(':').map(str::trim).collect();
+    let peer_port = parts.remove(0);
+    let peer_port = peer_port
+        .parse::<u16>()
+        .map_err(|_| format!("`{peer_port}` is not a port"))?;
+    if parts.first().is_some_and(|p| p.parse::<u16>().is_ok()) {
+        parts.remove(0);
+    }
+    let observer = match parts.as_slice() {
+        [] => false,
+        [role] if role.eq_ignore_ascii_case("participant") => false,
+        [role] if role.eq_ignore_ascii_case("observer") => true,
+        _ => {
+            return Err(format!(
+                "`{addr}` is not HOST:PORT[:PORT][:participant|:observer]"
+            ))
+        }
+    };
+    let client = match client {
+        None => None,
+        Some(c) => {
+            let (client_host, port) = match c.rsplit_once(':') {
+                Some((h, p)) => (h.trim(), p.trim()),
+                None => (host, c),
+            };
+            if client_host.is_empty() || port.parse::<u16>().is_err() {
+                return Err(format!("client address `{c}` is not [HOST:]PORT"));
+            }
+            Some(format!("{client_host}:{port}"))
+        }
+    };
+    Ok(MemberSpec {
+        id,
+        peer: format!("{host}:{peer_port}"),
+        client,
+        observer,
+    })
+}
+
+/// Splits `host:rest` or `[v6]:rest` into the host (brackets kept) and `rest`.
+fn split_host(addr: &str) -> Result<(&str, &str), String> {
+    let split = if addr.starts_with('[') {
+        addr.find(']')
+            .and_then(|end| Some((&addr[..=end], addr[end + 1..].strip_prefix(':')?)))
+    } else {
+        addr.split_once(':')
+    };
+    match split {
+        Some((host, rest)) if !host.is_empty() && host != "[]" => Ok((host, rest)),
+        _ => Err(format!("`{addr}` is not HOST:PORT")),
+    }
+}
+
+/// ZooKeeper's `myid`: this member's id as a decimal number, whitespace around it allowed.
+fn read_myid(path: &Path) -> Result<u64, ConfigError> {
+    let text = read_limited(path).map_err(|e| {
+        let why = match e {
+            ConfigError::Read { source, .. } => source.to_string(),
+            other => other.to_string(),
+        };
+        invalid(format!(
+            "zoo.cfg lists the ensemble's servers, so this member's id must be in {} \
+             (or given with --server-id): {}",
+            path.display(),
+            one_line(&why)
+        ))
+    })?;
+    let text = text.trim();
+    text.parse::<u64>().map_err(|_| {
+        let shown: String = text.chars().take(32).collect();
+        invalid(format!(
+            "{}: `{}` is not a server id (a decimal number)",
+            path.display(),
+            one_line(&shown)
+        ))
+    })
+}
+
 /// `user:hash` where hash is base64 of a 20-byte SHA-1 (ZooKeeper's superDigest form).
 fn check_super_digest(digest: &str) -> Result<(), ConfigError> {
     use base64::Engine;
@@ -616,15 +928,15 @@ const ZOO_IGNORED: &[(&str, &str)] = &[
     ("syncLimit", "quorum timing is raft's"),
     ("electionAlg", "raft elects leaders"),
     ("electionPortBindRetry", "raft elects leaders"),
-    ("peerType", "no observers"),
+    ("peerType", "a member's role is on its server.N line"),
     ("standaloneEnabled", "no ZooKeeper quorum layer"),
     ("reconfigEnabled", "no dynamic reconfig"),
     ("dynamicConfigFile", "no dynamic reconfig"),
-    ("syncEnabled", "no observers"),
+    ("syncEnabled", "every member logs transactions"),
     ("quorumListenOnAllIPs", "no ZooKeeper quorum layer"),
     ("cnxTimeout", "no ZooKeeper quorum layer"),
     ("connectToLearnerMasterLimit", "no ZooKeeper quorum layer"),
-    ("observerMasterPort", "no observers"),
+    ("observerMasterPort", "observers follow the leader"),
     ("leaderServes", "every member serves clients"),
     ("secureClientPort", "no TLS"),
     ("secureClientPortAddress", "no TLS"),
@@ -650,7 +962,6 @@ const ZOO_IGNORED: &[(&str, &str)] = &[
 
 /// Prefixes of zoo.cfg keys that do not apply.
 const ZOO_IGNORED_PREFIXES: &[(&str, &str)] = &[
-    ("server.", "a one-server ensemble is a standalone member"),
     ("group.", "no hierarchical quorums"),
     ("weight.", "no hierarchical quorums"),
     (
@@ -672,13 +983,20 @@ pub fn parse_zoo_cfg(text: &str, path: &Path) -> Result<(ConfigLayer, Vec<String
     let mut warnings = Vec::new();
     let mut port: Option<u16> = None;
     let mut host: Option<(String, usize)> = None;
-    let mut servers: Vec<(String, usize)> = Vec::new();
     let err = |line: usize, message: String| ConfigError::File {
         path: path.to_path_buf(),
         line,
         message,
     };
-    for (line, raw_key, value) in properties(text) {
+    let entries = properties(text);
+    // A single server line is a standalone member, as in ZooKeeper; two or more an ensemble.
+    let ensemble = entries
+        .iter()
+        .filter(|(_, k, _)| k.starts_with("server."))
+        .count()
+        > 1;
+    let mut members = Vec::new();
+    for (line, raw_key, value) in entries {
         // zoo.cfg keys ZooKeeper does not know become `zookeeper.<key>` system properties, so
         // both spellings of the system-property settings work there.
         let key = match raw_key.strip_prefix("zookeeper.") {
@@ -758,25 +1076,27 @@ pub fn parse_zoo_cfg(text: &str, path: &Path) -> Result<(ConfigLayer, Vec<String
             "autopurge.snapRetainCount" => {
                 layer.snap_retain_count = Some(num("a number")?.clamp(3, 1000) as usize)
             }
-            k if k.starts_with("server.") => {
-                servers.push((k.to_string(), line));
-                warnings.push(zoo_warning(path, line, &raw_key));
+            k if k.starts_with("server.") && ensemble => {
+                let id = &k["server.".len()..];
+                let id = id
+                    .parse::<u64>()
+                    .map_err(|_| err(line, format!("{raw_key}: `{id}` is not a server id")))?;
+                members.push(
+                    parse_server_line(id, value)
+                        .map_err(|why| err(line, format!("{raw_key}: {why}")))?,
+                );
             }
+            k if k.starts_with("server.") => warnings.push(zoo_ignored(
+                path,
+                line,
+                &raw_key,
+                "a one-server ensemble is a standalone member",
+            )),
             _ => warnings.push(zoo_warning(path, line, &raw_key)),
         }
     }
-    // Several members would each run alone and accept writes on their own (a split brain):
-    // refuse instead of ignoring the ensemble.
-    if servers.len() > 1 {
-        let (key, line) = &servers[1];
-        return Err(err(
-            *line,
-            format!(
-                "`{key}`: this zoo.cfg describes an ensemble of {} servers; ringkeeper does not \
-                 replicate across members yet and will not run one as a standalone server",
-                servers.len()
-            ),
-        ));
+    if ensemble {
+        layer.members = Some(members);
     }
     match (host, port) {
         (Some((_, line)), None) => {
@@ -830,12 +1150,16 @@ fn zoo_warning(path: &Path, line: usize, key: &str) -> String {
         })
         .map(|(_, why)| *why);
     match reason {
-        Some(why) => format!(
-            "{}:{line}: `{key}` does not apply to ringkeeper ({why}); ignored",
-            path.display()
-        ),
+        Some(why) => zoo_ignored(path, line, key, why),
         None => format!("{}:{line}: unknown key `{key}`; ignored", path.display()),
     }
+}
+
+fn zoo_ignored(path: &Path, line: usize, key: &str, why: &str) -> String {
+    format!(
+        "{}:{line}: `{key}` does not apply to ringkeeper ({why}); ignored",
+        path.display()
+    )
 }
 
 /// Java's `Integer.decode` forms: decimal, `0x`/`#` hex, leading-zero octal, optional sign.
@@ -1202,18 +1526,322 @@ fooBar=1
         assert!(warnings[5].contains(":13: unknown key `fooBar`"));
     }
 
+    fn member(id: u64, peer: &str, client: Option<&str>, observer: bool) -> MemberConfig {
+        MemberConfig {
+            id,
+            peer_addr: sa(peer),
+            client_addr: client.map(sa),
+            observer,
+        }
+    }
+
+    /// A data directory holding `myid` (when given) and a zoo.cfg that points at it.
+    fn zoo_ensemble(servers: &str, myid: Option<&str>) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        if let Some(id) = myid {
+            std::fs::write(dir.path().join("myid"), id).unwrap();
+        }
+        let cfg = dir.path().join("zoo.cfg");
+        std::fs::write(
+            &cfg,
+            format!("tickTime=2000\ndataDir={}\n{servers}", dir.path().display()),
+        )
+        .unwrap();
+        (dir, cfg)
+    }
+
+    const THREE_SERVERS: &str = "\
+server.1=127.0.0.1:2888:3888;2181
+server.2=127.0.0.1:2889:3889:participant;127.0.0.1:2182
+server.3 = localhost:2890:3890:observer;0.0.0.0:2183
+";
+
     #[test]
-    fn zoo_cfg_ensemble_is_refused() {
-        let e = parse_zoo_cfg(
-            "server.1=a:2888:3888\nserver.2=b:2888:3888\nserver.3=c:2888:3888\n",
-            Path::new("zoo.cfg"),
+    fn member_flag_forms() {
+        let a = args(&[
+            "--member=1=127.0.0.1:2888:3888",
+            "--member",
+            "2=127.0.0.1:2889;127.0.0.2:2182",
+            "--member=3=localhost:2890:3890:participant;2183",
+            "--member=4=127.0.0.1:2891:3891:observer;2184",
+            "--member=5=[::1]:2892:OBSERVER;[::1]:2185",
+            "--server-id=2",
+        ]);
+        assert_eq!(a.members.len(), 5);
+        let (c, w) = Config::from_args(&a).unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(
+            c.members,
+            [
+                member(1, "127.0.0.1:2888", None, false),
+                member(2, "127.0.0.1:2889", Some("127.0.0.2:2182"), false),
+                member(3, "127.0.0.1:2890", Some("127.0.0.1:2183"), false),
+                member(4, "127.0.0.1:2891", Some("127.0.0.1:2184"), true),
+                member(5, "[::1]:2892", Some("[::1]:2185"), true),
+            ]
+        );
+        assert!(c.is_ensemble());
+        assert_eq!(c.voters(), [1, 2, 3]);
+        assert_eq!(c.learners(), [4, 5]);
+        assert_eq!(c.member(4).map(|m| m.observer), Some(true));
+        assert_eq!(c.member(9), None);
+        assert_eq!(
+            c.client_addr,
+            sa("127.0.0.2:2182"),
+            "from its own member entry"
+        );
+    }
+
+    #[test]
+    fn standalone_members() {
+        let c = Config::default();
+        assert!(!c.is_ensemble());
+        assert_eq!(c.voters(), [1]);
+        assert!(c.learners().is_empty());
+        let (c, _) = Config::from_args(&args(&["--server-id=9"])).unwrap();
+        assert_eq!(c.voters(), [9]);
+    }
+
+    #[test]
+    fn server_line_syntax() {
+        let spec = |rest: &str| parse_server_line(7, rest);
+        assert_eq!(
+            spec(" zk1:2888 ").unwrap(),
+            MemberSpec {
+                id: 7,
+                peer: "zk1:2888".into(),
+                client: None,
+                observer: false
+            }
+        );
+        let s = spec("[fe80::1]:2888:3888:observer;2181").unwrap();
+        assert_eq!(
+            (s.peer.as_str(), s.client.as_deref(), s.observer),
+            ("[fe80::1]:2888", Some("[fe80::1]:2181"), true)
+        );
+        let s = spec("zk1:2888:observer;zk1-client:2181").unwrap();
+        assert_eq!(
+            (s.peer.as_str(), s.client.as_deref(), s.observer),
+            ("zk1:2888", Some("zk1-client:2181"), true)
+        );
+        for bad in [
+            "",
+            "zk1",
+            ":2888",
+            "zk1:port",
+            "zk1:2888:3888:4888",
+            "zk1:2888:3888:leader",
+            "zk1:2888:3888:observer:x",
+            "[::1:2888",
+            "zk1:2888;",
+            "zk1:2888;zk1:x",
+            "zk1:2888;:2181",
+        ] {
+            assert!(spec(bad).is_err(), "`{bad}` must be refused");
+        }
+        for bad in ["2", "x=zk1:2888", "2=zk1"] {
+            let e = MemberSpec::parse_flag(bad).unwrap_err().to_string();
+            assert!(e.contains(&format!("--member `{bad}`")), "{e}");
+        }
+        let e = err_text(Config::from_args(&args(&[
+            "--member=1=zk1",
+            "--member=2=zk2:2888",
+        ])));
+        assert!(e.contains("--member `1=zk1`"), "{e}");
+    }
+
+    #[test]
+    fn toml_members() {
+        let f = file(
+            r#"
+server_id = 2
+[[members]]
+id = 1
+peer = "127.0.0.1:2888"
+[[members]]
+id = 2
+peer = "localhost:2889"
+client = "127.0.0.1:2182"
+[[members]]
+id = 3
+peer = "127.0.0.1:2890"
+observer = true
+"#,
+        );
+        let mut a = ServeArgs {
+            config: Some(f.path().to_path_buf()),
+            ..Default::default()
+        };
+        let (c, _) = Config::from_args(&a).unwrap();
+        assert_eq!(
+            c.members,
+            [
+                member(1, "127.0.0.1:2888", None, false),
+                member(2, "127.0.0.1:2889", Some("127.0.0.1:2182"), false),
+                member(3, "127.0.0.1:2890", None, true),
+            ]
+        );
+        assert_eq!(c.client_addr, sa("127.0.0.1:2182"));
+        assert_eq!((c.voters(), c.learners()), (vec![1, 2], vec![3]));
+        // Flags replace the whole list.
+        a.members = vec!["2=127.0.0.1:3000".into()];
+        let (c, _) = Config::from_args(&a).unwrap();
+        assert_eq!(c.members, [member(2, "127.0.0.1:3000", None, false)]);
+        assert_eq!(c.client_addr, sa("127.0.0.1:2181"));
+        let e = ConfigLayer::from_toml(
+            "[[members]]\nid = 1\npeer = \"a:1\"\nrole = \"x\"\n",
+            Path::new("rk.toml"),
         )
         .unwrap_err()
         .to_string();
+        assert!(e.contains("rk.toml:4: unknown field `role`"), "{e}");
+    }
+
+    #[test]
+    fn zoo_cfg_ensemble_with_myid() {
+        let (_dir, cfg) = zoo_ensemble(THREE_SERVERS, Some(" 2\n"));
+        let a = ServeArgs {
+            zoo_cfg: Some(cfg),
+            ..Default::default()
+        };
+        let (c, w) = Config::from_args(&a).unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(c.server_id, 2);
+        assert_eq!(
+            c.members,
+            [
+                member(1, "127.0.0.1:2888", Some("127.0.0.1:2181"), false),
+                member(2, "127.0.0.1:2889", Some("127.0.0.1:2182"), false),
+                member(3, "127.0.0.1:2890", Some("0.0.0.0:2183"), true),
+            ]
+        );
+        assert_eq!(c.client_addr, sa("127.0.0.1:2182"));
+        assert_eq!((c.voters(), c.learners()), (vec![1, 2], vec![3]));
+    }
+
+    #[test]
+    fn zoo_cfg_client_port_is_explicit() {
+        let (_dir, cfg) = zoo_ensemble(&format!("clientPort=2500\n{THREE_SERVERS}"), Some("3"));
+        let a = ServeArgs {
+            zoo_cfg: Some(cfg),
+            ..Default::default()
+        };
+        let (c, _) = Config::from_args(&a).unwrap();
+        assert_eq!((c.server_id, c.client_addr), (3, sa("0.0.0.0:2500")));
+    }
+
+    #[test]
+    fn zoo_cfg_myid_missing_or_invalid() {
+        let (dir, cfg) = zoo_ensemble(THREE_SERVERS, None);
+        let a = ServeArgs {
+            zoo_cfg: Some(cfg.clone()),
+            ..Default::default()
+        };
+        let e = err_text(Config::from_args(&a));
+        let myid = dir.path().join("myid");
+        assert!(e.contains(&myid.display().to_string()), "{e}");
+        assert!(e.contains("--server-id") && !e.contains('\n'), "{e}");
+        std::fs::write(&myid, "two\n").unwrap();
+        let e = err_text(Config::from_args(&a));
         assert!(
-            e.contains("zoo.cfg:2:") && e.contains("ensemble of 3 servers"),
+            e.contains(&format!("{}: `two` is not a server id", myid.display())),
             "{e}"
         );
+        // --data-dir moves where myid is looked for.
+        let other = tempfile::tempdir().unwrap();
+        std::fs::write(other.path().join("myid"), "1").unwrap();
+        let mut a = args(&[]);
+        a.zoo_cfg = Some(cfg);
+        a.data_dir = Some(other.path().to_path_buf());
+        assert_eq!(Config::from_args(&a).unwrap().0.server_id, 1);
+    }
+
+    #[test]
+    fn server_id_flag_overrides_myid() {
+        let (_dir, cfg) = zoo_ensemble(THREE_SERVERS, Some("2"));
+        let mut a = args(&["--server-id=1"]);
+        a.zoo_cfg = Some(cfg);
+        let (c, _) = Config::from_args(&a).unwrap();
+        assert_eq!(c.server_id, 1);
+        assert_eq!(c.client_addr, sa("127.0.0.1:2181"));
+        // No myid file is needed then.
+        let (_dir, cfg) = zoo_ensemble(THREE_SERVERS, None);
+        a.zoo_cfg = Some(cfg);
+        assert_eq!(Config::from_args(&a).unwrap().0.server_id, 1);
+    }
+
+    #[test]
+    fn zoo_cfg_server_line_errors() {
+        let p = Path::new("zoo.cfg");
+        let e = parse_zoo_cfg("server.1=a:1:2\nserver.x=b:1:2\n", p)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "zoo.cfg:2: server.x: `x` is not a server id");
+        let e = parse_zoo_cfg("server.1=a:1:2\nserver.2=b:1:2:leader\n", p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("zoo.cfg:2: server.2: "), "{e}");
+        let (layer, w) = zoo("server.1=a:1:2\nserver.2=b:1:2\ngroup.1=1:2\n");
+        assert_eq!(layer.members.map(|m| m.len()), Some(2));
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("`group.1` does not apply"), "{w:?}");
+        let (layer, _) = zoo("server.1=a:1:2\n");
+        assert_eq!(layer.members, None, "one server line: standalone");
+    }
+
+    #[test]
+    fn member_validation_errors() {
+        let (m1, m2) = ("--member=1=127.0.0.1:2888", "--member=2=127.0.0.1:2889");
+        let cases: &[(&[&str], &str)] = &[
+            (
+                &[m1, m2, "--member=1=127.0.0.1:2890"],
+                "member id 1 is given twice",
+            ),
+            (
+                &[m1, "--member=2=127.0.0.1:2888"],
+                "members 1 and 2 have the same peer address 127.0.0.1:2888",
+            ),
+            (
+                &[m1, m2, "--server-id=3"],
+                "server_id 3 is not one of the members (1, 2)",
+            ),
+            (
+                &[m1, "--member=0=127.0.0.1:2889"],
+                "member id must be 1-255",
+            ),
+            (
+                &[m1, "--member=256=127.0.0.1:2889"],
+                "member id must be 1-255",
+            ),
+            (
+                &["--member=1=127.0.0.1:0"],
+                "member 1: peer port must not be 0",
+            ),
+            (
+                &["--member=1=127.0.0.1:2888:observer"],
+                "the members include no voter",
+            ),
+            (
+                &[m1, "--client-addr=127.0.0.1:2889", m2],
+                "client_addr 127.0.0.1:2889 is also member 2's peer address",
+            ),
+        ];
+        for (flags, want) in cases {
+            let e = err_text(Config::from_args(&args(flags)));
+            assert!(e.contains(want), "{flags:?}: {e}");
+            assert!(e.starts_with("invalid configuration: "), "{e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+    }
+
+    #[test]
+    fn explicit_client_addr_wins_over_member_entry() {
+        let member = "--member=1=127.0.0.1:2888;2181";
+        let (c, _) = Config::from_args(&args(&[member])).unwrap();
+        assert_eq!(c.client_addr, sa("127.0.0.1:2181"));
+        let (c, _) = Config::from_args(&args(&[member, "--client-addr=0.0.0.0:3000"])).unwrap();
+        assert_eq!(c.client_addr, sa("0.0.0.0:3000"));
+        assert_eq!(c.member(1).unwrap().client_addr, Some(sa("127.0.0.1:2181")));
     }
 
     #[test]

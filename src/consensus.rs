@@ -10,9 +10,43 @@
 //! counted as persisted when the shell reports the sync that covers them. A single member is a
 //! one-voter group that elects itself at start-up.
 
-use raft::eraftpb::{ConfState, Entry, HardState, Message};
+use std::cell::Cell;
+
+use raft::eraftpb::{ConfState, Entry, HardState, Message, Snapshot};
 use raft::storage::MemStorage;
-use raft::{Config, RawNode, StateRole, Storage};
+use raft::{Config, GetEntriesContext, RaftState, RawNode, SnapshotStatus, StateRole, Storage};
+
+/// Who votes and who only listens (raft learners, ZooKeeper observers).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Membership {
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
+}
+
+impl Membership {
+    /// A single voting member.
+    pub fn single(id: u64) -> Membership {
+        Membership {
+            voters: vec![id],
+            learners: Vec::new(),
+        }
+    }
+
+    fn conf_state(&self) -> ConfState {
+        ConfState::from((self.voters.clone(), self.learners.clone()))
+    }
+}
+
+/// This member's part in the group right now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Leader,
+    Follower,
+    /// Campaigning (pre-vote or vote): no leader is known.
+    Candidate,
+    /// A learner: replicates and applies, never votes.
+    Observer,
+}
 
 /// Raft ticks per election timeout; the shell ticks every `TICK_MS`.
 pub const ELECTION_TICKS: usize = 10;
@@ -51,6 +85,12 @@ pub struct Output {
     pub messages: Vec<Message>,
     pub persisted_messages: Vec<Message>,
     pub committed: Vec<Entry>,
+    /// raft took a snapshot from the leader at (index, term): the state machine must become
+    /// the state the leader streamed with it before `committed` is applied.
+    pub snapshot: Option<(u64, u64)>,
+    /// Answers to `read_index` calls: (context, index). The read is linearizable once
+    /// everything up to `index` is applied.
+    pub read_states: Vec<(Vec<u8>, u64)>,
     /// This ready must be reported back through `persisted` even if it carries nothing to
     /// write (raft-rs requires readies to be persisted in order).
     pub must_persist: bool,
@@ -61,24 +101,79 @@ pub struct Output {
     pub leader_changed: bool,
 }
 
+/// raft's storage: entries and hard state in memory (the log keeps the durable copy), and
+/// snapshots that stand for the state machine at its applied index.
+///
+/// When a follower needs entries the memory no longer holds, raft asks for a snapshot; this
+/// one names the applied (index, term), whose state the shell can produce at once from an
+/// MVCC view and stream to the follower (the raft message carries no data).
+struct Store {
+    mem: MemStorage,
+    applied: Cell<(u64, u64)>,
+}
+
+impl Storage for Store {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        self.mem.initial_state()
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        self.mem.entries(low, high, max_size, context)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        self.mem.term(idx)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        self.mem.first_index()
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        self.mem.last_index()
+    }
+
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        let (index, term) = self.applied.get();
+        if index == 0 || index < request_index {
+            return Err(raft::Error::Store(
+                raft::StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
+        let mut snap = Snapshot::default();
+        let meta = snap.mut_metadata();
+        meta.index = index;
+        meta.term = term;
+        meta.set_conf_state(self.mem.initial_state()?.conf_state);
+        Ok(snap)
+    }
+}
+
 pub struct Consensus {
-    node: RawNode<MemStorage>,
+    node: RawNode<Store>,
     /// Highest index handed out as committed.
     handed_out: u64,
 }
 
 impl Consensus {
     /// Build the driver from the recovered state: `snapshot` is the (index, term) the loaded
-    /// snapshot stands at, `entries` the log after it. `voters` lists every voting member.
+    /// snapshot stands at, `entries` the log after it.
     pub fn new(
         id: u64,
-        voters: Vec<u64>,
+        members: &Membership,
         snapshot: Option<(u64, u64)>,
         entries: Vec<StoredEntry>,
         hard_state: Option<(u64, u64, u64)>,
     ) -> Result<Consensus, ConsensusError> {
-        let storage = MemStorage::new_with_conf_state(ConfState::from((voters.clone(), vec![])));
+        let storage = MemStorage::new_with_conf_state(members.conf_state());
         let mut applied = 0;
+        let applied_term = snapshot.map_or(0, |s| s.1);
         {
             let mut core = storage.wl();
             let ents: Vec<Entry> = entries
@@ -101,8 +196,7 @@ impl Consensus {
                 let mut snap = raft::eraftpb::Snapshot::default();
                 snap.mut_metadata().index = index;
                 snap.mut_metadata().term = term;
-                snap.mut_metadata()
-                    .set_conf_state(ConfState::from((voters.clone(), vec![])));
+                snap.mut_metadata().set_conf_state(members.conf_state());
                 core.apply_snapshot(snap)?;
             }
             if let Some((index, _)) = snapshot {
@@ -137,8 +231,12 @@ impl Consensus {
         };
         config.validate()?;
         let logger = slog::Logger::root(slog::Discard, slog::o!());
-        let mut node = RawNode::new(&config, storage, &logger)?;
-        if voters == [id] {
+        let store = Store {
+            mem: storage,
+            applied: Cell::new((applied, applied_term)),
+        };
+        let mut node = RawNode::new(&config, store, &logger)?;
+        if members.voters == [id] && members.learners.is_empty() {
             // A one-member group needs no election timeout to pass.
             node.campaign()?;
         }
@@ -156,6 +254,15 @@ impl Consensus {
         match self.node.raft.leader_id {
             0 => None,
             id => Some(id),
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        match self.node.raft.state {
+            StateRole::Leader => Role::Leader,
+            _ if !self.node.raft.promotable() => Role::Observer,
+            StateRole::Follower => Role::Follower,
+            StateRole::Candidate | StateRole::PreCandidate => Role::Candidate,
         }
     }
 
@@ -191,7 +298,13 @@ impl Consensus {
         self.node.tick();
     }
 
-    pub fn step(&mut self, msg: Message) -> Result<(), ConsensusError> {
+    pub fn step(&mut self, mut msg: Message) -> Result<(), ConsensusError> {
+        if msg.get_msg_type() == raft::eraftpb::MessageType::MsgHeartbeat {
+            // A leader sends the commit index it believes this member has reached. A member
+            // restarted with an empty data dir has not (raft-rs would panic): it commits what
+            // it holds, rejects the next append, and the leader probes back to what it has.
+            msg.commit = msg.commit.min(self.last_index());
+        }
         Ok(self.node.step(msg)?)
     }
 
@@ -203,6 +316,44 @@ impl Consensus {
             });
         }
         Ok(self.node.propose(vec![], data)?)
+    }
+
+    /// Ask for a linearizable read point; the answer comes back in `Output::read_states`
+    /// with the same `ctx`. raft drops the request when no leader is known or the leader has
+    /// not committed in its term yet: the caller asks again (the same ctx is harmless).
+    pub fn read_index(&mut self, ctx: Vec<u8>) {
+        self.node.read_index(ctx);
+    }
+
+    /// The state for a snapshot raft asked to send reached `id` (or failed to).
+    pub fn snapshot_sent(&mut self, id: u64, ok: bool) {
+        let status = if ok {
+            SnapshotStatus::Finish
+        } else {
+            SnapshotStatus::Failure
+        };
+        self.node.report_snapshot(id, status);
+    }
+
+    /// On the leader: every other member's (id, whether it is a learner, whether it is
+    /// caught up: recently active and within the entries kept in memory).
+    pub fn peers(&self) -> Vec<(u64, bool, bool)> {
+        let raft = &self.node.raft;
+        let last = raft.raft_log.last_index();
+        let learners = raft.prs().conf().learners();
+        raft.prs()
+            .iter()
+            .filter(|(id, _)| **id != raft.id)
+            .map(|(id, pr)| {
+                let synced = pr.recent_active && pr.matched + RETAINED_ENTRIES >= last;
+                (*id, learners.contains(id), synced)
+            })
+            .collect()
+    }
+
+    /// A peer could not be reached: raft stops pipelining to it until it answers.
+    pub fn unreachable(&mut self, id: u64) {
+        self.node.report_unreachable(id);
     }
 
     pub fn has_ready(&self) -> bool {
@@ -224,19 +375,27 @@ impl Consensus {
         };
         out.messages = rd.take_messages();
         out.committed = rd.take_committed_entries();
+        out.read_states = rd
+            .take_read_states()
+            .into_iter()
+            .map(|rs| (rs.request_ctx, rs.index))
+            .collect();
         if !rd.snapshot().is_empty() {
-            // Snapshots arrive with the ensemble issue; a single member never receives one.
-            self.node
-                .mut_store()
-                .wl()
-                .apply_snapshot(rd.snapshot().clone())?;
+            // A snapshot from the leader replaced the log: the shell installs the state it
+            // received with it (see `Output::snapshot`).
+            let snap = rd.snapshot().clone();
+            let meta = snap.get_metadata();
+            out.snapshot = Some((meta.index, meta.term));
+            out.must_persist = true;
+            out.must_sync = true;
+            self.node.mut_store().mem.wl().apply_snapshot(snap)?;
         }
         out.entries = rd.take_entries();
         if !out.entries.is_empty() {
-            self.node.mut_store().wl().append(&out.entries)?;
+            self.node.mut_store().mem.wl().append(&out.entries)?;
         }
         if let Some(hs) = rd.hs() {
-            self.node.mut_store().wl().set_hardstate(hs.clone());
+            self.node.mut_store().mem.wl().set_hardstate(hs.clone());
             out.hard_state = Some(hs.clone());
         }
         out.persisted_messages = rd.take_persisted_messages();
@@ -254,7 +413,10 @@ impl Consensus {
     /// The shell applied everything up to `index`; lets raft release memory.
     pub fn applied(&mut self, index: u64) -> Result<(), ConsensusError> {
         self.node.advance_apply_to(index);
+        let term = self.node.store().term(index)?;
         let store = self.node.mut_store();
+        store.applied.set((index, term));
+        let store = &store.mem;
         let first = store.first_index()?;
         if index > first + 2 * RETAINED_ENTRIES {
             store.wl().compact(index - RETAINED_ENTRIES)?;
@@ -297,7 +459,7 @@ mod tests {
 
     #[test]
     fn single_member_commits_after_persist() {
-        let mut c = Consensus::new(1, vec![1], None, vec![], None).unwrap();
+        let mut c = Consensus::new(1, &Membership::single(1), None, vec![], None).unwrap();
         let (mut log, mut applied) = (vec![], vec![]);
         drain(&mut c, &mut log, &mut applied);
         assert!(c.is_leader());
@@ -316,7 +478,7 @@ mod tests {
 
     #[test]
     fn restart_recommits_the_durable_log() {
-        let mut c = Consensus::new(1, vec![1], None, vec![], None).unwrap();
+        let mut c = Consensus::new(1, &Membership::single(1), None, vec![], None).unwrap();
         let (mut log, mut applied) = (vec![], vec![]);
         drain(&mut c, &mut log, &mut applied);
         for i in 0..5u8 {
@@ -334,7 +496,8 @@ mod tests {
                 data: e.data.to_vec(),
             })
             .collect();
-        let mut c2 = Consensus::new(1, vec![1], None, stored, Some((term, 1, 2))).unwrap();
+        let mut c2 =
+            Consensus::new(1, &Membership::single(1), None, stored, Some((term, 1, 2))).unwrap();
         let (mut log2, mut applied2) = (vec![], vec![]);
         drain(&mut c2, &mut log2, &mut applied2);
         assert_eq!(
@@ -346,7 +509,17 @@ mod tests {
 
     #[test]
     fn propose_on_follower_is_refused() {
-        let c = &mut Consensus::new(1, vec![1, 2, 3], None, vec![], None).unwrap();
+        let c = &mut Consensus::new(
+            1,
+            &Membership {
+                voters: vec![1, 2, 3],
+                learners: vec![],
+            },
+            None,
+            vec![],
+            None,
+        )
+        .unwrap();
         assert!(matches!(
             c.propose(vec![1]),
             Err(ConsensusError::NotLeader { .. })

@@ -117,6 +117,10 @@ impl View {
     pub fn session_count(&self) -> usize {
         self.state.sessions.len()
     }
+    /// The tree's digest (see `tree::Tree::digest`).
+    pub fn digest(&self) -> u64 {
+        self.state.tree.digest()
+    }
     /// Real znodes (4 on a fresh server; ZooKeeper's `Node count` reports one more).
     pub fn node_count(&self) -> usize {
         self.state.tree.node_count()
@@ -254,6 +258,11 @@ impl Machine {
         View {
             state: self.state.clone(),
         }
+    }
+
+    /// The tree's digest now (see `tree::Tree::digest`).
+    pub fn digest(&self) -> u64 {
+        self.state.tree.digest()
     }
 
     pub fn last_zxid(&self) -> Zxid {

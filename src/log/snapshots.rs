@@ -15,7 +15,7 @@ use crate::snapshot::{self, Meta, SnapshotError, Summary};
 const SUFFIX: &str = ".snap";
 const TMP_SUFFIX: &str = ".snap.tmp";
 /// Snapshot files above this size are refused (corrupt metadata must not make us allocate).
-const MAX_FILE_BYTES: u64 = 64 << 30;
+pub const MAX_FILE_BYTES: u64 = 64 << 30;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotFileError {
@@ -100,19 +100,38 @@ pub fn write(
     view: &View,
     meta: &Meta,
 ) -> Result<(PathBuf, Summary), SnapshotFileError> {
+    write_file(dir, meta.index, |out, tmp| {
+        snapshot::encode(view, meta, &mut |b| out.write_all(b)).map_err(|source| {
+            SnapshotFileError::Bad {
+                path: tmp.to_path_buf(),
+                source,
+            }
+        })
+    })
+}
+
+/// Stores, durably and as it is, a snapshot at `index` received from the leader (the caller
+/// has decoded it, so it is known to be whole). Blocking.
+pub fn write_received(dir: &Path, index: u64, bytes: &[u8]) -> Result<PathBuf, SnapshotFileError> {
+    write_file(dir, index, |out, tmp| {
+        out.write_all(bytes).map_err(io("write", tmp))
+    })
+    .map(|(path, ())| path)
+}
+
+/// Writes `<index>.snap` through a temporary file: body, fsync, rename, directory fsync.
+fn write_file<T>(
+    dir: &Path,
+    index: u64,
+    body: impl FnOnce(&mut std::io::BufWriter<std::fs::File>, &Path) -> Result<T, SnapshotFileError>,
+) -> Result<(PathBuf, T), SnapshotFileError> {
     std::fs::create_dir_all(dir).map_err(io("create dir", dir))?;
-    let path = path_of(dir, meta.index);
-    let tmp = dir.join(format!("{:020}{TMP_SUFFIX}", meta.index));
+    let path = path_of(dir, index);
+    let tmp = dir.join(format!("{index:020}{TMP_SUFFIX}"));
     let result = (|| {
         let file = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
         let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-        let summary =
-            snapshot::encode(view, meta, &mut |b| out.write_all(b)).map_err(|source| {
-                SnapshotFileError::Bad {
-                    path: tmp.clone(),
-                    source,
-                }
-            })?;
+        let value = body(&mut out, &tmp)?;
         let file = out
             .into_inner()
             .map_err(|e| io("write", &tmp)(e.into_error()))?;
@@ -120,10 +139,10 @@ pub fn write(
         drop(file);
         std::fs::rename(&tmp, &path).map_err(io("rename", &tmp))?;
         sync_dir(dir)?;
-        Ok(summary)
+        Ok(value)
     })();
     match result {
-        Ok(summary) => Ok((path, summary)),
+        Ok(value) => Ok((path, value)),
         Err(e) => {
             // Never leave a partial file behind (it would only be removed at the next start,
             // and on a full disk its space is what the log needs).

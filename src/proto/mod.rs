@@ -3,5 +3,6 @@
 pub mod frame;
 pub mod jute;
 pub mod path;
+pub mod peer;
 pub mod records;
 pub mod types;

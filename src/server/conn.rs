@@ -44,6 +44,13 @@ enum Pending {
     },
     /// The session creation of the handshake (always first).
     Connect { read_only: Option<bool> },
+    /// A sync in an ensemble, waiting for this member to catch up with the leader's commit
+    /// point; `reply` is filled then.
+    Sync {
+        xid: i32,
+        path: String,
+        reply: Option<Vec<u8>>,
+    },
     /// A request answered once everything before it is, and once this shard's view has
     /// reached `min_zxid` (the newest zxid applied on this member when it arrived: a read
     /// never returns a state older than a write already acknowledged to anyone).
@@ -313,6 +320,14 @@ impl ConnHandle {
 
     async fn handshake(self: &Rc<Self>, req: ConnectRequest) -> Result<(), String> {
         let shard = &self.shard;
+        if !shard
+            .shared
+            .serving
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            // As ZooKeeper: a member without a leader takes no sessions, so the client moves on.
+            return Err("this member is not serving (no leader)".into());
+        }
         let view = shard.view.borrow().clone();
         if req.last_zxid_seen > view.last_zxid() {
             return Err(format!(
@@ -386,6 +401,16 @@ impl ConnHandle {
         self.counters.last_op.set(header.opcode);
         self.counters.last_cxid.set(header.xid as i64);
         let req = match route(&header, req) {
+            Route::Local(Ok(Request::Sync { path })) if self.shard.shared.config.is_ensemble() => {
+                self.push_pending(Pending::Sync {
+                    xid: header.xid,
+                    path,
+                    reply: None,
+                });
+                let (shard, id, xid) = (self.shard.clone(), self.id, header.xid);
+                glommio::spawn_local(async move { shard.sync(id, xid).await }).detach();
+                return Ok(());
+            }
             Route::Local(req) => req,
             Route::Write(op) => {
                 let mut st = self.state.borrow_mut();
@@ -545,6 +570,44 @@ impl ConnHandle {
         self.drain();
     }
 
+    /// This member caught up with the commit point a sync of this connection asked for.
+    pub fn on_synced(self: &Rc<Self>, sync_xid: i32) {
+        let zxid = self.shard.view.borrow().last_zxid();
+        {
+            let mut st = self.state.borrow_mut();
+            let waiting = st.pending.iter_mut().find_map(|p| match p {
+                Pending::Sync {
+                    xid,
+                    path,
+                    reply: reply @ None,
+                } if *xid == sync_xid => Some((path, reply)),
+                _ => None,
+            });
+            let Some((path, reply)) = waiting else {
+                return; // closed meanwhile, or a repeated answer
+            };
+            let mut frame = Vec::new();
+            encode_reply(
+                &mut frame,
+                sync_xid,
+                zxid,
+                ErrorCode::Ok,
+                &ReplyBody::Path(path),
+            );
+            *reply = Some(frame);
+        }
+        self.drain();
+    }
+
+    /// Whether a write (or the session's creation) of this connection awaits its result.
+    pub fn has_write_in_flight(&self) -> bool {
+        self.state
+            .borrow()
+            .pending
+            .iter()
+            .any(|p| matches!(p, Pending::Write { .. } | Pending::Connect { .. }))
+    }
+
     fn connected(&self, applied: &Applied, read_only: Option<bool>) {
         let OpResult::SessionCreated {
             session,
@@ -580,6 +643,7 @@ impl ConnHandle {
                 let mut st = self.state.borrow_mut();
                 let ready = match st.pending.front() {
                     Some(Pending::Write { reply, .. }) => reply.is_some(),
+                    Some(Pending::Sync { reply, .. }) => reply.is_some(),
                     Some(Pending::Deferred { min_zxid, .. }) => {
                         let ready = view_zxid >= *min_zxid;
                         if !ready {
@@ -612,6 +676,9 @@ impl ConnHandle {
                     }
                 }
                 Some(Pending::Deferred { header, req, .. }) => self.answer_timed(header, req),
+                Some(Pending::Sync {
+                    reply: Some(frame), ..
+                }) => self.send_bytes(frame),
                 _ => break,
             }
         }

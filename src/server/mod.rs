@@ -12,6 +12,7 @@
 //! watches of that Update, so a read never observes a change whose event it has not been sent.
 
 mod conn;
+mod peer;
 mod read;
 mod sequencer;
 mod shard;
@@ -51,24 +52,34 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
 }
 
-/// Routing tag of a request: which process incarnation, shard and connection waits for it.
-/// Replayed commands from an earlier incarnation route nowhere.
+/// Routing tag of a request: which member process, shard and connection waits for it. Every
+/// member applies every command, and only the one whose process sent it finds the connection.
+/// Layout: instance (24 bits: member id, then 16 random bits per process start) | shard (8)
+/// | connection (32; each shard starts counting at a random number, so a command of an
+/// earlier process that commits late finds no connection even if the instance bits repeat).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Origin(pub u64);
 
 impl Origin {
-    pub fn new(incarnation: u16, shard: u16, conn: u32) -> Origin {
-        Origin(((incarnation as u64) << 48) | ((shard as u64) << 32) | conn as u64)
+    pub fn new(instance: u32, shard: u16, conn: u32) -> Origin {
+        debug_assert!(instance < 1 << 24 && shard < 256);
+        Origin(((instance as u64) << 40) | ((shard as u64 & 0xff) << 32) | conn as u64)
     }
-    pub fn incarnation(self) -> u16 {
-        (self.0 >> 48) as u16
+    pub fn instance(self) -> u32 {
+        (self.0 >> 40) as u32
     }
     pub fn shard(self) -> u16 {
-        (self.0 >> 32) as u16
+        ((self.0 >> 32) & 0xff) as u16
     }
     pub fn conn(self) -> u32 {
         self.0 as u32
     }
+}
+
+/// This process's instance bits for `Origin` (never all ones: `u64::MAX` is the reaper's).
+fn new_instance(member: u64) -> u32 {
+    let random: u16 = rand::random::<u16>().min(0xfffe);
+    (((member & 0xff) as u32) << 16) | random as u32
 }
 
 /// A shard's messages to the sequencer.
@@ -84,13 +95,26 @@ pub enum ToSequencer {
     /// A four-letter word wants every shard's connections and watches (and the session
     /// tracker's deadlines): the sequencer forwards this to every shard and answers too.
     Collect(async_channel::Sender<Diag>),
+    /// A client's sync (ensemble only): answered once this member has applied everything
+    /// committed when the sync reached the leader (raft ReadIndex).
+    Sync {
+        origin: Origin,
+        xid: i32,
+    },
 }
 
 /// The sequencer's messages to a shard.
 pub enum ToShard {
     Update(Arc<Update>),
-    Detach { session: SessionId, keep: Origin },
+    Detach {
+        session: SessionId,
+        keep: Origin,
+    },
     Collect(async_channel::Sender<Diag>),
+    /// Close every connection with a write in flight (the leader changed: it may be lost).
+    DropWriters(&'static str),
+    /// The member stopped serving (no leader): close every connection.
+    Unserve,
     Stop,
 }
 
@@ -111,16 +135,32 @@ pub struct Update {
     pub round: u64,
     pub view: View,
     pub applied: Vec<Applied>,
+    /// syncs answered by this round: (origin, xid).
+    pub synced: Vec<(u64, i32)>,
 }
+
+/// `Shared::role` values.
+pub const ROLE_STANDALONE: u8 = 0;
+pub const ROLE_LEADER: u8 = 1;
+pub const ROLE_FOLLOWER: u8 = 2;
+pub const ROLE_OBSERVER: u8 = 3;
+pub const ROLE_LOOKING: u8 = 4;
 
 /// State every shard can read.
 pub struct Shared {
     pub config: Config,
     pub metrics: Metrics,
-    pub incarnation: u16,
+    /// This process's `Origin` instance bits.
+    pub instance: u32,
     pub shutdown: AtomicBool,
-    /// Set once the log is replayed and the first view published.
+    /// Set while the member serves clients: its log is replayed and (in an ensemble) it
+    /// knows a leader.
     pub serving: AtomicBool,
+    /// One of the `ROLE_` values, and the leader's id (0: none known).
+    pub role: std::sync::atomic::AtomicU8,
+    pub leader_id: AtomicU64,
+    /// mntr's leader figures, while this member leads.
+    pub leader_stats: std::sync::Mutex<Option<crate::admin::LeaderStats>>,
     pub last_zxid: AtomicU64,
     /// The newest apply round and its view. A shard with no connection is sent no updates
     /// (waking an idle executor for every commit costs more system time than the commit);
@@ -171,15 +211,22 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
     }
     let _lock = crate::log::DataDirLock::acquire(&config.data_dir)?;
     check_port_free(config.client_addr)?;
+    if let Some(me) = config.member(config.server_id) {
+        check_port_free(me.peer_addr)?;
+    }
     block_termination_signals();
 
     let shards = config.shards.max(1);
+    let instance = new_instance(config.server_id);
     let shared = Arc::new(Shared {
         config,
         metrics: Metrics::default(),
-        incarnation: rand::random(),
+        instance,
         shutdown: AtomicBool::new(false),
         serving: AtomicBool::new(false),
+        role: Default::default(),
+        leader_id: AtomicU64::new(0),
+        leader_stats: Default::default(),
         last_zxid: AtomicU64::new(0),
         latest: std::sync::Mutex::new((0, Machine::new(MachineConfig::default()).view())),
         shard_conns: (0..shards).map(|_| Default::default()).collect(),

@@ -13,14 +13,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver, SharedSender};
 
-use super::{Diag, ServerError, Shared, ToSequencer, ToShard, Update};
-use crate::consensus::{Consensus, Output, StoredEntry, TICK_MS};
+use super::peer::{PeerEvent, Peers};
+use super::{Diag, Origin, ServerError, Shared, ToSequencer, ToShard, Update};
+use crate::consensus::{Consensus, Membership, Output, Role, StoredEntry, TICK_MS};
 use crate::log::{snapshots, LogRecord, Wal, WalOptions};
 use crate::machine::{Machine, MachineConfig};
+use crate::proto::peer::PeerMsg;
 use crate::proto::types::ErrorCode;
 use crate::proto::types::SessionId;
 use crate::session::ExpiryTracker;
 use crate::txn::{Applied, Batch, Command, Op, OpResult};
+use raft::eraftpb::MessageType;
 
 /// Most commands in one proposal; more wait for the next.
 const MAX_BATCH_COMMANDS: usize = 4096;
@@ -34,8 +37,14 @@ const ENTRY_OVERHEAD: usize = 128;
 const SNAPSHOT_LOG_RATIO: u64 = 4;
 /// After a failed snapshot, the next attempt waits this long.
 const SNAPSHOT_RETRY: Duration = Duration::from_secs(10);
-/// This member's id in a standalone deployment.
-const MEMBER_ID: u64 = 1;
+/// A sync's ReadIndex request is repeated this often until answered (raft drops it while no
+/// leader is known, or while a new leader has not committed in its term).
+const SYNC_RETRY: Duration = Duration::from_millis(500);
+/// The leader sends its tree digest this often; members keep their own for this many entries.
+const DIGEST_INTERVAL: Duration = Duration::from_secs(1);
+const DIGEST_HISTORY: usize = 8192;
+/// Leader digests kept until this member has applied their index.
+const DIGESTS_AHEAD: usize = 64;
 /// Origin of the reaper's commands (no connection waits for them).
 const REAPER_ORIGIN: u64 = u64::MAX;
 
@@ -44,7 +53,25 @@ enum Event {
     Persisted(u64),
     WalFailed(String),
     Snapshot(SnapshotDone),
+    Peer(PeerEvent),
+    /// A snapshot streamed to a member that fell behind (or why not): its size in bytes.
+    SnapshotSent {
+        to: u64,
+        result: Result<u64, String>,
+    },
+    /// A snapshot from the leader, checked and on disk, with the raft message to step once
+    /// the state is at hand.
+    SnapshotReceived {
+        msg: raft::eraftpb::Message,
+        result: Result<(u64, Machine), String>,
+    },
     Tick,
+}
+
+impl From<PeerEvent> for Event {
+    fn from(e: PeerEvent) -> Event {
+        Event::Peer(e)
+    }
 }
 
 pub async fn run(
@@ -157,15 +184,24 @@ pub async fn run(
             schedule.last_bytes = std::fs::metadata(&l.path).map_or(0, |m| m.len());
             (l.machine, Some((l.meta.index, l.meta.term)))
         }
-        None => (Machine::new(machine_config), None),
+        None => (Machine::new(machine_config.clone()), None),
+    };
+    let membership = Membership {
+        voters: config.voters(),
+        learners: config.learners(),
     };
     let consensus = Consensus::new(
-        MEMBER_ID,
-        vec![MEMBER_ID],
+        config.server_id,
+        &membership,
         snapshot_at,
         entries,
         recovery.hard_state,
     )?;
+    let peers = if config.is_ensemble() {
+        Some(Rc::new(Peers::start(shared.clone(), inbox_tx.clone())?))
+    } else {
+        None
+    };
 
     let mut seq = Sequencer {
         shared: shared.clone(),
@@ -192,9 +228,33 @@ pub async fn run(
             .min(crate::log::record::MAX_PAYLOAD_LEN),
         compaction: None,
         proposed_at: Default::default(),
+        peers,
+        membership,
+        known_leader: None,
+        published_first: false,
+        syncs: Default::default(),
+        next_sync: 1,
+        ready_syncs: Vec::new(),
+        machine_config,
+        transfers: HashSet::new(),
+        installing: false,
+        incoming: None,
+        installed: None,
+        proposal_sizes: None,
+        digests: Default::default(),
+        leader_digests: Default::default(),
+        next_digest: Instant::now(),
     };
-    let last = seq.consensus.last_index();
-    seq.replay_until = (last > snap_index).then_some(last);
+    // A single member replays its whole log: it is the leader, everything in it was (or will
+    // be, in its new term) committed, and acknowledged writes may lie beyond the commit index
+    // on disk (it is not synced on its own). A member of an ensemble replays what it knows to
+    // be committed; the leader tells it the rest.
+    let until = if config.is_ensemble() {
+        seq.consensus.commit_index()
+    } else {
+        seq.consensus.last_index()
+    };
+    seq.replay_until = (until > snap_index).then_some(until);
     tracing::info!(entries = replayed, "log replay starting");
     let result = seq.run_loop(&inbox).await;
     // Whatever ended the loop, the shards must stop too, or the process would never exit.
@@ -237,6 +297,41 @@ struct Sequencer {
     compaction: Option<glommio::Task<()>>,
     /// (last log index, time) of each proposal not yet committed, for `commit_latency_us`.
     proposed_at: std::collections::VecDeque<(u64, Instant)>,
+    /// Links to the other members (none when standalone).
+    peers: Option<Rc<Peers>>,
+    membership: Membership,
+    /// The leader as last seen (a change closes connections with writes in flight).
+    known_leader: Option<u64>,
+    /// Whether the shards have their first view (they listen only once they do).
+    published_first: bool,
+    /// sync requests waiting for their ReadIndex, by context number.
+    syncs: std::collections::HashMap<u64, SyncWait>,
+    next_sync: u64,
+    /// syncs with a read index: (index, origin, xid), answered once `index` is applied.
+    ready_syncs: Vec<(u64, u64, i32)>,
+    machine_config: MachineConfig,
+    /// Members a snapshot is being streamed to (one at a time each).
+    transfers: HashSet<u64>,
+    /// A snapshot from the leader is being checked and stored.
+    installing: bool,
+    /// The state of the last snapshot received, for raft to install: (index, machine).
+    incoming: Option<(u64, Machine)>,
+    /// This member's tree digest after each recent entry: (index, digest).
+    digests: std::collections::VecDeque<(u64, u64)>,
+    /// The leader's digests for entries not applied here yet.
+    leader_digests: std::collections::VecDeque<(u64, u64)>,
+    next_digest: Instant,
+    /// Proposal sizes in bytes (last, min, max), for mntr.
+    proposal_sizes: Option<(i64, i64, i64)>,
+    /// An installed snapshot's (ready number, index): raft hears it is applied once that
+    /// ready is durable.
+    installed: Option<(u64, u64)>,
+}
+
+struct SyncWait {
+    origin: u64,
+    xid: i32,
+    asked: Instant,
 }
 
 /// When the next snapshot is due.
@@ -264,7 +359,11 @@ impl Sequencer {
         &mut self,
         inbox: &async_channel::Receiver<Event>,
     ) -> Result<(), ServerError> {
+        if self.replay_until.is_none() {
+            self.publish_first().await;
+        }
         self.pump().await?;
+        self.check_leader().await;
         while let Ok(event) = inbox.recv().await {
             self.handle(event)?;
             // Drain whatever else is already queued before proposing: this is the batching.
@@ -283,6 +382,7 @@ impl Sequencer {
             }
             self.propose()?;
             self.pump().await?;
+            self.check_leader().await;
             self.publish_gauges();
             if stopping && self.unpersisted == 0 {
                 break;
@@ -300,23 +400,28 @@ impl Sequencer {
                     .add(cmds.len() as u64);
                 self.pending.extend(cmds);
             }
-            Event::Shard(ToSequencer::Touch(sessions)) => {
-                let now = self.now_ms();
-                for (session, timeout) in sessions {
-                    // Activity reported after the session was closed must not bring it back
-                    // (it would only be expired again, for a log write).
-                    if self.machine.has_session(session) {
-                        self.tracker.touch(session, timeout, now);
-                    }
-                }
+            Event::Shard(ToSequencer::Touch(sessions)) => self.touch(sessions),
+            Event::Shard(ToSequencer::Sync { origin, xid }) => {
+                let ctx = self.next_sync;
+                self.next_sync += 1;
+                self.syncs.insert(
+                    ctx,
+                    SyncWait {
+                        origin: origin.0,
+                        xid,
+                        asked: Instant::now(),
+                    },
+                );
+                self.consensus.read_index(ctx.to_le_bytes().to_vec());
             }
             Event::Shard(ToSequencer::Attach { session, origin }) => {
-                for link in &self.links {
-                    // Best effort: a shard that is gone has no connection to close.
-                    let _ = link.try_send(ToShard::Detach {
-                        session,
-                        keep: origin,
-                    });
+                self.detach(session, origin);
+                // The session may have lived on another member: its connection there is
+                // stale (ZooKeeper answers its requests SessionMoved; here it closes).
+                if let Some(peers) = &self.peers {
+                    for m in &self.shared.config.members {
+                        peers.send(m.id, &PeerMsg::Detach(session));
+                    }
                 }
             }
             Event::Shard(ToSequencer::Collect(reply)) => {
@@ -328,15 +433,221 @@ impl Sequencer {
             Event::Persisted(number) => {
                 self.unpersisted -= 1;
                 self.consensus.persisted(number);
+                if let Some((ready, index)) = self.installed {
+                    if ready <= number {
+                        self.installed = None;
+                        self.consensus.applied(index)?;
+                    }
+                }
             }
             Event::WalFailed(reason) => {
                 // Never retry an fsync, never acknowledge what it did not cover: stop.
                 return Err(ServerError::LogFailed(reason));
             }
             Event::Snapshot(done) => self.snapshot_done(done),
+            Event::Peer(PeerEvent::Msg { from, msg }) => self.on_peer(from, msg),
+            Event::Peer(PeerEvent::Snapshot { from, data, msg }) => {
+                self.receive_snapshot(from, data, msg)
+            }
+            Event::SnapshotSent { to, result } => {
+                self.transfers.remove(&to);
+                match &result {
+                    Ok(bytes) => tracing::info!(peer = to, bytes, "snapshot sent"),
+                    Err(e) => tracing::warn!(peer = to, "sending a snapshot failed: {e}"),
+                }
+                self.consensus.snapshot_sent(to, result.is_ok());
+            }
+            Event::SnapshotReceived { msg, result } => {
+                self.installing = false;
+                match result {
+                    Ok((index, machine)) => {
+                        self.incoming = Some((index, machine));
+                        if let Err(e) = self.consensus.step(msg) {
+                            tracing::warn!("the leader's snapshot message was refused: {e}");
+                        }
+                    }
+                    Err(e) => tracing::error!("a snapshot from the leader was not usable: {e}"),
+                }
+            }
+            Event::Peer(PeerEvent::Down(member)) => {
+                self.consensus.unreachable(member);
+                if self.known_leader == Some(member) && !self.consensus.is_leader() {
+                    // Writes forwarded on the broken link may never have arrived.
+                    self.drop_writers("the link to the leader broke");
+                }
+            }
             Event::Tick => self.tick(),
         }
         Ok(())
+    }
+
+    fn on_peer(&mut self, from: u64, msg: PeerMsg) {
+        match msg {
+            PeerMsg::Raft(m) if m.get_msg_type() == MessageType::MsgSnapshot => {
+                // Only with its data (`PeerEvent::Snapshot`): raft alone would move on
+                // without the state.
+                tracing::warn!(peer = from, "a snapshot message without data; ignored");
+            }
+            PeerMsg::Raft(m) => {
+                if let Err(e) = self.consensus.step(m) {
+                    tracing::debug!(peer = from, "raft message ignored: {e}");
+                }
+            }
+            PeerMsg::Forward(commands) => {
+                let n = commands.len() as u64;
+                if self.consensus.is_leader() {
+                    self.shared.metrics.forwarded_in.add(n);
+                    self.pending.extend(commands);
+                } else {
+                    // The sender sees the leader change soon and closes those connections.
+                    self.shared.metrics.forwards_dropped.add(n);
+                }
+            }
+            PeerMsg::Touch(sessions) => {
+                if self.consensus.is_leader() {
+                    self.touch(sessions);
+                }
+            }
+            PeerMsg::Detach(session) => self.detach(session, Origin(0)),
+            PeerMsg::Digest { index, digest } => {
+                if self.leader_digests.len() == DIGESTS_AHEAD {
+                    self.leader_digests.pop_front();
+                }
+                self.leader_digests.push_back((index, digest));
+                self.check_digests();
+            }
+            PeerMsg::Hello { .. } | PeerMsg::SnapshotChunk(_) => {}
+        }
+    }
+
+    fn note_digest(&mut self, index: u64) {
+        if self.peers.is_none() {
+            return;
+        }
+        if self.digests.len() == DIGEST_HISTORY {
+            self.digests.pop_front();
+        }
+        self.digests.push_back((index, self.machine.digest()));
+    }
+
+    /// Compares the leader's digests with ours at the same index, once we have applied it.
+    fn check_digests(&mut self) {
+        while let Some(&(index, theirs)) = self.leader_digests.front() {
+            if index > self.applied_index {
+                break;
+            }
+            self.leader_digests.pop_front();
+            let Ok(at) = self.digests.binary_search_by_key(&index, |d| d.0) else {
+                continue; // older than what we keep, or covered by a snapshot
+            };
+            let ours = self.digests[at].1;
+            self.shared.metrics.digest_checks.inc();
+            if ours != theirs {
+                self.shared.metrics.digest_mismatches.inc();
+                tracing::error!(
+                    index,
+                    ours = format!("{ours:#018x}"),
+                    leader = format!("{theirs:#018x}"),
+                    "this member's tree differs from the leader's at the same log index: its state has diverged"
+                );
+            }
+        }
+    }
+
+    /// Closes this member's connections holding `session`, but `keep`.
+    fn detach(&self, session: SessionId, keep: Origin) {
+        for link in &self.links {
+            // Best effort: a shard that is gone has no connection to close.
+            let _ = link.try_send(ToShard::Detach { session, keep });
+        }
+    }
+
+    /// Session activity: the leader's tracker takes it, other members pass it on.
+    fn touch(&mut self, sessions: Vec<(SessionId, i32)>) {
+        if !self.consensus.is_leader() {
+            if let (Some(peers), Some(leader)) = (&self.peers, self.known_leader) {
+                peers.send(leader, &PeerMsg::Touch(sessions));
+            }
+            return;
+        }
+        let now = self.now_ms();
+        for (session, timeout) in sessions {
+            // Activity reported after the session was closed must not bring it back
+            // (it would only be expired again, for a log write).
+            if self.machine.has_session(session) {
+                self.tracker.touch(session, timeout, now);
+            }
+        }
+    }
+
+    /// Connections with a write in flight are closed, and writes not yet proposed dropped:
+    /// the old leader may have lost them, and their clients would wait forever. ZooKeeper
+    /// drops its clients on a leader change too; they reconnect (same session) and retry.
+    fn drop_writers(&mut self, why: &'static str) {
+        self.pending.clear();
+        self.reaping.clear();
+        self.reaps_in_flight = 0;
+        for link in &self.links {
+            let _ = link.try_send(ToShard::DropWriters(why));
+        }
+    }
+
+    /// Notices leadership changes: connections that may have lost a write are closed, a new
+    /// leader restarts every session's clock, and the member serves only while it knows a
+    /// leader (ZooKeeper's followers stop serving while they look for one).
+    async fn check_leader(&mut self) {
+        let role = self.consensus.role();
+        let leader = self.consensus.leader_id();
+        let standalone = self.peers.is_none();
+        self.shared.role.store(
+            match role {
+                _ if standalone => super::ROLE_STANDALONE,
+                Role::Leader => super::ROLE_LEADER,
+                Role::Follower => super::ROLE_FOLLOWER,
+                Role::Observer => super::ROLE_OBSERVER,
+                Role::Candidate => super::ROLE_LOOKING,
+            },
+            Ordering::Relaxed,
+        );
+        self.shared
+            .leader_id
+            .store(leader.unwrap_or(0), Ordering::Relaxed);
+        if leader != self.known_leader {
+            let previous = std::mem::replace(&mut self.known_leader, leader);
+            self.shared.metrics.leader_changes.inc();
+            tracing::info!(
+                leader = ?leader,
+                previous = ?previous,
+                term = self.consensus.term(),
+                role = ?role,
+                "leader changed"
+            );
+            if previous.is_some() {
+                self.drop_writers("the leader changed");
+            }
+            if role == Role::Leader && self.replay_until.is_none() {
+                self.restart_session_clocks();
+            }
+        }
+        let serving = self.replay_until.is_none() && self.known_leader.is_some();
+        if serving != self.shared.serving.load(Ordering::SeqCst) {
+            self.shared.serving.store(serving, Ordering::SeqCst);
+            if serving {
+                tracing::info!(
+                    zxid = format!("{:#x}", self.machine.last_zxid()),
+                    leader = ?self.known_leader,
+                    "serving"
+                );
+            } else {
+                tracing::warn!("not serving: no leader is known; clients are disconnected");
+                self.pending.clear();
+                self.syncs.clear();
+                self.ready_syncs.clear();
+                for link in &self.links {
+                    let _ = link.send(ToShard::Unserve).await;
+                }
+            }
+        }
     }
 
     /// Starts a snapshot of the current state on a thread of its own when enough has been
@@ -365,8 +676,8 @@ impl Sequencer {
             index,
             term,
             last_zxid: view.last_zxid(),
-            voters: vec![MEMBER_ID],
-            learners: Vec::new(),
+            voters: self.membership.voters.clone(),
+            learners: self.membership.learners.clone(),
         };
         let (dir, tx) = (self.snap_dir.clone(), self.inbox_tx.clone());
         let spawned = std::thread::Builder::new()
@@ -452,8 +763,27 @@ impl Sequencer {
             self.last_tick += Duration::from_millis(TICK_MS);
             self.consensus.tick();
         }
+        for (ctx, wait) in self.syncs.iter_mut() {
+            if wait.asked.elapsed() >= SYNC_RETRY {
+                wait.asked = Instant::now();
+                self.consensus.read_index(ctx.to_le_bytes().to_vec());
+            }
+        }
+        self.publish_leader_stats();
         if !self.consensus.is_leader() || self.replay_until.is_some() {
             return;
+        }
+        if let Some(peers) = self.peers.as_ref().filter(|_| now >= self.next_digest) {
+            self.next_digest = now + DIGEST_INTERVAL;
+            let msg = PeerMsg::Digest {
+                index: self.applied_index,
+                digest: self.machine.digest(),
+            };
+            for m in &self.shared.config.members {
+                if m.id != self.shared.config.server_id {
+                    peers.send(m.id, &msg);
+                }
+            }
         }
         let now_ms = self.now_ms();
         // Expired sessions stay "closing" in the tracker until their expiry is applied.
@@ -477,9 +807,14 @@ impl Sequencer {
         }
     }
 
-    /// Seal the pending commands into one proposal.
+    /// Seal the pending commands into one proposal (on the leader), or pass them to the
+    /// leader (elsewhere; while no leader is known they wait, and the member does not serve).
     fn propose(&mut self) -> Result<(), ServerError> {
-        if self.pending.is_empty() || !self.consensus.is_leader() {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        if !self.consensus.is_leader() {
+            self.forward();
             return Ok(());
         }
         if self.wal.out_of_space() {
@@ -517,6 +852,11 @@ impl Sequencer {
                     .batch_commands
                     .record(batch.commands.len() as u64);
                 self.consensus.propose(bytes.to_vec())?;
+                let n = bytes.len() as i64;
+                self.proposal_sizes = Some(match self.proposal_sizes {
+                    Some((_, min, max)) => (n, min.min(n), max.max(n)),
+                    None => (n, n, n),
+                });
                 if self.proposed_at.len() == MAX_BATCH_COMMANDS {
                     self.proposed_at.pop_front(); // only a latency sample is lost
                 }
@@ -541,17 +881,45 @@ impl Sequencer {
         }
     }
 
+    fn forward(&mut self) {
+        let (Some(peers), Some(leader)) = (&self.peers, self.known_leader) else {
+            return;
+        };
+        let mut sent = true;
+        while !self.pending.is_empty() && sent {
+            let take = self.pending.len().min(MAX_BATCH_COMMANDS);
+            let commands: Vec<Command> = self.pending.drain(..take).collect();
+            self.shared.metrics.forwarded_out.add(commands.len() as u64);
+            sent = peers.send(leader, &PeerMsg::Forward(commands));
+        }
+        if !sent {
+            self.drop_writers("a write could not be passed to the leader");
+        }
+    }
+
     /// The disk is full (the next log segment cannot be made): data writes are answered
     /// Throttled ("not executed, try again later") at once instead of waiting an unknown time.
     /// Sessions still open and close, so that clients can connect and read, and the server's
     /// own commands (expiry, the reaper) go on, all in what is left of the active segment.
     fn refuse_for_space(&mut self) {
-        let (keep, refuse): (Vec<Command>, Vec<Command>) = self.pending.drain(..).partition(|c| {
-            c.origin == 0
-                || c.origin == REAPER_ORIGIN
-                || matches!(c.op, Op::CreateSession { .. } | Op::CloseSession)
-        });
+        let instance = self.shared.instance;
+        let (mut keep, refuse): (Vec<Command>, Vec<Command>) =
+            self.pending.drain(..).partition(|c| {
+                c.origin == 0
+                    || c.origin == REAPER_ORIGIN
+                    || matches!(c.op, Op::CreateSession { .. } | Op::CloseSession)
+            });
+        // Another member's clients hear only what the log says: their refusals go through
+        // it, as small failed commands, in the room the active segment has left.
+        let (local, foreign): (Vec<Command>, Vec<Command>) = refuse
+            .into_iter()
+            .partition(|c| Origin(c.origin).instance() == instance);
+        keep.extend(foreign.into_iter().map(|mut c| {
+            c.op = Op::Fail(ErrorCode::Throttled);
+            c
+        }));
         self.pending = keep;
+        let refuse = local;
         if refuse.is_empty() {
             return;
         }
@@ -590,25 +958,184 @@ impl Sequencer {
 
     /// Hand every ready to the log, apply what is committed, fan out the results.
     async fn pump(&mut self) -> Result<(), ServerError> {
-        while let Some(out) = self.consensus.poll()? {
-            self.persist(&out);
+        while let Some(mut out) = self.consensus.poll()? {
+            for m in out.messages.drain(..) {
+                if m.get_msg_type() == MessageType::MsgSnapshot {
+                    self.send_snapshot(m);
+                } else if let Some(peers) = &self.peers {
+                    peers.send(m.to, &PeerMsg::Raft(m));
+                }
+            }
+            if let Some((index, _)) = out.snapshot {
+                self.install_snapshot(out.number, index).await?;
+            }
+            for (ctx, index) in out.read_states.drain(..) {
+                let ctx = ctx.try_into().map(u64::from_le_bytes).unwrap_or(0);
+                if let Some(wait) = self.syncs.remove(&ctx) {
+                    self.ready_syncs.push((index, wait.origin, wait.xid));
+                }
+            }
+            self.persist(&mut out);
             self.apply(out).await?;
         }
-        let due = self
+        let refused_due = self
             .refused
             .front()
             .is_some_and(|(after, _)| *after <= self.applied_index);
-        if due && self.shared.serving.load(Ordering::SeqCst) {
+        let syncs_due = self
+            .ready_syncs
+            .iter()
+            .any(|(index, ..)| *index <= self.applied_index);
+        if (refused_due || syncs_due) && self.published_first {
             // Nothing they must wait for is in flight: answer them now.
             let mut applied = Vec::new();
             self.release_refused(self.applied_index, &mut applied);
-            self.publish(self.machine.view(), applied, false).await;
+            self.publish(self.machine.view(), applied).await;
         }
         Ok(())
     }
 
-    fn persist(&mut self, out: &Output) {
+    /// raft wants member `to` to catch up from a snapshot at our applied index: stream the
+    /// state at that index from an MVCC view, on a thread of its own.
+    fn send_snapshot(&mut self, msg: raft::eraftpb::Message) {
+        let to = msg.to;
+        let (index, term) = {
+            let m = msg.get_snapshot().get_metadata();
+            (m.index, m.term)
+        };
+        if self.transfers.contains(&to) {
+            return; // the transfer under way reports for both
+        }
+        let addr = self.shared.config.member(to).map(|m| m.peer_addr);
+        let Some(addr) = addr.filter(|_| index == self.applied_index) else {
+            // Not the state we hold now: raft asks again.
+            self.consensus.snapshot_sent(to, false);
+            return;
+        };
+        self.transfers.insert(to);
+        let view = self.machine.view();
+        let meta = crate::snapshot::Meta {
+            index,
+            term,
+            last_zxid: view.last_zxid(),
+            voters: self.membership.voters.clone(),
+            learners: self.membership.learners.clone(),
+        };
+        tracing::info!(
+            peer = to,
+            index,
+            "member is behind the log this leader keeps; sending a snapshot"
+        );
+        let (me, tx) = (self.shared.config.server_id, self.inbox_tx.clone());
+        let spawned = std::thread::Builder::new()
+            .name("rk-snapshot-send".into())
+            .spawn(move || {
+                let result = super::peer::send_snapshot(me, to, addr, &view, &meta, msg);
+                let _ = tx.send_blocking(Event::SnapshotSent { to, result });
+            });
+        if let Err(e) = spawned {
+            tracing::error!("cannot start a snapshot transfer: {e}");
+            self.transfers.remove(&to);
+            self.consensus.snapshot_sent(to, false);
+        }
+    }
+
+    /// A snapshot streamed by the leader: checked, decoded and stored on a thread, then its
+    /// raft message is stepped (`Event::SnapshotReceived`).
+    fn receive_snapshot(&mut self, from: u64, data: Vec<u8>, msg: raft::eraftpb::Message) {
+        if self.installing {
+            return; // the leader sends it again
+        }
+        self.installing = true;
+        let index = msg.get_snapshot().get_metadata().index;
+        tracing::info!(
+            peer = from,
+            index,
+            bytes = data.len(),
+            "receiving a snapshot from the leader"
+        );
+        let (dir, config, tx) = (
+            self.snap_dir.clone(),
+            self.machine_config.clone(),
+            self.inbox_tx.clone(),
+        );
+        let spawned = std::thread::Builder::new()
+            .name("rk-snapshot-recv".into())
+            .spawn(move || {
+                let result = (|| {
+                    let (meta, machine) =
+                        crate::snapshot::decode(&data, config).map_err(|e| e.to_string())?;
+                    if meta.index != index {
+                        return Err(format!(
+                            "the data is at index {} but the message at {index}",
+                            meta.index
+                        ));
+                    }
+                    snapshots::write_received(&dir, index, &data).map_err(|e| e.to_string())?;
+                    Ok((index, machine))
+                })();
+                let _ = tx.send_blocking(Event::SnapshotReceived { msg, result });
+            });
+        if let Err(e) = spawned {
+            tracing::error!("cannot start a snapshot install: {e}");
+            self.installing = false;
+        }
+    }
+
+    /// raft installed the leader's snapshot at `index`: the state machine becomes its state.
+    async fn install_snapshot(&mut self, ready: u64, index: u64) -> Result<(), ServerError> {
+        let machine = match self.incoming.take() {
+            Some((at, machine)) if at == index => machine,
+            _ => {
+                return Err(ServerError::Startup(format!(
+                    "raft installed a snapshot at {index} whose state is not here"
+                )))
+            }
+        };
+        tracing::info!(
+            index,
+            zxid = format!("{:#x}", machine.last_zxid()),
+            nodes = machine.view().node_count(),
+            "installed a snapshot from the leader"
+        );
+        self.machine = machine;
+        self.applied_index = index;
+        self.installed = Some((ready, index));
+        self.digests.clear();
+        self.note_digest(index);
+        self.replay_until = None;
+        self.snapshots.commands = 0;
+        self.snapshots.bytes = 0;
+        let view = self.machine.view();
+        self.shared
+            .last_zxid
+            .store(view.last_zxid() as u64, Ordering::Relaxed);
+        if self.published_first {
+            self.publish(view, Vec::new()).await;
+        } else {
+            self.publish_first().await;
+        }
+        Ok(())
+    }
+
+    /// Hands a ready's writes to the log; once they (and everything before) are durable,
+    /// raft hears of it and the messages that had to wait for the disk go out.
+    fn persist(&mut self, out: &mut Output) {
+        let messages = std::mem::take(&mut out.persisted_messages);
         if !out.must_persist {
+            if messages.is_empty() {
+                return;
+            }
+            // Nothing to write, but these answer for entries an earlier ready may still be
+            // syncing: they wait for everything submitted so far.
+            let (wal, peers, ticket) =
+                (self.wal.clone(), self.peers.clone(), self.wal.last_ticket());
+            glommio::spawn_local(async move {
+                if wal.wait_durable(ticket).await.is_ok() {
+                    send_all(peers.as_deref(), messages);
+                }
+            })
+            .detach();
             return;
         }
         let ticket = if out.must_sync {
@@ -638,7 +1165,7 @@ impl Sequencer {
         };
         self.unpersisted += 1;
         let (wal, tx, number) = (self.wal.clone(), self.inbox_tx.clone(), out.number);
-        let shared = self.shared.clone();
+        let (shared, peers) = (self.shared.clone(), self.peers.clone());
         let submitted = Instant::now();
         let wait_for = ticket.unwrap_or_else(|| self.wal.last_ticket());
         glommio::spawn_local(async move {
@@ -648,6 +1175,8 @@ impl Sequencer {
                         let us = submitted.elapsed().as_micros() as u64;
                         shared.metrics.fsync_latency_us.record(us);
                     }
+                    // A follower acknowledges entries only once they are on its disk.
+                    send_all(peers.as_deref(), messages);
                     Event::Persisted(number)
                 }
                 Err(e) => Event::WalFailed(e.to_string()),
@@ -671,6 +1200,7 @@ impl Sequencer {
             // Refusals due before this entry's replies (refused after the entry before it).
             self.release_refused(entry.index - 1, &mut applied);
             if entry.data.is_empty() {
+                self.note_digest(entry.index);
                 continue; // a new leader's empty entry
             }
             let batch = Batch::decode(&entry.data).map_err(|e| {
@@ -686,7 +1216,9 @@ impl Sequencer {
                 self.track_sessions(&a);
                 applied.push(a);
             }
+            self.note_digest(entry.index);
         }
+        self.check_digests();
         self.release_refused(last_index, &mut applied);
         self.consensus.applied(last_index)?;
         self.applied_index = last_index;
@@ -709,22 +1241,45 @@ impl Sequencer {
         if self.replay_until.is_some() {
             return Ok(()); // still replaying: shards wait for the first view
         }
-        let first = !self.shared.serving.swap(true, Ordering::SeqCst);
-        if first {
-            applied.clear(); // replayed results route nowhere
-            self.restart_session_clocks();
-            tracing::info!(zxid = format!("{:#x}", view.last_zxid()), "serving");
-        }
         self.shared
             .metrics
             .apply_latency_us
             .record(started.elapsed().as_micros() as u64);
-        self.publish(view, applied, first).await;
+        if !self.published_first {
+            // Replayed results route nowhere.
+            self.publish_first().await;
+        } else {
+            self.publish(view, applied).await;
+        }
         Ok(())
     }
 
-    /// Sends one apply round to the shards.
-    async fn publish(&mut self, view: crate::machine::View, applied: Vec<Applied>, first: bool) {
+    /// The first view, once the log is replayed: the shards start listening.
+    async fn publish_first(&mut self) {
+        self.published_first = true;
+        if self.consensus.is_leader() {
+            self.restart_session_clocks();
+        }
+        tracing::info!(
+            zxid = format!("{:#x}", self.machine.last_zxid()),
+            "log replayed"
+        );
+        self.publish(self.machine.view(), Vec::new()).await;
+    }
+
+    /// Sends one apply round to the shards, with the syncs it satisfies.
+    async fn publish(&mut self, view: crate::machine::View, applied: Vec<Applied>) {
+        let first = self.round == 0;
+        let applied_index = self.applied_index;
+        let mut synced = Vec::new();
+        self.ready_syncs.retain(|&(index, origin, xid)| {
+            let due = index <= applied_index;
+            if due {
+                synced.push((origin, xid));
+            }
+            !due
+        });
+        self.shared.metrics.syncs.add(synced.len() as u64);
         self.round += 1;
         if let Ok(mut latest) = self.shared.latest.lock() {
             *latest = (self.round, view.clone());
@@ -735,6 +1290,7 @@ impl Sequencer {
             round: self.round,
             view,
             applied,
+            synced,
         });
         for (shard, link) in self.links.iter().enumerate() {
             // Shards wait for the first view before they accept anyone; after that, a shard
@@ -745,6 +1301,27 @@ impl Sequencer {
             // A full link means a shard is not keeping up. Updates must not be dropped, so
             // the sequencer waits here (its own clients wait with it): that is backpressure.
             let _ = link.send(ToShard::Update(update.clone())).await;
+        }
+    }
+
+    fn publish_leader_stats(&mut self) {
+        let stats = (self.peers.is_some() && self.consensus.is_leader()).then(|| {
+            let peers = self.consensus.peers();
+            let synced =
+                |learner: bool| peers.iter().filter(|p| p.1 == learner && p.2).count() as u64;
+            let (last, min, max) = self.proposal_sizes.unwrap_or((-1, -1, -1));
+            crate::admin::LeaderStats {
+                learners: peers.len() as u64,
+                synced_followers: synced(false),
+                synced_observers: synced(true),
+                pending_syncs: self.transfers.len() as u64,
+                last_proposal_size: last,
+                min_proposal_size: min,
+                max_proposal_size: max,
+            }
+        });
+        if let Ok(mut s) = self.shared.leader_stats.lock() {
+            *s = stats;
         }
     }
 
@@ -845,5 +1422,13 @@ fn internal(op: Op) -> Command {
         auth: Vec::new(),
         seen_zxid: i64::MAX,
         op,
+    }
+}
+
+fn send_all(peers: Option<&Peers>, messages: Vec<raft::eraftpb::Message>) {
+    if let Some(peers) = peers {
+        for m in messages {
+            peers.send(m.to, &PeerMsg::Raft(m));
+        }
     }
 }

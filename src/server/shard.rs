@@ -42,7 +42,7 @@ pub struct Shard {
 
 impl Shard {
     pub fn origin(&self, conn: u32) -> Origin {
-        Origin::new(self.shared.incarnation, self.id, conn)
+        Origin::new(self.shared.instance, self.id, conn)
     }
 
     pub fn next_conn_id(&self) -> u32 {
@@ -158,7 +158,7 @@ impl Shard {
         }
         for applied in &update.applied {
             let origin = Origin(applied.origin);
-            if origin.incarnation() == self.shared.incarnation && origin.shard() == self.id {
+            if origin.instance() == self.shared.instance && origin.shard() == self.id {
                 if let Some(c) = conns.get(&origin.conn()) {
                     c.on_applied(applied);
                 }
@@ -169,6 +169,40 @@ impl Shard {
                     c.session_ended(*ended);
                 }
             }
+        }
+    }
+
+    fn deliver_syncs(&self, update: &Update) {
+        let conns = self.conns.borrow();
+        for &(origin, xid) in &update.synced {
+            let origin = Origin(origin);
+            if origin.instance() == self.shared.instance && origin.shard() == self.id {
+                if let Some(c) = conns.get(&origin.conn()) {
+                    c.on_synced(xid);
+                }
+            }
+        }
+    }
+
+    /// Asks the sequencer for a linearizable sync point for this connection's request.
+    pub async fn sync(&self, conn: u32, xid: i32) {
+        let origin = self.origin(conn);
+        let _ = self.to_seq.send(ToSequencer::Sync { origin, xid }).await;
+    }
+
+    fn close_conns(&self, only_writers: bool, why: &str) {
+        let conns: Vec<Rc<ConnHandle>> = self
+            .conns
+            .borrow()
+            .values()
+            .filter(|c| !only_writers || c.has_write_in_flight())
+            .cloned()
+            .collect();
+        if only_writers {
+            self.shared.metrics.writers_dropped.add(conns.len() as u64);
+        }
+        for c in conns {
+            c.close(why);
         }
     }
 
@@ -214,7 +248,7 @@ pub async fn run(
         match from_seq.recv().await {
             Some(ToShard::Update(u)) => break u,
             Some(ToShard::Stop) | None => return Ok(()),
-            Some(ToShard::Detach { .. }) | Some(ToShard::Collect(_)) => {}
+            Some(_) => {}
         }
     };
     let shard = Rc::new(Shard {
@@ -230,7 +264,7 @@ pub async fn run(
         touched: RefCell::new(HashMap::new()),
         view_waiters: RefCell::new(Default::default()),
         to_seq,
-        next_conn: Cell::new(1),
+        next_conn: Cell::new(rand::random::<u32>().max(1)),
     });
     shard.handle_update(&first);
 
@@ -277,8 +311,11 @@ pub async fn run(
         match msg {
             ToShard::Update(update) => {
                 shard.handle_update(&update);
+                shard.deliver_syncs(&update);
                 shard.release_view_waiters();
             }
+            ToShard::DropWriters(why) => shard.close_conns(true, why),
+            ToShard::Unserve => shard.close_conns(false, "this member lost its leader"),
             ToShard::Detach { session, keep } => shard.handle_detach(session, keep),
             ToShard::Collect(reply) => {
                 let _ = reply.try_send(shard.diagnostics());

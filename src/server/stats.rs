@@ -88,6 +88,13 @@ impl Shard {
         let m = &shared.metrics;
         let mut stats = ServerStats {
             serving: shared.serving.load(Ordering::SeqCst),
+            mode: match shared.role.load(Ordering::Relaxed) {
+                super::ROLE_LEADER => "leader",
+                super::ROLE_FOLLOWER => "follower",
+                super::ROLE_OBSERVER => "observer",
+                super::ROLE_LOOKING => "looking",
+                _ => "standalone",
+            },
             zxid: view.last_zxid(),
             // ZooKeeper counts the root twice.
             node_count: view.node_count() as u64 + 1,
@@ -104,6 +111,7 @@ impl Shard {
                 .elapsed()
                 .map_or(0, |d| d.as_millis() as u64),
             conf: ConfStats::from_config(&shared.config),
+            leader: shared.leader_stats.lock().ok().and_then(|l| l.clone()),
             env: admin::process_env(),
             extra: m.report(),
             ..ServerStats::default()

@@ -144,6 +144,45 @@ pub struct Tree {
     /// Σ (path length + data length), ZooKeeper's approximate data size.
     data_size: u64,
     ephemerals: usize,
+    /// Σ `node_hash` over every node (wrapping): equal trees have equal digests, and members
+    /// compare theirs at the same log index (ZooKeeper 3.6 keeps the same kind of digest).
+    digest: u64,
+}
+
+/// A node's contribution to the tree digest: its path, data, ACL and every Stat field.
+fn node_hash(path: &str, node: &Node) -> u64 {
+    let stat = node.stat();
+    let mut fixed = [0u8; 8 * 6 + 4 * 5];
+    let words = [
+        stat.czxid,
+        stat.mzxid,
+        stat.pzxid,
+        stat.ctime,
+        stat.mtime,
+        stat.ephemeral_owner,
+    ];
+    for (i, w) in words.iter().enumerate() {
+        fixed[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+    }
+    let ints = [
+        stat.version,
+        stat.cversion,
+        stat.aversion,
+        stat.num_children,
+        node.data.as_ref().map_or(-1, |d| d.len() as i32),
+    ];
+    for (i, w) in ints.iter().enumerate() {
+        fixed[48 + i * 4..52 + i * 4].copy_from_slice(&w.to_le_bytes());
+    }
+    let mut crc = crc32c::crc32c(path.as_bytes());
+    crc = crc32c::crc32c_append(crc, &fixed);
+    let mut second = crc32c::crc32c_append(!crc, node.data().unwrap_or_default());
+    for acl in node.acl.iter() {
+        second = crc32c::crc32c_append(second, &acl.perms.to_le_bytes());
+        second = crc32c::crc32c_append(second, acl.id.scheme.as_bytes());
+        second = crc32c::crc32c_append(second, acl.id.id.as_bytes());
+    }
+    ((crc as u64) << 32) | second as u64
 }
 
 impl Tree {
@@ -172,6 +211,7 @@ impl Tree {
             reapable: OrdSet::new(),
             data_size: 0,
             ephemerals: 0,
+            digest: 0,
         };
         let mut config = node(&read_acl, &[]);
         config.aversion = -1;
@@ -182,6 +222,7 @@ impl Tree {
             ("/zookeeper/config", config),
         ] {
             tree.data_size += path.len() as u64;
+            tree.digest = tree.digest.wrapping_add(node_hash(path, &n));
             tree.nodes.insert(Arc::from(path), Arc::new(n));
         }
         tree
@@ -260,8 +301,19 @@ impl Tree {
         self.reapable.len()
     }
 
-    fn node_mut(&mut self, path: &str) -> Option<&mut Node> {
-        self.nodes.get_mut(path).map(Arc::make_mut)
+    /// The digest of the whole tree (see `node_hash`).
+    pub fn digest(&self) -> u64 {
+        self.digest
+    }
+
+    /// Changes the node at `path` in place, keeping the digest.
+    fn modify<T>(&mut self, path: &str, f: impl FnOnce(&mut Node) -> T) -> Option<T> {
+        let node = Arc::make_mut(self.nodes.get_mut(path)?);
+        let before = node_hash(path, node);
+        let out = f(node);
+        let after = node_hash(path, node);
+        self.digest = self.digest.wrapping_sub(before).wrapping_add(after);
+        Some(out)
     }
 
     // ---- mutation primitives (machine only; callers have validated everything) ----
@@ -271,13 +323,12 @@ impl Tree {
     pub(crate) fn insert(&mut self, parent: &str, path: &str, new: NewNode) -> (Arc<str>, Stat) {
         let key: Arc<str> = Arc::from(path);
         let name: Arc<str> = Arc::from(crate::proto::path::name(path));
-        let p = self.node_mut(parent);
-        debug_assert!(p.is_some(), "insert under a missing parent {parent}");
-        if let Some(p) = p {
+        let found = self.modify(parent, |p| {
             p.children.insert(name);
             p.creations = p.creations.wrapping_add(1);
             p.pzxid = new.zxid;
-        }
+        });
+        debug_assert!(found.is_some(), "insert under a missing parent {parent}");
         let data_len = new.data.as_ref().map_or(0, |d| d.len());
         self.data_size += (path.len() + data_len) as u64;
         if new.ephemeral_owner != 0 {
@@ -302,6 +353,7 @@ impl Tree {
             kind: new.kind,
         };
         let stat = node.stat();
+        self.digest = self.digest.wrapping_add(node_hash(path, &node));
         let old = self.nodes.insert(key.clone(), Arc::new(node));
         debug_assert!(old.is_none(), "insert over an existing node {path}");
         (key, stat)
@@ -312,10 +364,11 @@ impl Tree {
     pub(crate) fn remove(&mut self, parent: &str, path: &str, zxid: Zxid) -> Option<Arc<Node>> {
         let node = self.nodes.remove(path)?;
         debug_assert!(node.children.is_empty(), "remove of non-empty {path}");
-        if let Some(p) = self.node_mut(parent) {
+        self.digest = self.digest.wrapping_sub(node_hash(path, &node));
+        self.modify(parent, |p| {
             p.children.remove(crate::proto::path::name(path));
             p.pzxid = p.pzxid.max(zxid);
-        }
+        });
         self.data_size = self
             .data_size
             .saturating_sub((path.len() + node.data_len()) as u64);
@@ -336,24 +389,26 @@ impl Tree {
         zxid: Zxid,
         time_ms: i64,
     ) -> Option<Stat> {
-        let node = self.node_mut(path)?;
-        let old_len = node.data_len() as u64;
         let new_len = data.as_ref().map_or(0, |d| d.len()) as u64;
-        node.data = data;
-        node.version = node.version.wrapping_add(1);
-        node.mzxid = zxid;
-        node.mtime = time_ms;
-        let stat = node.stat();
+        let (old_len, stat) = self.modify(path, |node| {
+            let old_len = node.data_len() as u64;
+            node.data = data;
+            node.version = node.version.wrapping_add(1);
+            node.mzxid = zxid;
+            node.mtime = time_ms;
+            (old_len, node.stat())
+        })?;
         self.data_size = self.data_size.saturating_sub(old_len) + new_len;
         Some(stat)
     }
 
     /// setACL: new ACL and aversion+1; no zxid field changes.
     pub(crate) fn set_acl(&mut self, path: &str, acl: Arc<[Acl]>) -> Option<Stat> {
-        let node = self.node_mut(path)?;
-        node.acl = acl;
-        node.aversion = node.aversion.wrapping_add(1);
-        Some(node.stat())
+        self.modify(path, |node| {
+            node.acl = acl;
+            node.aversion = node.aversion.wrapping_add(1);
+            node.stat()
+        })
     }
 }
 
@@ -474,6 +529,7 @@ impl TreeAssembler {
                 reapable: OrdSet::new(),
                 data_size: 0,
                 ephemerals: 0,
+                digest: 0,
             },
         }
     }
@@ -488,6 +544,7 @@ impl TreeAssembler {
             if node.kind != NodeKind::Normal {
                 t.reapable.insert(path.clone());
             }
+            t.digest = t.digest.wrapping_add(node_hash(&path, &node));
             t.nodes.insert(path, Arc::new(node));
         }
     }
@@ -522,6 +579,59 @@ mod tests {
             zxid,
             time_ms: 100,
         }
+    }
+
+    fn recomputed_digest(t: &Tree) -> u64 {
+        t.iter().fold(0u64, |d, (path, node)| {
+            d.wrapping_add(node_hash(path, node))
+        })
+    }
+
+    #[test]
+    fn digest_follows_every_change_and_survives_a_rebuild() {
+        let mut t = fresh();
+        let d0 = t.digest();
+        assert_eq!(d0, recomputed_digest(&t));
+        t.insert("/", "/a", new_node(5));
+        t.insert("/a", "/a/b", new_node(6));
+        assert_ne!(t.digest(), d0);
+        t.set_data("/a", Some(Arc::from(&b"x"[..])), 7, 200);
+        t.set_acl("/a/b", Arc::from(Acl::read_unsafe()));
+        assert_eq!(t.digest(), recomputed_digest(&t));
+        let mut other = t.clone();
+        other.set_data("/a/b", None, 8, 300);
+        assert_ne!(
+            other.digest(),
+            t.digest(),
+            "a different state, a different digest"
+        );
+        t.remove("/a", "/a/b", 9);
+        assert_eq!(t.digest(), recomputed_digest(&t));
+        // Rebuilt in pre-order, as a snapshot load does.
+        let mut b = TreeBuilder::new();
+        fn preorder(t: &Tree, path: &str, out: &mut Vec<Arc<str>>) {
+            out.push(Arc::from(path));
+            for c in t.get(path).unwrap().children().iter() {
+                let child = if path == "/" {
+                    format!("/{c}")
+                } else {
+                    format!("{path}/{c}")
+                };
+                preorder(t, &child, out);
+            }
+        }
+        let mut paths = Vec::new();
+        preorder(&t, "/", &mut paths);
+        let mut asm = TreeAssembler::new();
+        for p in paths {
+            let mut n = t.get(&p).unwrap().clone();
+            n.children = OrdSet::new();
+            b.push(p, n).unwrap();
+            asm.add(b.take_completed());
+        }
+        b.close_all().unwrap();
+        asm.add(b.take_completed());
+        assert_eq!(asm.finish().unwrap().digest(), t.digest());
     }
 
     #[test]

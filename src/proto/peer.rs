@@ -1,0 +1,259 @@
+//! The peer protocol between ensemble members (not ZooKeeper's: ringkeeper members talk
+//! only to each other). No I/O here; `server::peer` moves the frames.
+//!
+//! Frame: `[len u32 LE][kind u8][payload]`, `len` counting kind and payload. A connection
+//! starts with a `Hello` from the member that dialed; every later frame flows the same way.
+
+use protobuf::Message as _;
+use raft::eraftpb::Message;
+
+use crate::proto::types::SessionId;
+use crate::txn::{Batch, Command};
+
+/// Largest frame accepted: a raft append is capped at 1 MiB of entries by the consensus
+/// config, but one entry (a batch of commands) can reach a log segment's size.
+pub const MAX_FRAME: usize = 256 << 20;
+/// Identifies the protocol (and its version) in the hello.
+const MAGIC: u32 = 0x524b_5031; // "RKP1"
+
+const HELLO: u8 = 1;
+const RAFT: u8 = 2;
+const FORWARD: u8 = 3;
+const TOUCH: u8 = 4;
+const SNAPSHOT_CHUNK: u8 = 5;
+const DETACH: u8 = 6;
+const DIGEST: u8 = 7;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeerProtoError {
+    #[error("frame of {0} bytes exceeds the limit")]
+    TooLarge(usize),
+    #[error("unknown frame kind {0}")]
+    UnknownKind(u8),
+    #[error("malformed {0} frame")]
+    Malformed(&'static str),
+    #[error("not a ringkeeper peer (bad hello)")]
+    BadHello,
+}
+
+#[derive(Debug, PartialEq)]
+pub enum PeerMsg {
+    /// First frame of a connection: who dialed, and whom it meant to reach.
+    Hello {
+        from: u64,
+        to: u64,
+    },
+    Raft(Message),
+    /// Writes a member's clients sent, for the leader to propose, in the order received.
+    Forward(Vec<Command>),
+    /// Sessions with activity at the sender since its last report (with their timeouts), for
+    /// the leader's expiry tracker.
+    Touch(Vec<(SessionId, i32)>),
+    /// Part of a snapshot file (`crate::snapshot`'s format) streamed to a member that fell
+    /// too far behind; the raft `MsgSnapshot` that follows on the same connection ends it.
+    SnapshotChunk(Vec<u8>),
+    /// A client resumed this session on the sender: connections elsewhere that still hold
+    /// it are stale and close.
+    Detach(SessionId),
+    /// The leader's tree digest after applying entry `index`, for members to compare.
+    Digest {
+        index: u64,
+        digest: u64,
+    },
+}
+
+/// Appends one frame to `out`.
+pub fn encode(msg: &PeerMsg, out: &mut Vec<u8>) -> Result<(), PeerProtoError> {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    match msg {
+        PeerMsg::Hello { from, to } => {
+            out.push(HELLO);
+            out.extend_from_slice(&MAGIC.to_le_bytes());
+            out.extend_from_slice(&from.to_le_bytes());
+            out.extend_from_slice(&to.to_le_bytes());
+        }
+        PeerMsg::Raft(m) => {
+            out.push(RAFT);
+            m.write_to_vec(out)
+                .map_err(|_| PeerProtoError::Malformed("raft"))?;
+        }
+        PeerMsg::Forward(commands) => {
+            out.push(FORWARD);
+            let batch = Batch {
+                time_ms: 0,
+                commands: commands.clone(),
+            };
+            let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&batch)
+                .map_err(|_| PeerProtoError::Malformed("forward"))?;
+            out.extend_from_slice(&bytes);
+        }
+        PeerMsg::Digest { index, digest } => {
+            out.push(DIGEST);
+            out.extend_from_slice(&index.to_le_bytes());
+            out.extend_from_slice(&digest.to_le_bytes());
+        }
+        PeerMsg::Detach(session) => {
+            out.push(DETACH);
+            out.extend_from_slice(&session.to_le_bytes());
+        }
+        PeerMsg::SnapshotChunk(bytes) => {
+            out.push(SNAPSHOT_CHUNK);
+            out.extend_from_slice(bytes);
+        }
+        PeerMsg::Touch(sessions) => {
+            out.push(TOUCH);
+            for (session, timeout) in sessions {
+                out.extend_from_slice(&session.to_le_bytes());
+                out.extend_from_slice(&timeout.to_le_bytes());
+            }
+        }
+    }
+    let len = out.len() - start - 4;
+    if len > MAX_FRAME {
+        out.truncate(start);
+        return Err(PeerProtoError::TooLarge(len));
+    }
+    out[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
+    Ok(())
+}
+
+/// The length a frame header announces (kind and payload), checked against the limit.
+pub fn frame_len(header: [u8; 4]) -> Result<usize, PeerProtoError> {
+    let len = u32::from_le_bytes(header) as usize;
+    if len == 0 {
+        return Err(PeerProtoError::Malformed("empty"));
+    }
+    if len > MAX_FRAME {
+        return Err(PeerProtoError::TooLarge(len));
+    }
+    Ok(len)
+}
+
+/// Decodes a frame's body (kind and payload, without the length).
+pub fn decode(body: &[u8]) -> Result<PeerMsg, PeerProtoError> {
+    let (&kind, payload) = body
+        .split_first()
+        .ok_or(PeerProtoError::Malformed("empty"))?;
+    match kind {
+        HELLO => {
+            if payload.len() != 20 || payload[..4] != MAGIC.to_le_bytes() {
+                return Err(PeerProtoError::BadHello);
+            }
+            let word = |at: usize| {
+                let mut b = [0; 8];
+                b.copy_from_slice(&payload[at..at + 8]);
+                u64::from_le_bytes(b)
+            };
+            Ok(PeerMsg::Hello {
+                from: word(4),
+                to: word(12),
+            })
+        }
+        RAFT => Message::parse_from_bytes(payload)
+            .map(PeerMsg::Raft)
+            .map_err(|_| PeerProtoError::Malformed("raft")),
+        FORWARD => Batch::decode(payload)
+            .map(|b| PeerMsg::Forward(b.commands))
+            .map_err(|_| PeerProtoError::Malformed("forward")),
+        TOUCH => {
+            if payload.len() % 12 != 0 {
+                return Err(PeerProtoError::Malformed("touch"));
+            }
+            let sessions = payload
+                .chunks_exact(12)
+                .map(|c| {
+                    let mut s = [0; 8];
+                    s.copy_from_slice(&c[..8]);
+                    let mut t = [0; 4];
+                    t.copy_from_slice(&c[8..]);
+                    (i64::from_le_bytes(s), i32::from_le_bytes(t))
+                })
+                .collect();
+            Ok(PeerMsg::Touch(sessions))
+        }
+        SNAPSHOT_CHUNK => Ok(PeerMsg::SnapshotChunk(payload.to_vec())),
+        DIGEST => {
+            if payload.len() != 16 {
+                return Err(PeerProtoError::Malformed("digest"));
+            }
+            let word = |at: usize| {
+                let mut b = [0; 8];
+                b.copy_from_slice(&payload[at..at + 8]);
+                u64::from_le_bytes(b)
+            };
+            Ok(PeerMsg::Digest {
+                index: word(0),
+                digest: word(8),
+            })
+        }
+        DETACH => {
+            let bytes: [u8; 8] = payload
+                .try_into()
+                .map_err(|_| PeerProtoError::Malformed("detach"))?;
+            Ok(PeerMsg::Detach(i64::from_le_bytes(bytes)))
+        }
+        k => Err(PeerProtoError::UnknownKind(k)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::txn::Op;
+
+    fn round_trip(msg: PeerMsg) {
+        let mut buf = Vec::new();
+        encode(&msg, &mut buf).unwrap();
+        let mut header = [0; 4];
+        header.copy_from_slice(&buf[..4]);
+        let len = frame_len(header).unwrap();
+        assert_eq!(len, buf.len() - 4);
+        assert_eq!(decode(&buf[4..]).unwrap(), msg);
+    }
+
+    #[test]
+    fn every_kind_round_trips() {
+        round_trip(PeerMsg::Hello { from: 2, to: 3 });
+        let mut m = Message::default();
+        m.set_msg_type(raft::eraftpb::MessageType::MsgAppend);
+        m.from = 1;
+        m.to = 2;
+        m.term = 7;
+        m.entries = vec![raft::eraftpb::Entry {
+            index: 5,
+            term: 7,
+            data: vec![1, 2, 3].into(),
+            ..Default::default()
+        }]
+        .into();
+        round_trip(PeerMsg::Raft(m));
+        round_trip(PeerMsg::Forward(vec![Command {
+            session: 0x100,
+            xid: 4,
+            origin: 9,
+            auth: vec![],
+            seen_zxid: i64::MAX,
+            op: Op::CloseSession,
+        }]));
+        round_trip(PeerMsg::Touch(vec![(1, 4000), (-5, 10)]));
+        round_trip(PeerMsg::SnapshotChunk(vec![7; 1000]));
+        round_trip(PeerMsg::Detach(0x0100_0000_0000_0042));
+        round_trip(PeerMsg::Digest {
+            index: 77,
+            digest: u64::MAX - 3,
+        });
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(decode(&[]).is_err());
+        assert!(decode(&[9, 1, 2]).is_err());
+        assert!(decode(&[HELLO, 1, 2, 3]).is_err());
+        assert!(decode(&[TOUCH, 1, 2, 3]).is_err());
+        assert!(decode(&[FORWARD, 1, 2, 3, 4, 5, 6, 7, 8]).is_err());
+        assert!(decode(&[RAFT, 0xff, 0xff, 0xff]).is_err());
+        assert!(frame_len(((MAX_FRAME + 1) as u32).to_le_bytes()).is_err());
+        assert!(frame_len([0; 4]).is_err());
+    }
+}
