@@ -62,8 +62,8 @@ enum Event {
     /// A snapshot from the leader, checked and on disk, with the raft message to step once
     /// the state is at hand.
     SnapshotReceived {
-        msg: raft::eraftpb::Message,
-        result: Result<(u64, Machine), String>,
+        msg: Box<raft::eraftpb::Message>,
+        result: Result<(u64, Box<Machine>), String>,
     },
     Tick,
 }
@@ -461,8 +461,8 @@ impl Sequencer {
                 self.installing = false;
                 match result {
                     Ok((index, machine)) => {
-                        self.incoming = Some((index, machine));
-                        if let Err(e) = self.consensus.step(msg) {
+                        self.incoming = Some((index, *machine));
+                        if let Err(e) = self.consensus.step(*msg) {
                             tracing::warn!("the leader's snapshot message was refused: {e}");
                         }
                     }
@@ -1072,8 +1072,9 @@ impl Sequencer {
                         ));
                     }
                     snapshots::write_received(&dir, index, &data).map_err(|e| e.to_string())?;
-                    Ok((index, machine))
+                    Ok((index, Box::new(machine)))
                 })();
+                let msg = Box::new(msg);
                 let _ = tx.send_blocking(Event::SnapshotReceived { msg, result });
             });
         if let Err(e) = spawned {

@@ -111,7 +111,7 @@ impl Shard {
                 .elapsed()
                 .map_or(0, |d| d.as_millis() as u64),
             conf: ConfStats::from_config(&shared.config),
-            leader: shared.leader_stats.lock().ok().and_then(|l| l.clone()),
+            leader: shared.leader_stats.lock().ok().and_then(|l| *l),
             env: admin::process_env(),
             extra: m.report(),
             ..ServerStats::default()
