@@ -251,7 +251,13 @@ impl Consensus {
     }
 
     pub fn leader_id(&self) -> Option<u64> {
-        match self.node.raft.leader_id {
+        let raft = &self.node.raft;
+        // A learner never campaigns, so nothing clears the leader it last heard from: after
+        // two election timeouts of silence it counts as gone (a voter would have campaigned).
+        if !raft.promotable() && raft.election_elapsed > 2 * ELECTION_TICKS {
+            return None;
+        }
+        match raft.leader_id {
             0 => None,
             id => Some(id),
         }

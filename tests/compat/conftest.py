@@ -10,7 +10,7 @@ import pytest
 
 import harness
 import zkwire
-from harness import Server, TcpProxy, make_kazoo
+from harness import Ensemble, Server, TcpProxy, make_kazoo
 
 
 # ----------------------------------------------------------------------------
@@ -57,6 +57,22 @@ def server_factory(request):
     yield make
     for s in made:
         s.destroy()
+
+
+@pytest.fixture
+def ensemble(request):
+    """Makes replicated ensembles (see harness.Ensemble), started unless
+    `start=False`; all destroyed after the test."""
+    made = []
+
+    def make(size=3, start=True, **kw):
+        e = Ensemble("%s-%d" % (request.node.name, len(made)), size=size, **kw)
+        made.append(e)
+        return e.start() if start else e
+
+    yield make
+    for e in made:
+        e.destroy()
 
 
 @pytest.fixture

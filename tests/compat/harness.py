@@ -13,6 +13,9 @@ the tail of that log is attached to the report of any failing test.
 
 Both servers run with tickTime 200 ms, so negotiated session timeouts are
 clamped to [400 ms, 4000 ms] and expiry tests finish quickly.
+
+`Ensemble` runs a replicated ensemble of such servers (ringkeeper members with
+--member flags, ZooKeeper QuorumPeerMain with a zoo.cfg + myid each).
 """
 
 import os
@@ -80,6 +83,21 @@ def zookeeper_classpath():
     return ":".join(j for j in jars if os.path.exists(j))
 
 
+def _zookeeper_java(main_class, cfg, ttl_enabled):
+    cmd = [
+        "java",
+        "-Xmx512m",
+        "-XX:+UseSerialGC",
+        "-Dzookeeper.admin.enableServer=false",
+        "-Dznode.container.checkIntervalMs=500",
+        "-Dorg.slf4j.simpleLogger.showDateTime=true",
+        "-Dorg.slf4j.simpleLogger.dateTimeFormat=HH:mm:ss.SSS",
+    ]
+    if ttl_enabled:
+        cmd.append("-Dzookeeper.extendedTypesEnabled=true")
+    return cmd + ["-cp", zookeeper_classpath(), main_class, str(cfg)]
+
+
 def zookeeper_command(port, data_dir, ttl_enabled):
     cfg = Path(data_dir).parent / ("zoo-%d.cfg" % port)
     cfg.write_text(
@@ -96,19 +114,51 @@ def zookeeper_command(port, data_dir, ttl_enabled):
             ]
         )
     )
-    cmd = [
-        "java",
-        "-Xmx512m",
-        "-XX:+UseSerialGC",
-        "-Dzookeeper.admin.enableServer=false",
-        "-Dznode.container.checkIntervalMs=500",
-        "-Dorg.slf4j.simpleLogger.showDateTime=true",
-        "-Dorg.slf4j.simpleLogger.dateTimeFormat=HH:mm:ss.SSS",
-    ]
-    if ttl_enabled:
-        cmd.append("-Dzookeeper.extendedTypesEnabled=true")
-    cmd += ["-cp", zookeeper_classpath(), "org.apache.zookeeper.server.ZooKeeperServerMain", str(cfg)]
+    return _zookeeper_java("org.apache.zookeeper.server.ZooKeeperServerMain", cfg, ttl_enabled)
+
+
+# Ensemble members. `members` maps every member id (this one included) to its
+# `server.N=` right-hand side as THIS member sees it (see member_line): a
+# member listens on its own entry's peer address and dials the others' (which
+# may be proxies, for partitions).
+
+
+def member_line(peer_port, election_port, client_port, observer=False, host="127.0.0.1"):
+    """A ZooKeeper `server.N=` right-hand side:
+    host:peerPort:electionPort[:observer];host:clientPort."""
+    return "%s:%d:%d%s;%s:%d" % (host, peer_port, election_port, ":observer" if observer else "", host, client_port)
+
+
+def ringkeeper_member_command(member_id, port, data_dir, members, ttl_enabled):
+    cmd = ringkeeper_command(port, data_dir, ttl_enabled) + ["--server-id", str(member_id)]
+    for mid in sorted(members):
+        cmd += ["--member", "%d=%s" % (mid, members[mid])]
     return cmd
+
+
+def zookeeper_member_command(member_id, port, data_dir, members, observer, ttl_enabled):
+    """A QuorumPeerMain with its own zoo.cfg (next to the data dir) and
+    dataDir/myid; both are (re)written on every start, so a wiped data dir
+    gets its myid back."""
+    cfg = Path(data_dir).parent / ("zoo-%d.cfg" % member_id)
+    lines = [
+        "tickTime=%d" % TICK_MS,
+        # in ticks: 5 s to connect and sync to a leader (JVMs start slowly on a
+        # busy machine), 2 s of silence before a peer counts as gone
+        "initLimit=25",
+        "syncLimit=10",
+        "dataDir=%s" % data_dir,
+        "4lw.commands.whitelist=*",
+        "forceSync=yes",
+        "preAllocSize=4096",
+    ]
+    if observer:
+        lines.append("peerType=observer")
+    lines += ["server.%d=%s" % (mid, members[mid]) for mid in sorted(members)]
+    cfg.write_text("\n".join(lines + [""]))
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    (Path(data_dir) / "myid").write_text("%d\n" % member_id)
+    return _zookeeper_java("org.apache.zookeeper.server.quorum.QuorumPeerMain", cfg, ttl_enabled)
 
 
 # ----------------------------------------------------------------------------
@@ -149,15 +199,16 @@ class Server:
     """One server process of the chosen target on a fixed port and data dir;
     can be stopped, killed and restarted on the same port and data."""
 
-    def __init__(self, name, ttl_enabled=True, target=TARGET, extra_args=(), data_dir=None):
+    def __init__(self, name, ttl_enabled=True, target=TARGET, extra_args=(), data_dir=None, port=None):
         """`extra_args`: more ringkeeper flags (ringkeeper only). `data_dir`: use this
-        directory (e.g. on a filesystem a test made) instead of one in the work dir."""
+        directory (e.g. on a filesystem a test made) instead of one in the work dir.
+        `port`: the client port (default: a free one)."""
         self.name = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:80]
         self.target = target
         self.ttl_enabled = ttl_enabled
         self.extra_args = list(extra_args)
         assert not self.extra_args or target == "ringkeeper", "extra_args are ringkeeper flags"
-        self.port = free_port()
+        self.port = port or free_port()
         self.addr = ("127.0.0.1", self.port)
         self.hosts = "127.0.0.1:%d" % self.port
         self.workdir = Path(tempfile.mkdtemp(prefix="rk-compat-%s-" % self.name))
@@ -173,7 +224,9 @@ class Server:
             return ringkeeper_command(self.port, self.data_dir, self.ttl_enabled) + self.extra_args
         return zookeeper_command(self.port, self.data_dir, self.ttl_enabled)
 
-    def start(self):
+    def start(self, wait=True):
+        """Starts the process; with `wait`, returns once it answers a handshake
+        (an ensemble member only does so once it has a quorum)."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
         cmd = self.command()
         if self.target == "ringkeeper" and not Path(cmd[0]).exists():
@@ -183,6 +236,9 @@ class Server:
             log.write(("\n===== start #%d: %s\n" % (self.starts, " ".join(cmd))).encode())
             log.flush()
             env = dict(os.environ, RUST_BACKTRACE="1")
+            # raised here and inherited, not in a preexec_fn: that is unsafe
+            # while other threads run (writers, kazoo, proxies), and may hang
+            _raise_memlock()
             self.proc = subprocess.Popen(
                 cmd,
                 stdin=subprocess.DEVNULL,
@@ -191,11 +247,11 @@ class Server:
                 cwd=str(self.workdir),
                 env=env,
                 start_new_session=True,
-                preexec_fn=_raise_memlock,
             )
         if self not in LIVE_SERVERS:
             LIVE_SERVERS.append(self)
-        self.wait_ready()
+        if wait:
+            self.wait_ready()
         return self
 
     def wait_ready(self, timeout=None):
@@ -364,6 +420,243 @@ class TcpProxy:
         self.cut()
         self.lsock.close()
         self._thread.join(timeout=2)
+
+
+# ----------------------------------------------------------------------------
+# replicated ensembles
+
+# What a member without a quorum answers to srvr/stat/mntr (both targets).
+NOT_SERVING = "not currently serving requests"
+
+
+def parse_kv(text, sep):
+    """`key<sep>value` lines (srvr: ": ", mntr: tab) as a dict."""
+    out = {}
+    for line in text.splitlines():
+        if sep in line:
+            k, v = line.split(sep, 1)
+            out[k.strip()] = v.strip()
+    return out
+
+
+class EnsembleMember(Server):
+    """One member of an Ensemble: a Server (same logs, same LIVE_SERVERS)
+    whose command line names every member, as this member sees them."""
+
+    def __init__(self, ensemble, member_id, observer, port):
+        self.ensemble = ensemble
+        self.id = member_id
+        self.observer = observer
+        super().__init__(
+            "%s-m%d" % (ensemble.name, member_id),
+            ttl_enabled=ensemble.ttl_enabled,
+            target=ensemble.target,
+            extra_args=ensemble.extra_args,
+            port=port,
+        )
+
+    def command(self):
+        view = self.ensemble.view(self.id)
+        if self.target == "ringkeeper":
+            return ringkeeper_member_command(self.id, self.port, self.data_dir, view, self.ttl_enabled) + self.extra_args
+        return zookeeper_member_command(self.id, self.port, self.data_dir, view, self.observer, self.ttl_enabled)
+
+    def wipe(self):
+        """Deletes everything in the data dir; only while stopped."""
+        assert not self.running(), "wipe() needs a stopped member"
+        for p in self.data_dir.iterdir():
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+
+    def __repr__(self):
+        return "<member %d %s>" % (self.id, self.hosts)
+
+
+class Ensemble:
+    """A replicated ensemble on 127.0.0.1: `size` voting members (ids 1..size)
+    plus `observers` (the ids after them). Each member has its own client,
+    peer and election port (ringkeeper gets ZooKeeper's election port in its
+    --member specs too, and ignores it), work dir, data dir and log.
+
+    With `proxied=True` (ringkeeper only) every ordered pair (i, j) gets its
+    own TcpProxy to j's peer port and member i's member list names that proxy
+    for j, so `cut(a, b)` / `heal()` can partition the network. This relies
+    on a ringkeeper member listening on its own entry and telling peers apart
+    by their hello message, not their address. (ZooKeeper's leader election
+    connects back to the address a peer announces, bypassing such proxies.)"""
+
+    def __init__(self, name, size=3, observers=0, target=TARGET, extra_args=(), proxied=False, ttl_enabled=True):
+        assert size >= 1 and observers >= 0
+        assert not proxied or target == "ringkeeper", "partitions (proxied=True) need ringkeeper"
+        self.name = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:60]
+        self.target = target
+        self.size = size
+        self.extra_args = list(extra_args)
+        self.ttl_enabled = ttl_enabled
+        self.proxied = proxied
+        used = set()
+
+        def port():
+            # free_port() does not reserve its port: never hand out one twice
+            while True:
+                p = free_port()
+                if p not in used:
+                    used.add(p)
+                    return p
+
+        ids = range(1, size + observers + 1)
+        self.peer_ports = {i: port() for i in ids}
+        self.election_ports = {i: port() for i in ids}
+        self.members = [EnsembleMember(self, i, i > size, port()) for i in ids]
+        self.proxies = {}  # (i, j) -> the proxy member i dials to reach j
+        for i in ids if proxied else ():
+            for j in ids:
+                if i == j:
+                    continue
+                rejected = []
+                pr = TcpProxy(("127.0.0.1", self.peer_ports[j]))
+                while pr.port in used:  # took a member's port before it was bound
+                    rejected.append(pr)
+                    pr = TcpProxy(("127.0.0.1", self.peer_ports[j]))
+                for r in rejected:
+                    r.close()
+                used.add(pr.port)
+                self.proxies[(i, j)] = pr
+
+    # -- addresses
+
+    def view(self, member_id):
+        """Every member's `server.N=` right-hand side as `member_id` sees it."""
+        out = {}
+        for m in self.members:
+            peer = self.peer_ports[m.id]
+            if self.proxied and m.id != member_id:
+                peer = self.proxies[(member_id, m.id)].port
+            out[m.id] = member_line(peer, self.election_ports[m.id], m.port, m.observer)
+        return out
+
+    @property
+    def hosts(self):
+        """Client addresses of all members, for kazoo."""
+        return self.hosts_of(self.members)
+
+    @staticmethod
+    def hosts_of(members):
+        return ",".join(m.hosts for m in members)
+
+    def member(self, member_id):
+        return next(m for m in self.members if m.id == member_id)
+
+    @property
+    def voters(self):
+        return [m for m in self.members if not m.observer]
+
+    # -- life cycle
+
+    def start(self, timeout=None):
+        """Starts every member that is not running, waits until each answers a
+        handshake, then until exactly one member reports leader."""
+        todo = [m for m in self.members if not m.running()]
+        for m in todo:
+            m.start(wait=False)
+        for m in todo:
+            m.wait_ready(timeout)
+        self.leader()
+        return self
+
+    def destroy(self):
+        # SIGTERM to all first: a member stopped last may wait for its peers
+        for m in self.members:
+            if m.running():
+                m._signal(signal.SIGTERM)
+        for m in self.members:
+            m.destroy()
+        for pr in self.proxies.values():
+            pr.close()
+        self.proxies = {}
+
+    # -- what the members say (srvr)
+
+    def srvr(self, member, timeout=3.0):
+        """`srvr` as a dict, or None when the member is down or not serving."""
+        if not member.running():
+            return None
+        try:
+            out = zkwire.four_letter(member.addr, "srvr", timeout=timeout)
+        except OSError:
+            return None
+        if NOT_SERVING in out:
+            return None
+        kv = parse_kv(out, ": ")
+        return kv if "Mode" in kv and "Zxid" in kv else None
+
+    def mode(self, member):
+        """'leader', 'follower', 'observer' or 'standalone'; None when not serving."""
+        kv = self.srvr(member)
+        return kv["Mode"] if kv else None
+
+    def zxid(self, member):
+        kv = self.srvr(member)
+        return int(kv["Zxid"], 16) if kv else None
+
+    def modes(self):
+        return {m.id: self.mode(m) for m in self.members}
+
+    def _wait(self, pred, timeout, what, show):
+        deadline = time.monotonic() + timeout
+        while True:
+            v = pred()
+            if v is not None:
+                return v
+            if time.monotonic() > deadline:
+                pytest.fail("%s: timed out after %.1fs waiting for %s (last: %s)" % (self.name, timeout, what, show()))
+            time.sleep(0.1)
+
+    def leader(self, timeout=60.0):
+        """Waits until exactly one member reports Mode: leader; returns it."""
+        seen = {}
+
+        def one():
+            seen.clear()
+            seen.update(self.modes())
+            leaders = [m for m in self.members if seen[m.id] == "leader"]
+            return leaders[0] if len(leaders) == 1 else None
+
+        return self._wait(one, timeout, "exactly one leader", lambda: seen)
+
+    def wait_converged(self, timeout=60.0):
+        """Waits until every running member serves and reports the same Zxid
+        in srvr; returns that zxid."""
+        seen = {}
+
+        def same():
+            seen.clear()
+            seen.update({m.id: self.zxid(m) for m in self.members if m.running()})
+            vals = set(seen.values())
+            if len(vals) == 1 and None not in vals:
+                return vals.pop()
+            return None
+
+        return self._wait(same, timeout, "every running member at the same zxid",
+                          lambda: {k: (v if v is None else hex(v)) for k, v in seen.items()})
+
+    # -- partitions (proxied=True)
+
+    def cut(self, a, b):
+        """Breaks every peer connection between the members (or ids) in `a` and
+        those in `b`, in both directions, and refuses new ones until heal()."""
+        assert self.proxied, "cut() needs Ensemble(proxied=True)"
+        ids = lambda xs: [x.id if isinstance(x, EnsembleMember) else x for x in xs]  # noqa: E731
+        for i in ids(a):
+            for j in ids(b):
+                self.proxies[(i, j)].block()
+                self.proxies[(j, i)].block()
+
+    def heal(self):
+        for pr in self.proxies.values():
+            pr.unblock()
 
 
 def make_kazoo(hosts, timeout=10.0, **kw):
