@@ -1080,9 +1080,10 @@ metrics! {
         sequencer_queue,
         /// Records waiting for the log writer.
         log_queue,
-        /// Raft term and commit index, as last seen.
+        /// Raft term and commit index, as last seen, and the leader's id (0: none known).
         raft_term,
         commit_index,
+        leader_id,
     }
     histograms {
         /// Client request latency, receipt to reply (µs).

@@ -258,7 +258,14 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         let to_seq = to_seq_tx[id].take().expect("one sender per shard");
         let from_seq = to_shard_rx[id].take().expect("one receiver per shard");
         let seq = if id == 0 { seq_links.take() } else { None };
-        let handle = LocalExecutorBuilder::new(Placement::Fixed(id % cpus))
+        // Members of an ensemble sharing a machine (a local ensemble, tests) would otherwise
+        // all pin their sequencer to core 0: start each member's shards at its own core.
+        let offset = if shared.config.is_ensemble() {
+            shared.config.server_id as usize
+        } else {
+            0
+        };
+        let handle = LocalExecutorBuilder::new(Placement::Fixed((id + offset) % cpus))
             .name(&format!("rk-shard-{id}"))
             .spawn(move || async move {
                 let sequencer = seq

@@ -1332,6 +1332,7 @@ impl Sequencer {
         m.log_queue.set(self.wal.pending_bytes() as i64);
         m.raft_term.set(self.consensus.term() as i64);
         m.commit_index.set(self.consensus.commit_index() as i64);
+        m.leader_id.set(self.known_leader.unwrap_or(0) as i64);
         let ws = self.wal.stats();
         m.fsyncs.reset();
         m.fsyncs.add(ws.syncs);
