@@ -1,13 +1,14 @@
 //! ringkeeper: a ZooKeeper-compatible coordination service.
 //!
 //! See `docs/ARCHITECTURE.md` for the map. The sans-IO core (`proto`, `txn`, `tree`,
-//! `machine`, `session`, `watch`, `consensus`, `log::record`) never touches glommio, sockets,
+//! `machine`, `session`, `watch`, `consensus`, `digest`, `log::record`) never touches glommio, sockets,
 //! files or clocks; the shell (`server`, `log::wal`, `main.rs`) does all I/O around it.
 
 pub mod admin;
 pub mod bench;
 pub mod config;
 pub mod consensus;
+pub mod digest;
 pub mod import;
 pub mod inspect;
 pub mod log;

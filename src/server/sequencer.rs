@@ -42,9 +42,6 @@ const SNAPSHOT_RETRY: Duration = Duration::from_secs(10);
 const SYNC_RETRY: Duration = Duration::from_millis(500);
 /// The leader sends its tree digest this often; members keep their own for this many entries.
 const DIGEST_INTERVAL: Duration = Duration::from_secs(1);
-const DIGEST_HISTORY: usize = 8192;
-/// Leader digests kept until this member has applied their index.
-const DIGESTS_AHEAD: usize = 64;
 /// Origin of the reaper's commands (no connection waits for them).
 const REAPER_ORIGIN: u64 = u64::MAX;
 
@@ -242,7 +239,6 @@ pub async fn run(
         installed: None,
         proposal_sizes: None,
         digests: Default::default(),
-        leader_digests: Default::default(),
         next_digest: Instant::now(),
     };
     // A single member replays its whole log: it is the leader, everything in it was (or will
@@ -316,10 +312,8 @@ struct Sequencer {
     installing: bool,
     /// The state of the last snapshot received, for raft to install: (index, machine).
     incoming: Option<(u64, Machine)>,
-    /// This member's tree digest after each recent entry: (index, digest).
-    digests: std::collections::VecDeque<(u64, u64)>,
-    /// The leader's digests for entries not applied here yet.
-    leader_digests: std::collections::VecDeque<(u64, u64)>,
+    /// This member's tree digests per applied entry, and the leader's, compared.
+    digests: crate::digest::DigestLog,
     next_digest: Instant,
     /// Proposal sizes in bytes (last, min, max), for mntr.
     proposal_sizes: Option<(i64, i64, i64)>,
@@ -510,10 +504,7 @@ impl Sequencer {
             }
             PeerMsg::Detach(session) => self.detach(session, Origin(0)),
             PeerMsg::Digest { index, digest } => {
-                if self.leader_digests.len() == DIGESTS_AHEAD {
-                    self.leader_digests.pop_front();
-                }
-                self.leader_digests.push_back((index, digest));
+                self.digests.leader(index, digest);
                 self.check_digests();
             }
             PeerMsg::Hello { .. } | PeerMsg::SnapshotChunk(_) => {}
@@ -521,33 +512,21 @@ impl Sequencer {
     }
 
     fn note_digest(&mut self, index: u64) {
-        if self.peers.is_none() {
-            return;
+        if self.peers.is_some() {
+            self.digests.applied(index, self.machine.digest());
         }
-        if self.digests.len() == DIGEST_HISTORY {
-            self.digests.pop_front();
-        }
-        self.digests.push_back((index, self.machine.digest()));
     }
 
     /// Compares the leader's digests with ours at the same index, once we have applied it.
     fn check_digests(&mut self) {
-        while let Some(&(index, theirs)) = self.leader_digests.front() {
-            if index > self.applied_index {
-                break;
-            }
-            self.leader_digests.pop_front();
-            let Ok(at) = self.digests.binary_search_by_key(&index, |d| d.0) else {
-                continue; // older than what we keep, or covered by a snapshot
-            };
-            let ours = self.digests[at].1;
+        for c in self.digests.compare() {
             self.shared.metrics.digest_checks.inc();
-            if ours != theirs {
+            if !c.matches() {
                 self.shared.metrics.digest_mismatches.inc();
                 tracing::error!(
-                    index,
-                    ours = format!("{ours:#018x}"),
-                    leader = format!("{theirs:#018x}"),
+                    index = c.index,
+                    ours = format!("{:#018x}", c.ours),
+                    leader = format!("{:#018x}", c.leader),
                     "this member's tree differs from the leader's at the same log index: its state has diverged"
                 );
             }
@@ -1102,8 +1081,7 @@ impl Sequencer {
         self.machine = machine;
         self.applied_index = index;
         self.installed = Some((ready, index));
-        self.digests.clear();
-        self.note_digest(index);
+        self.digests.reset(index, self.machine.digest());
         self.replay_until = None;
         self.snapshots.commands = 0;
         self.snapshots.bytes = 0;

@@ -19,6 +19,7 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import KazooException, NodeExistsError
 from kazoo.handlers.threading import KazooTimeoutError
 
+import harness
 import zkwire
 from harness import NOT_SERVING, Ensemble, make_kazoo, parse_kv, wait_until
 
@@ -344,6 +345,32 @@ def test_replication_identical_on_every_member(ensemble, kz):
             assert r.get_children(path) == ["child"]
     ens.wait_converged(30)
     member_trees(ens, kz)
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.skipif(harness.TARGET != "ringkeeper", reason="ringkeeper's digest metrics")
+def test_followers_compare_tree_digests_with_the_leader(ensemble, kz):
+    """The leader sends its tree digest at an applied index about once a second; every
+    follower compares it with its own at the same index (mntr rk_digest_*)."""
+    ens = ensemble(3)
+    c = kz(ens.hosts)
+    for i in range(50):
+        c.create("/digest-%d" % i, b"x" * i)
+    c.set("/digest-7", b"changed")
+    c.delete("/digest-3")
+
+    def mntr(m):
+        return parse_kv(zkwire.four_letter(m.addr, "mntr", timeout=3.0), "\t")
+
+    leader = ens.leader()
+    followers = [m for m in ens.members if m is not leader]
+
+    def compared():
+        return all(int(mntr(m).get("rk_digest_checks", 0)) >= 2 for m in followers)
+
+    wait_until(compared, 30, what="followers to compare digests with the leader")
+    for m in ens.members:
+        assert mntr(m)["rk_digest_mismatches"] == "0", "member %d diverged" % m.id
 
 
 @pytest.mark.timeout(240)
