@@ -305,13 +305,47 @@ impl Consensus {
     }
 
     pub fn step(&mut self, mut msg: Message) -> Result<(), ConsensusError> {
-        if msg.get_msg_type() == raft::eraftpb::MessageType::MsgHeartbeat {
-            // A leader sends the commit index it believes this member has reached. A member
-            // restarted with an empty data dir has not (raft-rs would panic): it commits what
-            // it holds, rejects the next append, and the leader probes back to what it has.
-            msg.commit = msg.commit.min(self.last_index());
+        use raft::eraftpb::MessageType as T;
+        match msg.get_msg_type() {
+            T::MsgHeartbeat => {
+                // A leader sends the commit index it believes this member has reached. A member
+                // restarted with an empty data dir has not (raft-rs would panic): it commits
+                // only what the leader's term vouches for (an entry of that term at its last
+                // index means its whole log matches the leader's), rejects the next append,
+                // and the leader probes back to what it has.
+                let last = self.last_index();
+                if msg.commit > last {
+                    let vouched = self.node.raft.raft_log.term(last).ok() == Some(msg.term);
+                    msg.commit = if vouched { last } else { self.commit_index() };
+                }
+            }
+            T::MsgHeartbeatResponse | T::MsgAppendResponse
+                if self.is_leader() && msg.term == self.term() =>
+            {
+                self.notice_lost_log(&msg)
+            }
+            _ => {}
         }
         Ok(self.node.step(msg)?)
+    }
+
+    /// A member that answers below what this leader recorded for it has lost its log (its data
+    /// dir was wiped). raft-rs would keep taking it for caught up (an idle leader sends it
+    /// nothing but heartbeats) or ignore its rejection as stale: record what it has and probe
+    /// it again, from the log or a snapshot. Lowering a match never moves the commit index.
+    fn notice_lost_log(&mut self, msg: &Message) {
+        use raft::eraftpb::MessageType as T;
+        let Some(pr) = self.node.raft.mut_prs().get_mut(msg.from) else {
+            return;
+        };
+        let has = match msg.get_msg_type() {
+            T::MsgHeartbeatResponse if msg.commit < pr.committed_index => msg.commit,
+            T::MsgAppendResponse if msg.reject && msg.reject_hint < pr.matched => msg.reject_hint,
+            _ => return,
+        };
+        pr.matched = has;
+        pr.committed_index = has;
+        pr.become_probe();
     }
 
     /// Propose one entry (a serialized `txn::Batch`).
@@ -355,6 +389,15 @@ impl Consensus {
                 (*id, learners.contains(id), synced)
             })
             .collect()
+    }
+
+    /// On the leader: whether raft waits for member `id` to install a snapshot.
+    pub fn snapshotting(&self, id: u64) -> bool {
+        self.node
+            .raft
+            .prs()
+            .get(id)
+            .is_some_and(|pr| pr.state == raft::ProgressState::Snapshot)
     }
 
     /// A peer could not be reached: raft stops pipelining to it until it answers.

@@ -2,12 +2,16 @@
 //!
 //! `cargo test --release --test simulation` runs the CI seed set. Environment:
 //! * `RK_SIM_SEED=N`   run only seed N (replay a failure); `RK_SIM_TRACE=1` prints every step;
-//! * `RK_SIM_SEEDS=K`  how many seeds (default 1000, about 2 s on 2 cores in release or
-//!   debug builds; even seeds run 3 members, odd seeds 5);
+//! * `RK_SIM_SEEDS=K`  how many seeds (default 1000; even seeds run 3 members, odd seeds 5);
 //! * `RK_SIM_FIRST_SEED=S` start there (nightly runs pick fresh ranges);
 //! * `RK_SIM_THREADS=T` worker threads (default: available cores);
-//! * `RK_SIM_PROFILE=lagging` long outages that need snapshot transfer (expected to fail
-//!   until the ensemble work adds it; see `sim::Profile`).
+//! * `RK_SIM_PROFILE=lagging` long outages under a long workload, caught up by snapshot
+//!   transfer (see `sim::Profile`);
+//! * `RK_SIM_LATE_WRITES=1` late writes while settling to repair a wiped member (the
+//!   workaround for a gap since closed, see `Sim::maybe_late_write`).
+//!
+//! Without any of `RK_SIM_SEED`, `RK_SIM_SEEDS`, `RK_SIM_PROFILE` (the CI run) it runs 1000
+//! seeds of the default profile and `CI_LAGGING_SEEDS` of the lagging one.
 //!
 //! Every failure prints its seed and the last events before it.
 
@@ -25,19 +29,46 @@ fn env_u64(name: &str) -> Option<u64> {
     })
 }
 
-fn seeds() -> Vec<u64> {
+/// Seeds of the lagging profile the CI run adds to the default ones (each runs a minute or
+/// more of virtual time with thousands of entries and snapshot transfers).
+const CI_LAGGING_SEEDS: u64 = 48;
+
+/// The seeds to run: the environment's choice, else `default_count` from 0.
+fn seeds(default_count: u64) -> Vec<u64> {
     if let Some(seed) = env_u64("RK_SIM_SEED") {
         return vec![seed];
     }
     let first = env_u64("RK_SIM_FIRST_SEED").unwrap_or(0);
-    let count = env_u64("RK_SIM_SEEDS").unwrap_or(1000);
+    let count = env_u64("RK_SIM_SEEDS").unwrap_or(default_count);
     (first..first + count).collect()
 }
 
 #[test]
 fn simulated_ensembles() {
-    let seeds = seeds();
-    let profile = sim::Profile::from_env();
+    let chosen = std::env::var_os("RK_SIM_PROFILE").is_some()
+        || std::env::var_os("RK_SIM_SEED").is_some()
+        || std::env::var_os("RK_SIM_SEEDS").is_some();
+    let mut runs = vec![(sim::Profile::from_env(), seeds(1000))];
+    if !chosen {
+        // The CI run: the default profile, and a few seeds of the lagging one.
+        runs.push((sim::Profile::Lagging, seeds(CI_LAGGING_SEEDS)));
+    }
+    let mut failures = Vec::new();
+    for (profile, seeds) in runs {
+        failures.extend(run_profile(profile, &seeds));
+    }
+    if let Some(first) = failures.first() {
+        let seeds: Vec<String> = failures.iter().map(|f| f.seed.to_string()).collect();
+        panic!(
+            "{} seeds failed: {}\n\n{first}",
+            failures.len(),
+            seeds.join(" ")
+        );
+    }
+}
+
+/// Runs `seeds` of `profile` on worker threads; prints a summary and every failure.
+fn run_profile(profile: sim::Profile, seeds: &[u64]) -> Vec<sim::Failure> {
     let threads = env_u64("RK_SIM_THREADS")
         .map(|t| t as usize)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
@@ -76,6 +107,11 @@ fn simulated_ensembles() {
                 total.torn += s.torn;
                 total.overwritten += s.overwritten;
                 total.partitions += s.partitions;
+                total.snapshots_sent += s.snapshots_sent;
+                total.snapshots_installed += s.snapshots_installed;
+                total.wipes += s.wipes;
+                total.late_writes += s.late_writes;
+                total.reads += s.reads;
                 total.virtual_ms += s.virtual_ms;
                 total.events += s.events;
             }
@@ -83,10 +119,12 @@ fn simulated_ensembles() {
         }
     }
     eprintln!(
-        "simulation: {} seeds in {:.1}s ({} failed): {} entries, {} requests, {} acks, \
-         {} repeats answered from the idempotency record, {} new leaders, {} crashes \
-         ({} power losses, {} torn writes), {} log entries overwritten, {} partitions \
-         ({} proposals in a minority), {:.0}s of virtual time, {} events",
+        "simulation ({profile:?}): {} seeds in {:.1}s ({} failed): {} entries, {} requests, \
+         {} acks, {} repeats answered from the idempotency record, {} reads after a sync, {} \
+         new leaders, {} crashes ({} power losses, {} torn writes, {} wiped disks; {} late \
+         writes to repair a wiped member), {} log \
+         entries overwritten, {} partitions ({} proposals in a minority), {} snapshots \
+         streamed ({} installed), {:.0}s of virtual time, {} events",
         seeds.len(),
         started.elapsed().as_secs_f64(),
         failures.len(),
@@ -94,48 +132,53 @@ fn simulated_ensembles() {
         total.commands,
         total.acks,
         total.repeats,
+        total.reads,
         total.leader_changes,
         total.crashes,
         total.power_losses,
         total.torn,
+        total.wipes,
+        total.late_writes,
         total.overwritten,
         total.partitions,
         total.minority_proposals,
+        total.snapshots_sent,
+        total.snapshots_installed,
         total.virtual_ms as f64 / 1000.0,
         total.events
     );
-    if let Some(first) = failures.first() {
-        let seeds: Vec<String> = failures.iter().map(|f| f.seed.to_string()).collect();
-        for f in &failures {
-            eprintln!(
-                "FAILED seed {} ({} members): {}",
-                f.seed, f.members, f.message
-            );
-        }
-        panic!(
-            "{} of {} seeds failed: {}\n\n{first}",
-            failures.len(),
-            seeds.len(),
-            seeds.join(" ")
+    for f in &failures {
+        eprintln!(
+            "FAILED seed {} ({:?}, {} members): {}",
+            f.seed, f.profile, f.members, f.message
         );
     }
+    failures
 }
 
 /// The same seed twice gives the same run, event for event (the election timeouts are pinned
-/// from the seed, see `sim::member`).
+/// from the seed, see `sim::member`), snapshot transfers and wiped disks included.
 #[test]
 fn a_seed_replays_exactly() {
-    for seed in [3, 8] {
-        let a = sim::run_seed(seed, sim::Profile::Default)
+    use sim::Profile::{Default, Lagging};
+    for (seed, profile) in [(3, Default), (8, Default), (22, Lagging)] {
+        let a = sim::run_seed(seed, profile)
             .map_err(|f| f.to_string())
             .unwrap();
-        let b = sim::run_seed(seed, sim::Profile::Default)
+        let b = sim::run_seed(seed, profile)
             .map_err(|f| f.to_string())
             .unwrap();
         assert_eq!(
             (a.fingerprint, a.events, a.entries),
             (b.fingerprint, b.events, b.entries),
-            "seed {seed} did not replay exactly"
+            "seed {seed} ({profile:?}) did not replay exactly"
         );
+        if profile == Lagging {
+            assert!(
+                a.snapshots_installed > 0 && a.wipes > 0,
+                "lagging seed {seed} no longer installs a snapshot and wipes a disk ({a:?}): \
+                 pick one that does"
+            );
+        }
     }
 }

@@ -40,6 +40,9 @@ const SNAPSHOT_RETRY: Duration = Duration::from_secs(10);
 /// A sync's ReadIndex request is repeated this often until answered (raft drops it while no
 /// leader is known, or while a new leader has not committed in its term).
 const SYNC_RETRY: Duration = Duration::from_millis(500);
+/// A member that received a snapshot and has not said it installed it within this (plus
+/// one second per 10 MB: it decodes and fsyncs it) is sent another.
+const SNAPSHOT_INSTALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// The leader sends its tree digest this often; members keep their own for this many entries.
 const DIGEST_INTERVAL: Duration = Duration::from_secs(1);
 /// Origin of the reaper's commands (no connection waits for them).
@@ -234,10 +237,12 @@ pub async fn run(
         ready_syncs: Vec::new(),
         machine_config,
         transfers: HashSet::new(),
+        installs: Default::default(),
         installing: false,
         incoming: None,
         installed: None,
         proposal_sizes: None,
+        drop_writers: None,
         digests: Default::default(),
         next_digest: Instant::now(),
     };
@@ -308,6 +313,9 @@ struct Sequencer {
     machine_config: MachineConfig,
     /// Members a snapshot is being streamed to (one at a time each).
     transfers: HashSet<u64>,
+    /// Members that received a snapshot and have not acknowledged it yet, and until when
+    /// that is waited for.
+    installs: std::collections::HashMap<u64, Instant>,
     /// A snapshot from the leader is being checked and stored.
     installing: bool,
     /// The state of the last snapshot received, for raft to install: (index, machine).
@@ -315,6 +323,8 @@ struct Sequencer {
     /// This member's tree digests per applied entry, and the leader's, compared.
     digests: crate::digest::DigestLog,
     next_digest: Instant,
+    /// Connections with writes in flight are to be closed, and why (see `drop_writers`).
+    drop_writers: Option<&'static str>,
     /// Proposal sizes in bytes (last, min, max), for mntr.
     proposal_sizes: Option<(i64, i64, i64)>,
     /// An installed snapshot's (ready number, index): raft hears it is applied once that
@@ -406,7 +416,8 @@ impl Sequencer {
                         asked: Instant::now(),
                     },
                 );
-                self.consensus.read_index(ctx.to_le_bytes().to_vec());
+                self.consensus
+                    .read_index(sync_ctx(self.shared.instance, ctx));
             }
             Event::Shard(ToSequencer::Attach { session, origin }) => {
                 self.detach(session, origin);
@@ -445,11 +456,20 @@ impl Sequencer {
             }
             Event::SnapshotSent { to, result } => {
                 self.transfers.remove(&to);
-                match &result {
-                    Ok(bytes) => tracing::info!(peer = to, bytes, "snapshot sent"),
-                    Err(e) => tracing::warn!(peer = to, "sending a snapshot failed: {e}"),
+                match result {
+                    Ok(bytes) => {
+                        // Not reported to raft yet: it would probe at once, the member (still
+                        // storing and decoding) would refuse, and raft would ask for the whole
+                        // snapshot again. raft moves on when the member acknowledges it.
+                        tracing::info!(peer = to, bytes, "snapshot sent");
+                        let wait = SNAPSHOT_INSTALL_TIMEOUT + Duration::from_millis(bytes / 10_000);
+                        self.installs.insert(to, Instant::now() + wait);
+                    }
+                    Err(e) => {
+                        tracing::warn!(peer = to, "sending a snapshot failed: {e}");
+                        self.consensus.snapshot_sent(to, false);
+                    }
                 }
-                self.consensus.snapshot_sent(to, result.is_ok());
             }
             Event::SnapshotReceived { msg, result } => {
                 self.installing = false;
@@ -566,9 +586,8 @@ impl Sequencer {
         self.pending.clear();
         self.reaping.clear();
         self.reaps_in_flight = 0;
-        for link in &self.links {
-            let _ = link.try_send(ToShard::DropWriters(why));
-        }
+        // Sent by `check_leader`, which can wait for a full link: this must not be lost.
+        self.drop_writers = Some(why);
     }
 
     /// Notices leadership changes: connections that may have lost a write are closed, a new
@@ -606,6 +625,11 @@ impl Sequencer {
             }
             if role == Role::Leader && self.replay_until.is_none() {
                 self.restart_session_clocks();
+            }
+        }
+        if let Some(why) = self.drop_writers.take() {
+            for link in &self.links {
+                let _ = link.send(ToShard::DropWriters(why)).await;
             }
         }
         let serving = self.replay_until.is_none() && self.known_leader.is_some();
@@ -742,10 +766,26 @@ impl Sequencer {
             self.last_tick += Duration::from_millis(TICK_MS);
             self.consensus.tick();
         }
+        let consensus = &mut self.consensus;
+        self.installs.retain(|&member, until| {
+            if !consensus.snapshotting(member) {
+                return false; // installed
+            }
+            if Instant::now() < *until {
+                return true;
+            }
+            tracing::warn!(
+                peer = member,
+                "a snapshot sent was never acknowledged; sending another"
+            );
+            consensus.snapshot_sent(member, false);
+            false
+        });
         for (ctx, wait) in self.syncs.iter_mut() {
             if wait.asked.elapsed() >= SYNC_RETRY {
                 wait.asked = Instant::now();
-                self.consensus.read_index(ctx.to_le_bytes().to_vec());
+                self.consensus
+                    .read_index(sync_ctx(self.shared.instance, *ctx));
             }
         }
         self.publish_leader_stats();
@@ -949,7 +989,11 @@ impl Sequencer {
                 self.install_snapshot(out.number, index).await?;
             }
             for (ctx, index) in out.read_states.drain(..) {
-                let ctx = ctx.try_into().map(u64::from_le_bytes).unwrap_or(0);
+                let mine = sync_ctx(self.shared.instance, 0);
+                if ctx.len() != mine.len() || ctx[..4] != mine[..4] {
+                    continue; // another process's (raft-rs keys pending reads by context alone)
+                }
+                let ctx = u64::from_le_bytes(ctx[4..].try_into().unwrap_or_default());
                 if let Some(wait) = self.syncs.remove(&ctx) {
                     self.ready_syncs.push((index, wait.origin, wait.xid));
                 }
@@ -1411,4 +1455,14 @@ fn send_all(peers: Option<&Peers>, messages: Vec<raft::eraftpb::Message>) {
             peers.send(m.to, &PeerMsg::Raft(m));
         }
     }
+}
+
+/// A sync's ReadIndex context: this process's instance, then its number. raft-rs keys pending
+/// reads by context alone, so numbers from another member, or from this member before a
+/// restart, must never collide with ours.
+fn sync_ctx(instance: u32, n: u64) -> Vec<u8> {
+    let mut ctx = Vec::with_capacity(12);
+    ctx.extend_from_slice(&instance.to_le_bytes());
+    ctx.extend_from_slice(&n.to_le_bytes());
+    ctx
 }

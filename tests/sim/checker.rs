@@ -2,12 +2,17 @@
 //! with the same results and zxids (state machine safety). At the end: identical state on
 //! every member; the committed log replayed through the independent `model` gives the same
 //! results, zxids and final tree; every acknowledged write is in that log; no command took
-//! effect twice; acknowledged writes are ordered in real time (linearizable writes).
+//! effect twice; acknowledged writes are ordered in real time (linearizable writes); every
+//! snapshot a member installed or loaded is the model's state at its index; every read after
+//! a sync reflects all writes acknowledged before the sync was sent, and is what the model
+//! holds at the index it was read at (linearizable reads).
 
 use std::collections::BTreeMap;
 
+use ringkeeper::machine::View;
 use ringkeeper::txn::{Applied, Command, Op, OpResult};
 
+use super::client::ReadResult;
 use super::member::{decode_batch, Member};
 use super::model::Model;
 use super::world::Time;
@@ -42,6 +47,24 @@ pub struct Ack {
     pub at: Time,
 }
 
+/// One sync sent by a client (each attempt is one).
+pub struct SyncSent {
+    pub client: usize,
+    pub path: String,
+    pub sent: Time,
+}
+
+/// A member answered a sync: it read `path` at applied index `applied`, for a read index of
+/// `read_index`.
+pub struct ReadAnswer {
+    pub attempt: usize,
+    pub member: u64,
+    pub read_index: u64,
+    pub applied: u64,
+    pub read: ReadResult,
+    pub at: Time,
+}
+
 /// One client request (all its attempts).
 pub struct ClientCommand {
     pub client: usize,
@@ -56,6 +79,10 @@ pub struct Checker {
     pub commands: Vec<ClientCommand>,
     origin_command: BTreeMap<u64, usize>,
     pub proposals: u64,
+    pub syncs: Vec<SyncSent>,
+    pub answers: Vec<ReadAnswer>,
+    /// (member, index, state) of every snapshot a member installed or started from.
+    snapshots: Vec<(u64, u64, View)>,
 }
 
 impl Checker {
@@ -75,6 +102,39 @@ impl Checker {
     pub fn attempt(&mut self, command: usize, origin: u64) {
         self.commands[command].origins.push(origin);
         self.origin_command.insert(origin, command);
+    }
+
+    pub fn sync_sent(&mut self, client: usize, path: String, now: Time) -> usize {
+        self.syncs.push(SyncSent {
+            client,
+            path,
+            sent: now,
+        });
+        self.syncs.len() - 1
+    }
+
+    pub fn read(
+        &mut self,
+        attempt: usize,
+        member: u64,
+        read_index: u64,
+        applied: u64,
+        read: ReadResult,
+        at: Time,
+    ) {
+        self.answers.push(ReadAnswer {
+            attempt,
+            member,
+            read_index,
+            applied,
+            read,
+            at,
+        });
+    }
+
+    /// Member `member`'s machine became a snapshot's state at `index`.
+    pub fn snapshot_state(&mut self, member: u64, index: u64, view: View) {
+        self.snapshots.push((member, index, view));
     }
 
     pub fn proposed(&mut self, _origin: u64) {
@@ -198,8 +258,38 @@ impl Checker {
         // the same final state.
         let mut model = Model::new();
         let mut prev_zxid = 0i64;
+        let mut snapshots: BTreeMap<u64, Vec<(u64, &View)>> = BTreeMap::new();
+        for (member, index, view) in &self.snapshots {
+            snapshots.entry(*index).or_default().push((*member, view));
+        }
+        let mut reads: BTreeMap<u64, Vec<&ReadAnswer>> = BTreeMap::new();
+        for a in &self.answers {
+            reads.entry(a.applied).or_default().push(a);
+        }
+        // (6) States observed at `index`: snapshots and reads.
+        let observed = |model: &Model, index: u64| -> Result<(), String> {
+            for (member, view) in snapshots.get(&index).into_iter().flatten() {
+                model.compare(view).map_err(|e| {
+                    format!("member {member}'s snapshot at {index} is not the state there: {e}")
+                })?;
+            }
+            for a in reads.get(&index).into_iter().flatten() {
+                let path = &self.syncs[a.attempt].path;
+                let want = model.read(path);
+                if a.read != want {
+                    return Err(format!(
+                        "member {} answered sync #{} with a read of {path} at applied index \
+                         {index} that found {:?}; the model holds {want:?} there",
+                        a.member, a.attempt, a.read
+                    ));
+                }
+            }
+            Ok(())
+        };
+        observed(&model, 0)?;
         for (index, c) in &self.canon {
             if c.data.is_empty() {
+                observed(&model, *index)?;
                 continue;
             }
             let batch = decode_batch(*index, &c.data)?;
@@ -228,6 +318,7 @@ impl Checker {
                     prev_zxid = app.zxid;
                 }
             }
+            observed(&model, *index)?;
         }
         model
             .compare(v0)
@@ -328,6 +419,65 @@ impl Checker {
                         self.commands[a].client, self.commands[b].client
                     ));
                 }
+            }
+        }
+
+        // (7) Linearizable reads: a read after a sync reflects every write acknowledged (to
+        // anyone) before the sync was sent: it was read at an index at or past theirs.
+        let mut acked: Vec<(Time, u64, usize)> = self
+            .acks
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.at, a.index, i))
+            .collect();
+        acked.sort();
+        // The newest acknowledged index (and its ack) among the acks up to each position.
+        let mut newest: Vec<(u64, usize)> = Vec::with_capacity(acked.len());
+        for &(_, index, i) in &acked {
+            let prev = newest.last().copied().unwrap_or((0, usize::MAX));
+            newest.push(if index > prev.0 { (index, i) } else { prev });
+        }
+        for a in &self.answers {
+            let sync = &self.syncs[a.attempt];
+            let before = acked.partition_point(|&(at, _, _)| at < sync.sent);
+            let Some(&(need, ack)) = before.checked_sub(1).map(|i| &newest[i]) else {
+                continue;
+            };
+            if a.read_index < need {
+                let ack = &self.acks[ack];
+                return Err(format!(
+                    "stale read index: client {}'s sync #{} sent at {}µs got read index {} from \
+                     member {} (answered at {}µs, read at applied index {}), but member {} had \
+                     acknowledged origin {:#x} at index {need} at {}µs, before the sync",
+                    sync.client,
+                    a.attempt,
+                    sync.sent,
+                    a.read_index,
+                    a.member,
+                    a.at,
+                    a.applied,
+                    ack.member,
+                    ack.origin,
+                    ack.at
+                ));
+            }
+            if a.applied < need {
+                let ack = &self.acks[ack];
+                return Err(format!(
+                    "stale read: client {}'s sync #{} sent at {}µs was answered by member {} \
+                     at {}µs with a read at applied index {} (read index {}), but member {} \
+                     had acknowledged origin {:#x} at index {need} at {}µs, before the sync",
+                    sync.client,
+                    a.attempt,
+                    sync.sent,
+                    a.member,
+                    a.at,
+                    a.applied,
+                    a.read_index,
+                    ack.member,
+                    ack.origin,
+                    ack.at
+                ));
             }
         }
 

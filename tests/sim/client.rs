@@ -7,11 +7,17 @@
 //! log (its reply was lost or timed out), so that the machine answers a repeat from its
 //! idempotency record; a send that cannot have reached the log before (fresh, or after a
 //! NotLeader/Busy answer to every earlier attempt) carries `Zxid::MAX`.
+//!
+//! Some requests are linearizable reads instead: a sync to any member (raft's ReadIndex
+//! there), then a read of one key from that member once the sync is answered. The checker
+//! verifies that the read reflects every write acknowledged before the sync was sent. A sync
+//! without an answer in time, or dropped by a member that knows no leader, is sent again
+//! (to a random member) as a new attempt.
 
 use rand::rngs::StdRng;
 use rand::Rng;
 use ringkeeper::proto::types::{
-    Acl, CheckVersionRequest, CreateRequest, DeleteRequest, ErrorCode, SetDataRequest,
+    Acl, CheckVersionRequest, CreateRequest, DeleteRequest, ErrorCode, SetDataRequest, Stat,
 };
 use ringkeeper::txn::{Command, Op, OpResult, WriteOp};
 
@@ -23,6 +29,17 @@ pub struct Request {
     pub client: usize,
     pub cmd: Command,
 }
+
+/// A sync, then a read of `path` on the same member once the sync is answered. `attempt` is
+/// the checker's number for this send.
+pub struct SyncRequest {
+    pub client: usize,
+    pub attempt: usize,
+    pub path: String,
+}
+
+/// What a read found: the node's data and Stat, or no node.
+pub type ReadResult = Option<(Option<Vec<u8>>, Stat)>;
 
 pub enum Reply {
     Applied {
@@ -38,6 +55,16 @@ pub enum Reply {
     Busy {
         origin: u64,
     },
+    /// The sync is done and the key was read at applied index `applied`.
+    Synced {
+        attempt: usize,
+        applied: u64,
+        read: ReadResult,
+    },
+    /// The member stopped serving (it knows no leader): the connection closes.
+    SyncDropped {
+        attempt: usize,
+    },
 }
 
 impl Reply {
@@ -46,6 +73,7 @@ impl Reply {
             Reply::Applied { origin, .. }
             | Reply::NotLeader { origin, .. }
             | Reply::Busy { origin } => *origin,
+            Reply::Synced { .. } | Reply::SyncDropped { .. } => 0,
         }
     }
 }
@@ -61,6 +89,11 @@ pub fn origin_member(origin: u64) -> u64 {
 
 /// How long a client waits for a reply before it retries elsewhere.
 const TIMEOUT: (Time, Time) = (300 * MS, 700 * MS);
+/// How long a client waits for a sync (raft may drop a ReadIndex request; the member asks
+/// again every 500 ms) before it sends a new one elsewhere.
+const SYNC_TIMEOUT: (Time, Time) = (1_500 * MS, 3_000 * MS);
+/// The share of requests that are a sync and a read.
+const READ_SHARE: f64 = 0.15;
 /// Keys: /k0../k{KEYS-1}, their child /kN/c, and /q with sequential children.
 const KEYS: usize = 6;
 
@@ -71,10 +104,14 @@ pub struct Client {
     /// The newest zxid this client has seen in a reply.
     last_seen: i64,
     current: Option<InFlight>,
+    /// A sync and read in flight: the key, and every attempt's number.
+    reading: Option<(String, Vec<usize>)>,
     done: u32,
     limit: u32,
     /// No new requests (settling); the current one is finished.
     pub stopping: bool,
+    /// One more write even though stopping (see `Sim::maybe_late_write`).
+    one_more: bool,
     leader_hint: Option<usize>,
     /// Only the Wake carrying this token is current.
     token: u64,
@@ -104,9 +141,11 @@ impl Client {
             xid: 0,
             last_seen: 0,
             current: None,
+            reading: None,
             done: 0,
             limit,
             stopping: false,
+            one_more: false,
             leader_hint: None,
             token: 0,
             retry_pending: false,
@@ -116,7 +155,7 @@ impl Client {
 
     /// A request still waits for its answer.
     pub fn busy(&self) -> bool {
-        self.current.is_some()
+        self.current.is_some() || self.reading.is_some()
     }
 }
 
@@ -184,6 +223,15 @@ fn write_op(rng: &mut StdRng) -> WriteOp {
     }
 }
 
+/// A key to read: one the writes touch.
+fn read_path(rng: &mut StdRng) -> String {
+    match rng.gen_range(0..100) {
+        0..=59 => key(rng),
+        60..=84 => format!("{}/c", key(rng)),
+        _ => "/q".into(),
+    }
+}
+
 fn random_op(rng: &mut StdRng) -> Op {
     match rng.gen_range(0..100) {
         0..=2 => Op::CloseSession,
@@ -197,6 +245,13 @@ impl Sim {
     pub fn on_wake(&mut self, c: usize, token: u64) {
         if self.clients[c].token != token {
             return; // superseded
+        }
+        if self.clients[c].reading.is_some() {
+            if !self.clients[c].retry_pending {
+                self.note(format!("client {c}: sync timeout, trying again"));
+            }
+            self.send_sync(c);
+            return;
         }
         if self.clients[c].current.is_some() && self.clients[c].retry_pending {
             self.clients[c].retry_pending = false;
@@ -213,8 +268,15 @@ impl Sim {
             self.send_attempt(c);
             return;
         }
-        let client = &self.clients[c];
-        if client.stopping || client.done >= client.limit {
+        let client = &mut self.clients[c];
+        let late = std::mem::take(&mut client.one_more);
+        if !late && (client.stopping || client.done >= client.limit) {
+            return;
+        }
+        if !late && self.rng.gen_bool(READ_SHARE) {
+            let path = read_path(&mut self.rng);
+            self.clients[c].reading = Some((path, Vec::new()));
+            self.send_sync(c);
             return;
         }
         let op = match client.session {
@@ -320,6 +382,85 @@ impl Sim {
         self.q.after(timeout, Event::Wake { client: c, token });
     }
 
+    /// Client `c`, idle, makes one more write now.
+    pub fn one_more_write(&mut self, c: usize) {
+        let client = &mut self.clients[c];
+        client.one_more = true;
+        client.token += 1;
+        let token = client.token;
+        self.q.after(0, Event::Wake { client: c, token });
+    }
+
+    /// Send (or send again, as a new attempt) the current sync to a random member: any member
+    /// serves syncs.
+    fn send_sync(&mut self, c: usize) {
+        let m = self.rng.gen_range(0..self.members.len());
+        let now = self.q.now();
+        let client = &mut self.clients[c];
+        let (path, attempts) = client.reading.as_mut().expect("a sync in flight");
+        let path = path.clone();
+        let attempt = self.checker.sync_sent(c, path.clone(), now);
+        attempts.push(attempt);
+        client.retry_pending = false;
+        client.token += 1;
+        let token = client.token;
+        if self.trace.echo() {
+            self.note(format!(
+                "client {c}: sync #{attempt} to member {}, then read {path}",
+                m + 1
+            ));
+        }
+        if let Some(at) = self.net.plan_client(&mut self.rng, now, c, m, true) {
+            let req = SyncRequest {
+                client: c,
+                attempt,
+                path,
+            };
+            self.q.at(at, Event::Sync { m, req });
+        }
+        let timeout = self.rng.gen_range(SYNC_TIMEOUT.0..=SYNC_TIMEOUT.1);
+        self.q.after(timeout, Event::Wake { client: c, token });
+    }
+
+    /// An answer to a sync: done, or (dropped) try again soon.
+    fn on_sync_reply(&mut self, c: usize, from: usize, reply: Reply) {
+        let client = &mut self.clients[c];
+        let Some((_, attempts)) = &client.reading else {
+            return; // late
+        };
+        match reply {
+            Reply::Synced {
+                attempt,
+                applied,
+                read,
+            } if attempts.contains(&attempt) => {
+                client.reading = None;
+                client.done += 1;
+                client.token += 1;
+                let token = client.token;
+                let found = match read {
+                    Some((_, stat)) => format!("version {}", stat.version),
+                    None => "no node".into(),
+                };
+                self.note(format!(
+                    "client {c}: sync #{attempt} answered by member {} at applied index \
+                     {applied}, read: {found}",
+                    from + 1
+                ));
+                let think = self.rng.gen_range(0..20 * MS);
+                self.q.after(think, Event::Wake { client: c, token });
+            }
+            Reply::SyncDropped { attempt } if attempts.last() == Some(&attempt) => {
+                client.retry_pending = true;
+                client.token += 1;
+                let token = client.token;
+                let wait = self.rng.gen_range(20 * MS..100 * MS);
+                self.q.after(wait, Event::Wake { client: c, token });
+            }
+            _ => {}
+        }
+    }
+
     pub fn send_to_client(&mut self, m: usize, client: usize, reply: Reply) {
         let now = self.q.now();
         if let Some(at) = self.net.plan_client(&mut self.rng, now, client, m, false) {
@@ -335,6 +476,10 @@ impl Sim {
     }
 
     pub fn on_reply(&mut self, c: usize, from: usize, reply: Reply) {
+        if matches!(reply, Reply::Synced { .. } | Reply::SyncDropped { .. }) {
+            self.on_sync_reply(c, from, reply);
+            return;
+        }
         let origin = reply.origin();
         let client = &mut self.clients[c];
         let Some(cur) = &client.current else {
@@ -419,6 +564,7 @@ impl Sim {
                 let wait = self.rng.gen_range(20 * MS..50 * MS);
                 self.q.after(wait, Event::Wake { client: c, token });
             }
+            Reply::Synced { .. } | Reply::SyncDropped { .. } => {} // handled above
         }
     }
 }

@@ -1,5 +1,6 @@
 //! A member's simulated disk: a durable log (raft entries + the last hard state, exactly what
-//! the real WAL recovers) and the writes not yet synced.
+//! the real WAL recovers, gaps after an installed snapshot included), the newest snapshot
+//! received from a leader, and the writes not yet synced. A wipe loses all of it.
 //!
 //! It mirrors the real log's group commit: one sync in flight; everything submitted meanwhile
 //! goes into the next one. A crash loses every write that was not reported durable, except
@@ -28,37 +29,109 @@ pub struct Write {
     pub persisted_messages: Vec<Message>,
 }
 
+/// A snapshot the member received from a leader, as the real shell writes it
+/// (`snapshots::write_received`) before raft sees its message: the encoded bytes.
+#[derive(Clone)]
+pub struct StoredSnapshot {
+    pub index: u64,
+    pub term: u64,
+    pub bytes: Vec<u8>,
+}
+
+/// What a durable state holds at an index (`Durable::term_at`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Held {
+    Term(u64),
+    /// Below a snapshot's index: part of its (committed) state.
+    Covered,
+}
+
 /// What survives a crash.
 #[derive(Default, Clone)]
 pub struct Durable {
-    /// Entries 1..=n, contiguous (the simulation never compacts: see the module docs of
-    /// `member`).
+    /// Contiguous, ascending indexes, exactly what the real WAL's replay recovers
+    /// (`log::record::Replay`): usually 1..=n, or from just after an installed snapshot.
     pub entries: Vec<Entry>,
     pub hard_state: Option<(u64, u64, u64)>,
+    /// The newest (by index) snapshot received from a leader, as `snapshots::load_newest`
+    /// would pick it.
+    pub snapshot: Option<StoredSnapshot>,
 }
 
 impl Durable {
-    /// Returns how many durable entries the record overwrote (raft log truncation).
-    fn apply(&mut self, record: &Record) -> usize {
+    /// Replays one record as the real WAL's recovery does (`log::record::Replay::apply`).
+    /// Returns how many durable entries the record overwrote (raft log truncation) and
+    /// whether it reset the log after a gap.
+    fn apply(&mut self, record: &Record) -> (usize, bool) {
         match record {
             Record::Entry(e) => {
-                let last = self.entries.len() as u64;
-                assert!(
-                    e.index >= 1 && e.index <= last + 1,
-                    "a log write at {} leaves a gap after {last} (an unexpected snapshot?)",
-                    e.index
-                );
-                // Raft log truncation: a new entry at an index drops that index and all after
-                // it (the real WAL: "last writer wins" at recovery).
-                let dropped = self.entries.len() - (e.index as usize - 1);
-                self.entries.truncate(e.index as usize - 1);
+                let (mut dropped, mut gap) = (0, false);
+                if let (Some(first), Some(last)) = (self.entries.first(), self.entries.last()) {
+                    let (first, last) = (first.index, last.index);
+                    if last + 1 != e.index {
+                        let keep = if e.index > last {
+                            // A gap: entries appended after an installed snapshot. The
+                            // snapshot covers everything before it.
+                            gap = true;
+                            0
+                        } else {
+                            dropped = (last + 1 - e.index.max(first)) as usize;
+                            e.index.saturating_sub(first) as usize
+                        };
+                        self.entries.truncate(keep);
+                    }
+                }
                 self.entries.push(e.clone());
-                dropped
+                (dropped, gap)
             }
             Record::HardState(t, v, c) => {
                 self.hard_state = Some((*t, *v, *c));
-                0
+                (0, false)
             }
+        }
+    }
+
+    /// What a start-up recovers (sequencer `run`): the snapshot, and the entries after it.
+    pub fn log_after_snapshot(&self) -> &[Entry] {
+        let after = self.snapshot.as_ref().map_or(0, |s| s.index);
+        let skip = self.entries.partition_point(|e| e.index <= after);
+        &self.entries[skip..]
+    }
+
+    /// The last durable log position (index, term): the last entry after the snapshot, else
+    /// the snapshot's.
+    pub fn last(&self) -> Option<(u64, u64)> {
+        match (self.log_after_snapshot().last(), &self.snapshot) {
+            (Some(e), _) => Some((e.index, e.term)),
+            (None, Some(s)) => Some((s.index, s.term)),
+            (None, None) => None,
+        }
+    }
+
+    /// What the durable state holds at `index`: an entry of some term, or the state of a
+    /// snapshot that covers it (committed state), or nothing.
+    pub fn term_at(&self, index: u64) -> Option<Held> {
+        if let Some(s) = &self.snapshot {
+            if index < s.index {
+                return Some(Held::Covered);
+            }
+            if index == s.index {
+                return Some(Held::Term(s.term));
+            }
+        }
+        let first = self.entries.first()?.index;
+        let e = self.entries.get(index.checked_sub(first)? as usize)?;
+        Some(Held::Term(e.term))
+    }
+
+    /// Keeps a received snapshot if it is the newest (by index) on disk.
+    pub fn store_snapshot(&mut self, snapshot: StoredSnapshot) {
+        if self
+            .snapshot
+            .as_ref()
+            .is_none_or(|s| s.index <= snapshot.index)
+        {
+            self.snapshot = Some(snapshot);
         }
     }
 }
@@ -76,6 +149,10 @@ pub struct Disk {
     pub torn: u64,
     /// Durable entries replaced by a new leader's (follower log truncation).
     pub overwritten: u64,
+    /// Log writes after a gap (the first entries after an installed snapshot).
+    pub gap_resets: u64,
+    /// Times the disk was wiped (the member restarted with an empty data dir).
+    pub wipes: u64,
 }
 
 impl Disk {
@@ -88,6 +165,8 @@ impl Disk {
             syncs: 0,
             torn: 0,
             overwritten: 0,
+            gap_resets: 0,
+            wipes: 0,
         }
     }
 
@@ -122,7 +201,7 @@ impl Disk {
             Some((current, writes)) if current == id => {
                 for w in &writes {
                     for r in &w.records {
-                        self.overwritten += self.durable.apply(r) as u64;
+                        self.record(r);
                     }
                 }
                 self.syncs += 1;
@@ -146,10 +225,24 @@ impl Disk {
                     self.torn += 1;
                 }
                 for r in &records[..keep] {
-                    self.overwritten += self.durable.apply(r) as u64;
+                    self.record(r);
                 }
             }
         }
         self.queued.clear();
+    }
+
+    fn record(&mut self, r: &Record) {
+        let (dropped, gap) = self.durable.apply(r);
+        self.overwritten += dropped as u64;
+        self.gap_resets += gap as u64;
+    }
+
+    /// The data dir is lost (after a crash): the member restarts with nothing, as on a new
+    /// machine (empty log, no hard state, no snapshot).
+    pub fn wipe(&mut self) {
+        assert!(self.idle(), "a wipe follows a crash");
+        self.durable = Durable::default();
+        self.wipes += 1;
     }
 }

@@ -4,26 +4,32 @@
 //! * `poll` → send `messages` now; hand `entries` + `hard_state` to the disk (group commit);
 //!   apply `committed` (already durable on a quorum and locally);
 //! * sync done → `persisted(number)`, then send that ready's `persisted_messages`;
-//! * an empty entry is a new leader's no-op; `applied(index)` after each apply round.
+//! * an empty entry is a new leader's no-op; `applied(index)` after each apply round;
+//! * a `MsgSnapshot` is streamed with the machine's state, a snapshot raft takes replaces the
+//!   machine (see `snap`);
+//! * a client's sync asks raft for a read index (`read_index`, again every 500 ms until
+//!   answered) and is answered, with a read, once that index is applied.
 //!
-//! A crash drops the `Consensus` and `Machine`; a restart rebuilds them from the durable log
-//! exactly as start-up does (`Consensus::new(id, voters, None, entries, hard_state)` and a fresh
-//! machine that re-applies what raft hands out again).
+//! A crash drops the `Consensus` and `Machine`; a restart rebuilds them from the durable state
+//! exactly as start-up does (the newest received snapshot, the log after it, the hard state:
+//! `Consensus::new(id, members, snapshot, entries, hard_state)`, and the snapshot's machine or
+//! a fresh one that re-applies what raft hands out again).
 //!
-//! The log is never compacted here: `Consensus::applied` compacts raft's in-memory log only
-//! past 2 × 1024 applied entries, and a run stays far below that, because a follower that
-//! fell behind a compacted log would need a snapshot, which the wrapper does not send yet.
-//! `apply` fails loudly if raft ever hands out a gap.
+//! The shell never takes snapshots of its own and never compacts its disk log; raft's
+//! in-memory log is compacted by `Consensus::applied` past 2 × 1024 applied entries, after
+//! which a member that fell behind needs a snapshot (the lagging profile). `apply` fails
+//! loudly if raft ever hands out a gap.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use raft::eraftpb::{Entry, HardState, Message};
+use raft::eraftpb::{Entry, HardState, Message, MessageType};
 use rand::Rng;
-use ringkeeper::consensus::{Consensus, StoredEntry, ELECTION_TICKS, TICK_MS};
+use ringkeeper::consensus::{Consensus, Membership, StoredEntry, ELECTION_TICKS, TICK_MS};
 use ringkeeper::machine::{Machine, MachineConfig};
+use ringkeeper::snapshot;
 use ringkeeper::txn::Batch;
 
-use super::client::{origin_member, Reply, Request};
+use super::client::{origin_member, Reply, Request, SyncRequest};
 use super::disk::{Disk, Record, Write, MAX_BACKLOG};
 use super::world::{Time, MS, SEC};
 use super::{Event, Sim};
@@ -39,6 +45,10 @@ const MAX_WAITING: usize = 4096;
 const WAITING_TTL: Time = 30 * SEC;
 /// The leader's clock starts here (ms since the epoch) plus the member's skew.
 const WALL_CLOCK_BASE_MS: i64 = 1_700_000_000_000;
+/// A sync's ReadIndex request is repeated this often until answered (sequencer SYNC_RETRY).
+const SYNC_RETRY: Time = 500 * MS;
+/// As the real shell: a snapshot sent and not acknowledged by then is sent again.
+pub const SNAPSHOT_INSTALL_TIMEOUT: Time = 10 * SEC;
 
 pub struct Member {
     /// Raft id (1-based; the member's index is id - 1).
@@ -64,8 +74,33 @@ pub struct Node {
     waiting: BTreeMap<u64, Waiting>,
     /// The leader's wall clock never goes backwards (sequencer `now_ms`).
     last_time_ms: i64,
-    /// (leader, term) as last traced.
+    /// (leader, term) as last traced, and since when.
     seen_role: (Option<u64>, u64),
+    seen_since: Time,
+    /// Members a snapshot is being streamed to (one at a time each).
+    pub transfers: BTreeSet<u64>,
+    /// Members that received a snapshot and have not acknowledged it, and until when (the real
+    /// shell reports a sent snapshot to raft only through the member's acknowledgement, or
+    /// as failed after a timeout).
+    pub installs: std::collections::BTreeMap<u64, Time>,
+    /// A snapshot from the leader is being checked and stored.
+    pub installing: bool,
+    /// The state of the last snapshot received, for raft to install: (index, machine).
+    pub incoming: Option<(u64, Machine)>,
+    /// An installed snapshot's (ready number, index): raft hears it is applied once that
+    /// ready is durable.
+    pub installed: Option<(u64, u64)>,
+    /// Syncs waiting for their read index, by context number (per incarnation, from 1, as
+    /// the sequencer numbers them).
+    syncs: BTreeMap<u64, SyncWait>,
+    next_sync: u64,
+    /// Syncs with a read index, answered once it is applied.
+    ready_syncs: Vec<(u64, SyncWait)>,
+}
+
+struct SyncWait {
+    req: SyncRequest,
+    asked: Time,
 }
 
 struct Waiting {
@@ -79,6 +114,11 @@ impl Node {
     /// Nothing waiting to be proposed.
     pub fn is_quiet(&self) -> bool {
         self.pending.is_empty()
+    }
+
+    /// When the (leader, term) this member sees last changed.
+    pub fn role_since(&self) -> Time {
+        self.seen_since
     }
 }
 
@@ -95,7 +135,7 @@ impl Member {
 
 /// After every call that may reset raft's randomized election timeout (a tick or a step that
 /// changes role or term), set it to a value that depends only on the seed and raft's state.
-fn pin_election_timeout(c: &mut Consensus, seed: u64, id: u64) {
+pub fn pin_election_timeout(c: &mut Consensus, seed: u64, id: u64) {
     let have = c.randomized_election_timeout();
     let mut h = seed ^ 0x9e37_79b9_7f4a_7c15;
     for v in [id, c.term(), c.leader_id().unwrap_or(0), c.last_index()] {
@@ -112,13 +152,34 @@ pub fn decode_batch(index: u64, data: &[u8]) -> Result<Batch, String> {
 }
 
 impl Sim {
-    /// Start-up (first boot or restart after a crash) from the durable log.
+    /// Start-up (first boot or restart after a crash) from the durable state (sequencer `run`).
     pub fn start_member(&mut self, m: usize) -> Result<(), String> {
         let id = self.members[m].id;
         let voters: Vec<u64> = (1..=self.members.len() as u64).collect();
         let durable = &self.members[m].disk.durable;
-        let entries: Vec<StoredEntry> = durable
-            .entries
+        let (machine, snapshot_at) = match &durable.snapshot {
+            Some(s) => {
+                let (meta, machine) = snapshot::decode(&s.bytes, MachineConfig::default())
+                    .map_err(|e| format!("member {id}: its snapshot does not load: {e}"))?;
+                if (meta.index, meta.term) != (s.index, s.term) {
+                    return Err(format!(
+                        "member {id}: the snapshot stored for ({}, {}) is at ({}, {})",
+                        s.index, s.term, meta.index, meta.term
+                    ));
+                }
+                (machine, Some((meta.index, meta.term)))
+            }
+            None => (Machine::new(MachineConfig::default()), None),
+        };
+        let snap_index = snapshot_at.map_or(0, |s| s.0);
+        let log = durable.log_after_snapshot();
+        if let Some(first) = log.first().filter(|e| e.index > snap_index + 1) {
+            return Err(format!(
+                "member {id} cannot start: the log starts at entry {} but no snapshot covers                  the entries before it (snapshot: {snap_index})",
+                first.index
+            ));
+        }
+        let entries: Vec<StoredEntry> = log
             .iter()
             .map(|e| StoredEntry {
                 index: e.index,
@@ -128,24 +189,43 @@ impl Sim {
             .collect();
         let hard_state = durable.hard_state;
         let restored = entries.len();
-        let mut consensus = Consensus::new(id, voters, None, entries, hard_state)
+        let log_tail = entries.last().map_or(snap_index, |e| e.index);
+        let members = Membership {
+            voters,
+            learners: Vec::new(),
+        };
+        let mut consensus = Consensus::new(id, &members, snapshot_at, entries, hard_state)
             .map_err(|e| format!("member {id} cannot start from its log: {e}"))?;
         pin_election_timeout(&mut consensus, self.cfg.seed, id);
+        if snapshot_at.is_some() {
+            self.checker.snapshot_state(id, snap_index, machine.view());
+        }
+        let now = self.q.now();
         let member = &mut self.members[m];
         member.node = Some(Node {
             consensus,
-            machine: Machine::new(MachineConfig::default()),
-            applied_index: 0,
-            log_tail: restored as u64,
+            machine,
+            applied_index: snap_index,
+            log_tail,
             pending: Vec::new(),
             flush_scheduled: false,
             waiting: BTreeMap::new(),
             last_time_ms: 0,
             seen_role: (None, 0),
+            seen_since: now,
+            transfers: BTreeSet::new(),
+            installs: Default::default(),
+            installing: false,
+            incoming: None,
+            installed: None,
+            syncs: BTreeMap::new(),
+            next_sync: 1,
+            ready_syncs: Vec::new(),
         });
         let life = member.life;
         self.note_major(format!(
-            "member {id} starts (life {life}, {restored} entries, hard state {hard_state:?})"
+            "member {id} starts (life {life}, snapshot {snapshot_at:?}, {restored} entries, \
+             hard state {hard_state:?})"
         ));
         // A random phase, so that members do not tick in lockstep.
         let phase = self.rng.gen_range(0..TICK_MS * MS);
@@ -174,12 +254,29 @@ impl Sim {
     }
 
     pub fn on_tick(&mut self, m: usize, life: u32) -> Result<(), String> {
-        let (seed, id) = (self.cfg.seed, self.members[m].id);
+        let (seed, id, now) = (self.cfg.seed, self.members[m].id, self.q.now());
         let Some(node) = self.live(m, life) else {
             return Ok(());
         };
         node.consensus.tick();
         pin_election_timeout(&mut node.consensus, seed, id);
+        let consensus = &mut node.consensus;
+        node.installs.retain(|&member, until| {
+            if !consensus.snapshotting(member) {
+                return false;
+            }
+            if now < *until {
+                return true;
+            }
+            consensus.snapshot_sent(member, false);
+            false
+        });
+        for (ctx, wait) in node.syncs.iter_mut() {
+            if now >= wait.asked + SYNC_RETRY {
+                wait.asked = now;
+                node.consensus.read_index(ctx.to_le_bytes().to_vec());
+            }
+        }
         let jitter = self.cfg.tick_jitter;
         let period = TICK_MS * MS - jitter + self.rng.gen_range(0..=2 * jitter);
         self.q.after(period, Event::Tick { m, life });
@@ -208,6 +305,13 @@ impl Sim {
 
     pub fn send_peer(&mut self, from: usize, msg: Message) {
         let to = msg.to as usize - 1;
+        if self.members[to].node.is_none() {
+            // The peer's process is gone: the write on its link fails, and the shell reports
+            // it (peer `PeerEvent::Down` → `Consensus::unreachable`).
+            if let Some(node) = self.members[from].node.as_mut() {
+                node.consensus.unreachable(msg.to);
+            }
+        }
         for delay in self.net.plan_peer(&mut self.rng, from, to) {
             self.q.after(
                 delay,
@@ -338,24 +442,26 @@ impl Sim {
     pub fn pump(&mut self, m: usize) -> Result<(), String> {
         loop {
             let id = self.members[m].id;
+            let now = self.q.now();
             let Some(node) = self.members[m].node.as_mut() else {
                 return Ok(());
             };
-            let out = match node.consensus.poll() {
+            let mut out = match node.consensus.poll() {
                 Ok(Some(out)) => out,
-                Ok(None) => return Ok(()),
+                Ok(None) => break,
                 Err(e) => return Err(format!("member {id}: poll failed: {e}")),
             };
+            if let Some((index, _)) = out.snapshot {
+                node.log_tail = index;
+            }
             if let Some(e) = out.entries.last() {
                 node.log_tail = e.index;
             }
             if node.consensus.last_index() > node.log_tail {
-                // The wrapper applied an incoming snapshot to raft's storage; `Output` does not
-                // carry it, so the shell can neither persist it nor restore the machine.
+                // Entries raft holds that never went through the shell (nor to its disk).
                 return Err(format!(
-                    "member {id}: raft's log jumped to {} past the {} entries the shell \
-                     persisted: it installed a snapshot, which Consensus does not hand to the \
-                     shell (the machine stays at applied index {})",
+                    "member {id}: raft's log jumped to {} past the {} the shell was handed \
+                     (snapshot or entries); the machine is at applied index {}",
                     node.consensus.last_index(),
                     node.log_tail,
                     node.applied_index
@@ -363,6 +469,7 @@ impl Sim {
             }
             let role = (node.consensus.leader_id(), node.consensus.term());
             if role != node.seen_role {
+                node.seen_since = now;
                 if role.0.is_some() && role.0 != node.seen_role.0 && node.consensus.is_leader() {
                     self.leader_changes += 1;
                 }
@@ -378,8 +485,22 @@ impl Sim {
                     role.1, role.0
                 ));
             }
-            for msg in out.messages {
-                self.send_peer(m, msg);
+            for msg in std::mem::take(&mut out.messages) {
+                if msg.get_msg_type() == MessageType::MsgSnapshot {
+                    self.send_snapshot(m, msg)?;
+                } else {
+                    self.send_peer(m, msg);
+                }
+            }
+            if let Some((index, _)) = out.snapshot {
+                self.install_snapshot(m, out.number, index)?;
+            }
+            let node = self.members[m].node.as_mut().expect("live");
+            for (ctx, index) in std::mem::take(&mut out.read_states) {
+                let ctx = ctx.try_into().map(u64::from_le_bytes).unwrap_or(0);
+                if let Some(wait) = node.syncs.remove(&ctx) {
+                    node.ready_syncs.push((index, wait));
+                }
             }
             self.persist(
                 m,
@@ -390,6 +511,80 @@ impl Sim {
                 out.persisted_messages,
             );
             self.apply(m, out.committed)?;
+        }
+        self.answer_syncs(m);
+        Ok(())
+    }
+
+    /// A client's sync arrives (sequencer `ToSequencer::Sync`). A member that knows no leader
+    /// does not serve (its clients are disconnected): the client tries again.
+    pub fn on_sync(&mut self, m: usize, req: SyncRequest) -> Result<(), String> {
+        let now = self.q.now();
+        let Some(node) = self.members[m].node.as_mut() else {
+            // Nobody listens there: the connection is refused, the client tries elsewhere.
+            let (client, attempt) = (req.client, req.attempt);
+            self.send_to_client(m, client, Reply::SyncDropped { attempt });
+            return Ok(());
+        };
+        if node.consensus.leader_id().is_none() {
+            let (client, attempt) = (req.client, req.attempt);
+            self.send_to_client(m, client, Reply::SyncDropped { attempt });
+            return Ok(());
+        }
+        let ctx = node.next_sync;
+        node.next_sync += 1;
+        node.syncs.insert(ctx, SyncWait { req, asked: now });
+        node.consensus.read_index(ctx.to_le_bytes().to_vec());
+        self.pump(m)
+    }
+
+    /// Answers the syncs whose read index is applied, each with its read of the machine
+    /// (sequencer `publish`); then, while no leader is known, drops the others
+    /// (`check_leader`: the member stops serving and disconnects its clients).
+    fn answer_syncs(&mut self, m: usize) {
+        let now = self.q.now();
+        let id = self.members[m].id;
+        let Some(node) = self.members[m].node.as_mut() else {
+            return;
+        };
+        if node.syncs.is_empty() && node.ready_syncs.is_empty() {
+            return;
+        }
+        let mut replies = Vec::new();
+        let applied = node.applied_index;
+        let view = node.machine.view();
+        let due: Vec<(u64, SyncWait)>;
+        (due, node.ready_syncs) = std::mem::take(&mut node.ready_syncs)
+            .into_iter()
+            .partition(|(index, _)| *index <= applied);
+        for (index, w) in due {
+            let read = view
+                .node(&w.req.path)
+                .map(|n| (n.data().map(|d| d.to_vec()), n.stat()));
+            self.checker
+                .read(w.req.attempt, id, index, applied, read.clone(), now);
+            let attempt = w.req.attempt;
+            replies.push((
+                w.req.client,
+                Reply::Synced {
+                    attempt,
+                    applied,
+                    read,
+                },
+            ));
+        }
+        if node.consensus.leader_id().is_none() {
+            let waiting = std::mem::take(&mut node.syncs).into_values();
+            let ready = std::mem::take(&mut node.ready_syncs)
+                .into_iter()
+                .map(|(_, w)| w);
+            for w in waiting.chain(ready) {
+                let attempt = w.req.attempt;
+                replies.push((w.req.client, Reply::SyncDropped { attempt }));
+            }
+        }
+        for (client, reply) in replies {
+            self.send_to_client(m, client, reply);
         }
     }
 
@@ -449,6 +644,16 @@ impl Sim {
             .expect("a sync has writes");
         let node = self.members[m].node.as_mut().expect("checked");
         node.consensus.persisted(number);
+        if let Some((ready, index)) = node.installed {
+            if ready <= number {
+                // The installed snapshot's ready is durable: only now may raft hear that its
+                // index is applied (sequencer `Event::Persisted`).
+                node.installed = None;
+                node.consensus
+                    .applied(index)
+                    .map_err(|e| format!("member {}: applied({index}) failed: {e}", m + 1))?;
+            }
+        }
         for w in writes {
             for msg in w.persisted_messages {
                 self.send_peer(m, msg);

@@ -261,6 +261,14 @@ impl Model {
         fresh(zxid, result)
     }
 
+    /// A read of `path`: its data and Stat, or `None` if there is no such node.
+    pub fn read(&self, path: &str) -> Option<(Option<Vec<u8>>, Stat)> {
+        self.state
+            .nodes
+            .get(path)
+            .map(|n| (n.data.clone(), n.stat()))
+    }
+
     /// The model's state against a member's view: every node (path, data, Stat) and every
     /// session (ephemerals, idempotency record).
     pub fn compare(&self, view: &View) -> Result<(), String> {
