@@ -1295,6 +1295,16 @@ mod tests {
         parse_zoo_cfg(text, Path::new("zoo.cfg")).expect("zoo.cfg parses")
     }
 
+    /// Each flag set is refused with one line naming the problem.
+    fn assert_invalid(cases: &[(&[&str], &str)]) {
+        for (flags, want) in cases {
+            let e = err_text(Config::from_args(&args(flags)));
+            assert!(e.contains(want), "{flags:?}: {e}");
+            assert!(e.starts_with("invalid configuration: "), "{e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+    }
+
     fn err_text(r: Result<(Config, Vec<String>), ConfigError>) -> String {
         r.expect_err("must be refused").to_string()
     }
@@ -1826,12 +1836,7 @@ observer = true
                 "client_addr 127.0.0.1:2889 is also member 2's peer address",
             ),
         ];
-        for (flags, want) in cases {
-            let e = err_text(Config::from_args(&args(flags)));
-            assert!(e.contains(want), "{flags:?}: {e}");
-            assert!(e.starts_with("invalid configuration: "), "{e}");
-            assert!(!e.contains('\n'), "{e}");
-        }
+        assert_invalid(&cases);
     }
 
     #[test]
@@ -2010,12 +2015,7 @@ observer = true
             (&["--log-level=info,[[["], "log_level"),
             (&["--client-addr=nohost"], "client_addr `nohost`"),
         ];
-        for (flags, want) in cases {
-            let e = err_text(Config::from_args(&args(flags)));
-            assert!(e.contains(want), "{flags:?}: {e}");
-            assert!(e.starts_with("invalid configuration: "), "{e}");
-            assert!(!e.contains('\n'), "{e}");
-        }
+        assert_invalid(&cases);
     }
 
     #[test]

@@ -674,14 +674,7 @@ impl Sequencer {
         s.running = true;
         s.commands = 0;
         s.bytes = 0;
-        let view = self.machine.view();
-        let meta = crate::snapshot::Meta {
-            index,
-            term,
-            last_zxid: view.last_zxid(),
-            voters: self.membership.voters.clone(),
-            learners: self.membership.learners.clone(),
-        };
+        let (view, meta) = self.snapshot_view(index, term);
         let (dir, tx) = (self.snap_dir.clone(), self.inbox_tx.clone());
         let spawned = std::thread::Builder::new()
             .name("rk-snapshot".into())
@@ -1018,6 +1011,24 @@ impl Sequencer {
         Ok(())
     }
 
+    /// The current state as a snapshot at (`index`, `term`), which must be the applied entry.
+    fn snapshot_view(
+        &self,
+        index: u64,
+        term: u64,
+    ) -> (crate::machine::View, crate::snapshot::Meta) {
+        debug_assert_eq!(index, self.applied_index);
+        let view = self.machine.view();
+        let meta = crate::snapshot::Meta {
+            index,
+            term,
+            last_zxid: view.last_zxid(),
+            voters: self.membership.voters.clone(),
+            learners: self.membership.learners.clone(),
+        };
+        (view, meta)
+    }
+
     /// raft wants member `to` to catch up from a snapshot at our applied index: stream the
     /// state at that index from an MVCC view, on a thread of its own.
     fn send_snapshot(&mut self, msg: raft::eraftpb::Message) {
@@ -1036,14 +1047,7 @@ impl Sequencer {
             return;
         };
         self.transfers.insert(to);
-        let view = self.machine.view();
-        let meta = crate::snapshot::Meta {
-            index,
-            term,
-            last_zxid: view.last_zxid(),
-            voters: self.membership.voters.clone(),
-            learners: self.membership.learners.clone(),
-        };
+        let (view, meta) = self.snapshot_view(index, term);
         tracing::info!(
             peer = to,
             index,

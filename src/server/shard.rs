@@ -157,11 +157,8 @@ impl Shard {
             }
         }
         for applied in &update.applied {
-            let origin = Origin(applied.origin);
-            if origin.instance() == self.shared.instance && origin.shard() == self.id {
-                if let Some(c) = conns.get(&origin.conn()) {
-                    c.on_applied(applied);
-                }
+            if let Some(c) = self.own_conn(&conns, applied.origin) {
+                c.on_applied(applied);
             }
             for ended in &applied.ended_sessions {
                 let conn = self.sessions.borrow().get(ended).copied();
@@ -175,13 +172,21 @@ impl Shard {
     fn deliver_syncs(&self, update: &Update) {
         let conns = self.conns.borrow();
         for &(origin, xid) in &update.synced {
-            let origin = Origin(origin);
-            if origin.instance() == self.shared.instance && origin.shard() == self.id {
-                if let Some(c) = conns.get(&origin.conn()) {
-                    c.on_synced(xid);
-                }
+            if let Some(c) = self.own_conn(&conns, origin) {
+                c.on_synced(xid);
             }
         }
+    }
+
+    /// The connection of this process and shard that `origin` names, if it is still open.
+    fn own_conn<'a>(
+        &self,
+        conns: &'a HashMap<u32, Rc<ConnHandle>>,
+        origin: u64,
+    ) -> Option<&'a Rc<ConnHandle>> {
+        let origin = Origin(origin);
+        let mine = origin.instance() == self.shared.instance && origin.shard() == self.id;
+        mine.then(|| conns.get(&origin.conn())).flatten()
     }
 
     /// Asks the sequencer for a linearizable sync point for this connection's request.
