@@ -1836,7 +1836,7 @@ observer = true
                 "client_addr 127.0.0.1:2889 is also member 2's peer address",
             ),
         ];
-        assert_invalid(&cases);
+        assert_invalid(cases);
     }
 
     #[test]
@@ -2015,7 +2015,7 @@ observer = true
             (&["--log-level=info,[[["], "log_level"),
             (&["--client-addr=nohost"], "client_addr `nohost`"),
         ];
-        assert_invalid(&cases);
+        assert_invalid(cases);
     }
 
     #[test]
