@@ -32,6 +32,8 @@ const QUEUE_FRAMES: usize = 4096;
 const WRITE_BATCH: usize = 1 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// A frame's buffer starts at most this large and grows as its bytes arrive.
+const READ_CHUNK: usize = 1 << 20;
 /// Bytes of snapshot per frame.
 const SNAPSHOT_CHUNK: usize = 1 << 20;
 const MAX_SNAPSHOT_BYTES: u64 = crate::log::snapshots::MAX_FILE_BYTES;
@@ -304,7 +306,15 @@ async fn read_msg(r: &mut BufReader<TcpStream>) -> Result<PeerMsg, String> {
     let mut header = [0; 4];
     r.read_exact(&mut header).await.map_err(|e| e.to_string())?;
     let len = peer::frame_len(header).map_err(|e| e.to_string())?;
-    let mut body = vec![0; len];
-    r.read_exact(&mut body).await.map_err(|e| e.to_string())?;
+    // Memory follows the bytes that arrive, not the length a peer announces.
+    let mut body = Vec::with_capacity(len.min(READ_CHUNK));
+    (&mut *r)
+        .take(len as u64)
+        .read_to_end(&mut body)
+        .await
+        .map_err(|e| e.to_string())?;
+    if body.len() != len {
+        return Err(format!("connection closed inside a frame of {len} bytes"));
+    }
     peer::decode(&body).map_err(|e| e.to_string())
 }

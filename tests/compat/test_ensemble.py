@@ -373,6 +373,35 @@ def test_followers_compare_tree_digests_with_the_leader(ensemble, kz):
         assert mntr(m)["rk_digest_mismatches"] == "0", "member %d diverged" % m.id
 
 
+@pytest.mark.timeout(90)
+@pytest.mark.skipif(harness.TARGET != "ringkeeper", reason="ringkeeper's peer protocol")
+def test_garbage_on_a_peer_port_changes_nothing(ensemble, kz):
+    """Strangers on the peer port (no hello, a wrong member id, a frame that announces
+    256 MiB and then stops) are dropped; the ensemble keeps working."""
+    ens = ensemble(3)
+    c = kz(ens.hosts)
+    c.create("/before", b"1")
+    leader = ens.leader()
+    port = ens.peer_ports[leader.id]
+    payloads = [
+        b"GET / HTTP/1.0\r\n\r\n",
+        # a hello from a member that does not exist: [len][kind 1][magic][from][to]
+        (21).to_bytes(4, "little") + b"\x01" + (0x524B5031).to_bytes(4, "little")
+        + (99).to_bytes(8, "little") + leader.id.to_bytes(8, "little"),
+        (256 << 20).to_bytes(4, "little") + b"\x02" + b"\x00" * 1000,
+    ]
+    for p in payloads:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(p)
+            time.sleep(0.2)
+    c.create("/after", b"2")
+    assert ens.leader() is leader, "the leader changed"
+    for m in ens.members:
+        r = kz(m.hosts)
+        r.sync("/after")
+        assert r.get("/after")[0] == b"2" and r.exists("/before")
+
+
 @pytest.mark.timeout(240)
 def test_acknowledged_writes_survive_leader_sigkill(ensemble, kz):
     """A writer per member; the leader is SIGKILLed mid-run and restarted."""
