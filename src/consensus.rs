@@ -70,6 +70,16 @@ pub struct StoredEntry {
     pub data: Vec<u8>,
 }
 
+impl From<&Entry> for StoredEntry {
+    fn from(e: &Entry) -> StoredEntry {
+        StoredEntry {
+            index: e.index,
+            term: e.term,
+            data: e.data.to_vec(),
+        }
+    }
+}
+
 /// Everything one `poll` asks the shell to do, in this order: send `messages` now; persist
 /// `entries` and `hard_state` (in one group commit) and report `persisted(number)` once durable;
 /// send `persisted_messages` only after that; apply `committed` (already durable).
@@ -97,8 +107,6 @@ pub struct Output {
     /// Something in this ready must reach the disk before it counts as persisted: entries,
     /// or a term or vote change. A commit-index change alone need not (raft re-derives it).
     pub must_sync: bool,
-    /// Set when this member's role or leader changed.
-    pub leader_changed: bool,
 }
 
 /// raft's storage: entries and hard state in memory (the log keeps the durable copy), and
@@ -417,7 +425,6 @@ impl Consensus {
         let mut rd = self.node.ready();
         let mut out = Output {
             number: rd.number(),
-            leader_changed: rd.ss().is_some(),
             must_persist: rd.must_sync() || !rd.entries().is_empty() || rd.hs().is_some(),
             must_sync: rd.must_sync() || !rd.entries().is_empty(),
             ..Default::default()
@@ -537,14 +544,7 @@ mod tests {
         assert_eq!(applied.len(), 5);
         let term = c.term();
         // Restart from the durable log with a hard state whose commit index lags behind.
-        let stored = log
-            .iter()
-            .map(|e| StoredEntry {
-                index: e.index,
-                term: e.term,
-                data: e.data.to_vec(),
-            })
-            .collect();
+        let stored = log.iter().map(StoredEntry::from).collect();
         let mut c2 =
             Consensus::new(1, &Membership::single(1), None, stored, Some((term, 1, 2))).unwrap();
         let (mut log2, mut applied2) = (vec![], vec![]);

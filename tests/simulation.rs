@@ -7,8 +7,6 @@
 //! * `RK_SIM_THREADS=T` worker threads (default: available cores);
 //! * `RK_SIM_PROFILE=lagging` long outages under a long workload, caught up by snapshot
 //!   transfer (see `sim::Profile`);
-//! * `RK_SIM_LATE_WRITES=1` late writes while settling to repair a wiped member (the
-//!   workaround for a gap since closed, see `Sim::maybe_late_write`).
 //!
 //! Without any of `RK_SIM_SEED`, `RK_SIM_SEEDS`, `RK_SIM_PROFILE` (the CI run) it runs 1000
 //! seeds of the default profile and `CI_LAGGING_SEEDS` of the lagging one.
@@ -110,7 +108,6 @@ fn run_profile(profile: sim::Profile, seeds: &[u64]) -> Vec<sim::Failure> {
                 total.snapshots_sent += s.snapshots_sent;
                 total.snapshots_installed += s.snapshots_installed;
                 total.wipes += s.wipes;
-                total.late_writes += s.late_writes;
                 total.reads += s.reads;
                 total.virtual_ms += s.virtual_ms;
                 total.events += s.events;
@@ -121,8 +118,7 @@ fn run_profile(profile: sim::Profile, seeds: &[u64]) -> Vec<sim::Failure> {
     eprintln!(
         "simulation ({profile:?}): {} seeds in {:.1}s ({} failed): {} entries, {} requests, \
          {} acks, {} repeats answered from the idempotency record, {} reads after a sync, {} \
-         new leaders, {} crashes ({} power losses, {} torn writes, {} wiped disks; {} late \
-         writes to repair a wiped member), {} log \
+         new leaders, {} crashes ({} power losses, {} torn writes, {} wiped disks), {} log \
          entries overwritten, {} partitions ({} proposals in a minority), {} snapshots \
          streamed ({} installed), {:.0}s of virtual time, {} events",
         seeds.len(),
@@ -138,7 +134,6 @@ fn run_profile(profile: sim::Profile, seeds: &[u64]) -> Vec<sim::Failure> {
         total.power_losses,
         total.torn,
         total.wipes,
-        total.late_writes,
         total.overwritten,
         total.partitions,
         total.minority_proposals,

@@ -76,13 +76,13 @@ def ensemble(request):
 
 
 @pytest.fixture
-def kazoo_factory(server):
-    """Makes started kazoo clients on the module's server (or `hosts=`);
-    every one is stopped and closed after the test."""
+def kazoo_clients():
+    """Makes started kazoo clients on `hosts`; every one is stopped and closed
+    after the test."""
     made = []
 
-    def make(hosts=None, **kw):
-        c = make_kazoo(hosts or server.hosts, **kw)
+    def make(hosts, **kw):
+        c = make_kazoo(hosts, **kw)
         made.append(c)
         return c
 
@@ -93,6 +93,12 @@ def kazoo_factory(server):
             c.close()
         except Exception:
             pass
+
+
+@pytest.fixture
+def kazoo_factory(server, kazoo_clients):
+    """Makes started kazoo clients on the module's server (or `hosts=`)."""
+    return lambda hosts=None, **kw: kazoo_clients(hosts or server.hosts, **kw)
 
 
 @pytest.fixture

@@ -7,15 +7,7 @@ import pytest
 from kazoo.exceptions import ReconfigDisabledError
 
 import zkwire
-
-
-def parse_kv(text, sep):
-    out = {}
-    for line in text.splitlines():
-        if sep in line:
-            k, v = line.split(sep, 1)
-            out[k.strip()] = v.strip()
-    return out
+from harness import parse_kv
 
 
 @pytest.mark.timeout(30)

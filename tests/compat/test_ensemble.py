@@ -34,24 +34,15 @@ FAILURES = (KazooException, KazooTimeoutError)
 
 
 @pytest.fixture
-def kz():
-    """Makes started kazoo clients (`hosts`: one member or several); all
-    stopped and closed after the test."""
-    made = []
+def kz(kazoo_clients):
+    """Makes started kazoo clients (`hosts`: one member or several) that try
+    the hosts in the order given."""
 
     def make(hosts, timeout=10.0, **kw):
         kw.setdefault("randomize_hosts", False)
-        c = make_kazoo(hosts, timeout=timeout, **kw)
-        made.append(c)
-        return c
+        return kazoo_clients(hosts, timeout=timeout, **kw)
 
-    yield make
-    for c in made:
-        try:
-            c.stop()
-            c.close()
-        except Exception:
-            pass
+    return make
 
 
 def rotated(ens, first):
@@ -402,29 +393,39 @@ def test_garbage_on_a_peer_port_changes_nothing(ensemble, kz):
         assert r.get("/after")[0] == b"2" and r.exists("/before")
 
 
-@pytest.mark.timeout(240)
-def test_acknowledged_writes_survive_leader_sigkill(ensemble, kz):
-    """A writer per member; the leader is SIGKILLed mid-run and restarted."""
-    ens = ensemble(3)
-    base = "/writes"
+def writes_through(ens, kz, base, disrupt, before=20, after=20):
+    """One writer per member under `base` while `disrupt(writers)` runs (after
+    `before` acknowledged writes each, and until `after` more once it
+    returns); then every member must hold every acknowledged write once,
+    nothing nobody wrote, and the same tree."""
     kz(ens.hosts).create(base, b"")
     stop = threading.Event()
     writers = start_writers(ens, base, stop)
     try:
-        wait_for_acks(writers, 20)
-        leader = ens.leader()
-        leader.kill()
-        wait_for_acks(writers, 20)  # two of three keep accepting writes
-        new = ens.leader()
-        assert new is not leader
-        leader.start()
-        wait_for_acks(writers, 20)
+        wait_for_acks(writers, before)
+        disrupt(writers)
+        wait_for_acks(writers, after)
     finally:
         stop_writers(writers, stop)
     check_writers_ended(writers)
     ens.wait_converged(RECOVER_S)
     trees = member_trees(ens, kz)
     check_writes(trees, children_on(ens, kz, base), base, writers)
+
+
+@pytest.mark.timeout(240)
+def test_acknowledged_writes_survive_leader_sigkill(ensemble, kz):
+    """A writer per member; the leader is SIGKILLed mid-run and restarted."""
+    ens = ensemble(3)
+
+    def kill_leader(writers):
+        leader = ens.leader()
+        leader.kill()
+        wait_for_acks(writers, 20)  # two of three keep accepting writes
+        assert ens.leader() is not leader
+        leader.start()
+
+    writes_through(ens, kz, "/writes", kill_leader)
 
 
 @pytest.mark.timeout(240)
@@ -433,14 +434,9 @@ def test_follower_catches_up(ensemble, kz, how):
     """A follower goes away while writes go on and comes back (on its own
     data, or on an empty data dir): it ends up with the same tree."""
     ens = ensemble(3)
-    base = "/catch-up"
-    kz(ens.hosts).create(base, b"")
-    stop = threading.Event()
-    writers = start_writers(ens, base, stop)
-    try:
-        wait_for_acks(writers, 30)
-        leader = ens.leader()
-        follower = other_members(ens, leader)[0]
+
+    def take_a_follower_away(writers):
+        follower = other_members(ens, ens.leader())[0]
         if how == "restart":
             follower.kill()
         else:
@@ -449,13 +445,8 @@ def test_follower_catches_up(ensemble, kz, how):
             assert not any(follower.data_dir.iterdir())
         wait_for_acks(writers, 30)
         follower.start()
-        wait_for_acks(writers, 20)
-    finally:
-        stop_writers(writers, stop)
-    check_writers_ended(writers)
-    ens.wait_converged(RECOVER_S)
-    trees = member_trees(ens, kz)
-    check_writes(trees, children_on(ens, kz, base), base, writers)
+
+    writes_through(ens, kz, "/catch-up", take_a_follower_away, before=30)
 
 
 # ----------------------------------------------------------------------------

@@ -110,8 +110,6 @@ pub struct Client {
     limit: u32,
     /// No new requests (settling); the current one is finished.
     pub stopping: bool,
-    /// One more write even though stopping (see `Sim::maybe_late_write`).
-    one_more: bool,
     leader_hint: Option<usize>,
     /// Only the Wake carrying this token is current.
     token: u64,
@@ -145,7 +143,6 @@ impl Client {
             done: 0,
             limit,
             stopping: false,
-            one_more: false,
             leader_hint: None,
             token: 0,
             retry_pending: false,
@@ -269,11 +266,10 @@ impl Sim {
             return;
         }
         let client = &mut self.clients[c];
-        let late = std::mem::take(&mut client.one_more);
-        if !late && (client.stopping || client.done >= client.limit) {
+        if client.stopping || client.done >= client.limit {
             return;
         }
-        if !late && self.rng.gen_bool(READ_SHARE) {
+        if self.rng.gen_bool(READ_SHARE) {
             let path = read_path(&mut self.rng);
             self.clients[c].reading = Some((path, Vec::new()));
             self.send_sync(c);
@@ -383,14 +379,6 @@ impl Sim {
     }
 
     /// Client `c`, idle, makes one more write now.
-    pub fn one_more_write(&mut self, c: usize) {
-        let client = &mut self.clients[c];
-        client.one_more = true;
-        client.token += 1;
-        let token = client.token;
-        self.q.after(0, Event::Wake { client: c, token });
-    }
-
     /// Send (or send again, as a new attempt) the current sync to a random member: any member
     /// serves syncs.
     fn send_sync(&mut self, c: usize) {

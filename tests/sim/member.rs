@@ -179,14 +179,7 @@ impl Sim {
                 first.index
             ));
         }
-        let entries: Vec<StoredEntry> = log
-            .iter()
-            .map(|e| StoredEntry {
-                index: e.index,
-                term: e.term,
-                data: e.data.to_vec(),
-            })
-            .collect();
+        let entries: Vec<StoredEntry> = log.iter().map(StoredEntry::from).collect();
         let hard_state = durable.hard_state;
         let restored = entries.len();
         let log_tail = entries.last().map_or(snap_index, |e| e.index);

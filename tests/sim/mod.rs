@@ -233,8 +233,6 @@ pub struct Summary {
     pub snapshots_installed: u64,
     /// Members restarted with an empty data dir.
     pub wipes: u64,
-    /// Writes made while settling only to repair a wiped member (see `maybe_late_write`).
-    pub late_writes: u64,
     /// Syncs answered (each followed by a read the checker verifies).
     pub reads: u64,
     pub virtual_ms: u64,
@@ -294,10 +292,6 @@ pub struct Sim {
     pub events: u64,
     pub snapshots_sent: u64,
     pub snapshots_installed: u64,
-    /// Late writes while settling (see `maybe_late_write`).
-    pub late_writes: bool,
-    pub last_late_write: Time,
-    pub late_writes_made: u64,
     /// Members down for a wipe, and how many more times the restart may wait for it to be
     /// safe before it restarts with its disk.
     pub wipe_pending: Vec<Option<u32>>,
@@ -306,8 +300,6 @@ pub struct Sim {
 /// How often a pending wipe checks whether it is safe yet, and how many times.
 const WIPE_RETRY: Time = 100 * MS;
 const WIPE_TRIES: u32 = 50;
-/// Settling: a late write at most this often (see `maybe_late_write`).
-const LATE_WRITE_GAP: Time = 3 * SEC;
 
 /// Runs one seed to the end and checks its history.
 pub fn run_seed(seed: u64, profile: Profile) -> Result<Summary, Failure> {
@@ -369,9 +361,6 @@ impl Sim {
             events: 0,
             snapshots_sent: 0,
             snapshots_installed: 0,
-            late_writes: std::env::var("RK_SIM_LATE_WRITES").is_ok_and(|v| v == "1"),
-            last_late_write: 0,
-            late_writes_made: 0,
             wipe_pending,
         }
     }
@@ -437,7 +426,6 @@ impl Sim {
             snapshots_sent: self.snapshots_sent,
             snapshots_installed: self.snapshots_installed,
             wipes: self.members.iter().map(|m| m.disk.wipes).sum(),
-            late_writes: self.late_writes_made,
             reads: self.checker.answers.len() as u64,
             virtual_ms: self.q.now() / MS,
             events: self.events,
@@ -539,7 +527,6 @@ impl Sim {
                 if self.all_converged() {
                     self.converged = true;
                 } else {
-                    self.maybe_late_write();
                     self.q.after(50 * MS, Event::Probe);
                 }
                 Ok(())
@@ -709,39 +696,6 @@ impl Sim {
         }
         self.q.after(50 * MS, Event::Probe);
         Ok(())
-    }
-
-    /// A gap this simulation found, now closed in `Consensus::step`: a member that restarted
-    /// with an empty disk while the leader's progress for it stood at the leader's last index
-    /// was never sent anything by an idle leader (heartbeats carry only a commit index, and
-    /// raft-rs took the member's rejection at that index for a stale one). The leader now
-    /// notices an answer below what it recorded and probes again. This workaround (a client
-    /// writes once more every `LATE_WRITE_GAP` while a wiped member lags, once the clients
-    /// are done) is off unless `RK_SIM_LATE_WRITES=1`, to compare.
-    fn maybe_late_write(&mut self) {
-        if !self.late_writes || self.q.now() < self.last_late_write + LATE_WRITE_GAP {
-            return;
-        }
-        if self.clients.iter().any(|c| c.busy()) {
-            return;
-        }
-        let Some(last) = self.members.iter().find_map(|m| {
-            let n = m.node.as_ref()?;
-            n.consensus.is_leader().then(|| n.consensus.last_index())
-        }) else {
-            return;
-        };
-        let lagging = self
-            .members
-            .iter()
-            .any(|m| m.disk.wipes > 0 && m.node.as_ref().is_some_and(|n| n.applied_index < last));
-        if !lagging {
-            return;
-        }
-        self.last_late_write = self.q.now();
-        self.late_writes_made += 1;
-        self.note_major("a wiped member lags an idle leader: a client writes once more".into());
-        self.one_more_write(0);
     }
 
     /// Every member up and at the leader's last index, every disk idle, every client done.
