@@ -57,6 +57,7 @@ fn encode_and_scan(c: &mut Criterion) {
                 index: 42,
                 term: 7,
                 data: &data,
+                conf_change: false,
             };
             let n = record::encode(&rec, &mut buf, 1 << 20).unwrap();
             record::seal(&mut buf[..n], 0);
@@ -81,6 +82,7 @@ fn encode_and_scan(c: &mut Criterion) {
                         index: 42,
                         term: 7,
                         data: payload,
+                        conf_change: false,
                     };
                     let n = record::encode(&rec, &mut buf, 1 << 20).unwrap();
                     record::seal(&mut buf[..n], 0);
@@ -105,6 +107,7 @@ fn encode_and_scan(c: &mut Criterion) {
             index: count + 1,
             term: 1,
             data: &data,
+            conf_change: false,
         };
         record::encode(&rec, &mut seg, 1 << 20).unwrap();
         record::seal(&mut seg[at..], at as u32);
@@ -144,6 +147,7 @@ fn commit_buffer(c: &mut Criterion) {
                         index: 1000 + i,
                         term: 3,
                         data: &data,
+                        conf_change: false,
                     };
                     record::encode(&rec, &mut pending, 1 << 20).unwrap();
                 }
@@ -188,6 +192,7 @@ fn commit_loop(opts: WalOptions, dir: &std::path::Path, batch: usize, iters: u64
                             index,
                             term: 1,
                             data: &data,
+                            conf_change: false,
                         }
                     })
                     .collect();

@@ -1060,6 +1060,8 @@ metrics! {
         forwarded_in,
         /// Forwarded writes dropped because this member was not the leader when they arrived.
         forwards_dropped,
+        /// Writes answered SessionMoved: their session had moved to another member.
+        sessions_moved,
         /// Leader changes this member saw, and the connections it closed because a write of
         /// theirs may have been lost with the old leader.
         leader_changes,

@@ -54,6 +54,11 @@ pub struct Config {
     pub four_letter_whitelist: Vec<String>,
     /// TTL nodes (ZooKeeper's extendedTypesEnabled).
     pub ttl_enabled: bool,
+    /// Membership changes at run time (ZooKeeper's reconfigEnabled; off by default there too).
+    pub reconfig_enabled: bool,
+    /// This member joins a running ensemble: it starts with no configuration of its own and
+    /// takes the ensemble's (with its state) from the leader once a reconfig adds it.
+    pub join: bool,
     /// How often empty containers and expired TTL nodes are looked for.
     pub container_check_interval_ms: u64,
     /// A connection that has not completed its handshake by then is closed.
@@ -108,6 +113,8 @@ impl Default for Config {
                 .map(|s| s.to_string())
                 .collect(),
             ttl_enabled: false,
+            reconfig_enabled: false,
+            join: false,
             container_check_interval_ms: 1000,
             sessionless_timeout_ms: 10_000,
             max_outstanding_per_conn: 1000,
@@ -199,6 +206,24 @@ pub struct ServeArgs {
         default_missing_value = "true"
     )]
     pub ttl_enabled: Option<bool>,
+    /// Allow membership changes at run time (`reconfig`, `ringkeeper reconfig`).
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub reconfig_enabled: Option<bool>,
+    /// Join a running ensemble (this member is added by a reconfig; see docs/CONFIGURATION.md).
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub join: Option<bool>,
     /// Container/TTL reaper period in ms [default: 1000].
     #[arg(long, value_name = "MS")]
     pub container_check_interval: Option<u64>,
@@ -254,6 +279,8 @@ pub struct ConfigLayer {
     pub super_digest: Option<String>,
     pub four_letter_whitelist: Option<Vec<String>>,
     pub ttl_enabled: Option<bool>,
+    pub reconfig_enabled: Option<bool>,
+    pub join: Option<bool>,
     pub container_check_interval_ms: Option<u64>,
     pub sessionless_timeout_ms: Option<u64>,
     pub max_outstanding_per_conn: Option<u32>,
@@ -275,6 +302,9 @@ pub struct MemberSpec {
     pub id: u64,
     /// `host:port` of the peer protocol.
     pub peer: String,
+    /// ZooKeeper's election port, kept only to be written back (ringkeeper has one peer port).
+    #[serde(default)]
+    pub election: Option<u16>,
     /// `host:port` clients connect to.
     pub client: Option<String>,
     #[serde(default)]
@@ -295,7 +325,38 @@ impl MemberSpec {
         parse_server_line(id, rest).map_err(bad)
     }
 
-    fn resolve(&self) -> Result<MemberConfig, ConfigError> {
+    /// The right-hand side of a zoo.cfg `server.ID=` line (ZooKeeper's dynamic configuration
+    /// format, which wants an election port: the peer port stands in when none was given).
+    pub fn server_line(&self) -> String {
+        let port = self.peer.rsplit_once(':').map_or("", |(_, p)| p);
+        let election = self
+            .election
+            .map_or_else(|| port.to_string(), |p| p.to_string());
+        let role = if self.observer {
+            "observer"
+        } else {
+            "participant"
+        };
+        match &self.client {
+            Some(client) => format!("{}:{election}:{role};{client}", self.peer),
+            None => format!("{}:{election}:{role}", self.peer),
+        }
+    }
+
+    /// `server.ID=...` text (a zoo.cfg line, or an entry of reconfig's joining list).
+    pub fn parse_server(text: &str) -> Result<MemberSpec, String> {
+        let (key, rest) = text
+            .split_once('=')
+            .ok_or_else(|| format!("`{text}` is not server.ID=HOST:PORT:PORT[:ROLE][;CLIENT]"))?;
+        let id = key
+            .trim()
+            .strip_prefix("server.")
+            .and_then(|id| id.parse::<u64>().ok())
+            .ok_or_else(|| format!("`{}` is not server.ID", key.trim()))?;
+        parse_server_line(id, rest)
+    }
+
+    pub fn resolve(&self) -> Result<MemberConfig, ConfigError> {
         let addr = |s: &str, what: &str| {
             resolve_addr(s).map_err(|e| invalid(format!("member {}: {what} `{s}`: {e}", self.id)))
         };
@@ -336,6 +397,8 @@ impl ConfigLayer {
             super_digest,
             four_letter_whitelist,
             ttl_enabled,
+            reconfig_enabled,
+            join,
             container_check_interval_ms,
             sessionless_timeout_ms,
             max_outstanding_per_conn,
@@ -373,6 +436,8 @@ impl ConfigLayer {
             super_digest: args.super_digest.clone(),
             four_letter_whitelist: args.four_letter_whitelist.clone(),
             ttl_enabled: args.ttl_enabled,
+            reconfig_enabled: args.reconfig_enabled,
+            join: args.join,
             container_check_interval_ms: args.container_check_interval,
             sessionless_timeout_ms: args.sessionless_timeout,
             max_outstanding_per_conn: args.max_outstanding_per_conn,
@@ -491,6 +556,8 @@ impl Config {
             super_digest: merged.super_digest.filter(|s| !s.is_empty()),
             four_letter_whitelist,
             ttl_enabled: merged.ttl_enabled.unwrap_or(d.ttl_enabled),
+            reconfig_enabled: merged.reconfig_enabled.unwrap_or(d.reconfig_enabled),
+            join: merged.join.unwrap_or(d.join),
             container_check_interval_ms: merged
                 .container_check_interval_ms
                 .unwrap_or(d.container_check_interval_ms),
@@ -799,9 +866,13 @@ fn parse_server_line(id: u64, rest: &str) -> Result<MemberSpec, String> {
     let peer_port = peer_port
         .parse::<u16>()
         .map_err(|_| format!("`{peer_port}` is not a port"))?;
-    if parts.first().is_some_and(|p| p.parse::<u16>().is_ok()) {
-        parts.remove(0);
-    }
+    let election = match parts.first().map(|p| p.parse::<u16>()) {
+        Some(Ok(port)) => {
+            parts.remove(0);
+            Some(port)
+        }
+        _ => None,
+    };
     let observer = match parts.as_slice() {
         [] => false,
         [role] if role.eq_ignore_ascii_case("participant") => false,
@@ -828,6 +899,7 @@ fn parse_server_line(id: u64, rest: &str) -> Result<MemberSpec, String> {
     Ok(MemberSpec {
         id,
         peer: format!("{host}:{peer_port}"),
+        election,
         client,
         observer,
     })
@@ -930,8 +1002,10 @@ const ZOO_IGNORED: &[(&str, &str)] = &[
     ("electionPortBindRetry", "raft elects leaders"),
     ("peerType", "a member's role is on its server.N line"),
     ("standaloneEnabled", "no ZooKeeper quorum layer"),
-    ("reconfigEnabled", "no dynamic reconfig"),
-    ("dynamicConfigFile", "no dynamic reconfig"),
+    (
+        "dynamicConfigFile",
+        "after a reconfig the members live in /zookeeper/config",
+    ),
     ("syncEnabled", "every member logs transactions"),
     ("quorumListenOnAllIPs", "no ZooKeeper quorum layer"),
     ("cnxTimeout", "no ZooKeeper quorum layer"),
@@ -1048,12 +1122,17 @@ pub fn parse_zoo_cfg(text: &str, path: &Path) -> Result<(ConfigLayer, Vec<String
                 layer.max_packet_bytes =
                     Some(in_range(num("a number")?, 0, i32::MAX.into())? as usize)
             }
-            "extendedTypesEnabled" => {
-                layer.ttl_enabled = Some(match value.to_ascii_lowercase().as_str() {
+            "extendedTypesEnabled" | "reconfigEnabled" => {
+                let on = match value.to_ascii_lowercase().as_str() {
                     "true" => true,
                     "false" => false,
                     _ => return Err(err(line, format!("{raw_key}: `{value}` is not true/false"))),
-                })
+                };
+                if key == "reconfigEnabled" {
+                    layer.reconfig_enabled = Some(on);
+                } else {
+                    layer.ttl_enabled = Some(on);
+                }
             }
             "znode.container.checkIntervalMs" => {
                 layer.container_check_interval_ms =
@@ -1620,10 +1699,20 @@ server.3 = localhost:2890:3890:observer;0.0.0.0:2183
             MemberSpec {
                 id: 7,
                 peer: "zk1:2888".into(),
+                election: None,
                 client: None,
                 observer: false
             }
         );
+        let s = MemberSpec::parse_server("server.4=127.0.0.1:2891:3891:participant;2184").unwrap();
+        assert_eq!((s.id, s.election), (4, Some(3891)));
+        assert_eq!(
+            s.server_line(),
+            "127.0.0.1:2891:3891:participant;127.0.0.1:2184"
+        );
+        let s = MemberSpec::parse_server("server.5 = h:1:observer").unwrap();
+        assert_eq!(s.server_line(), "h:1:1:observer");
+        assert!(MemberSpec::parse_server("srv.5=h:1").is_err());
         let s = spec("[fe80::1]:2888:3888:observer;2181").unwrap();
         assert_eq!(
             (s.peer.as_str(), s.client.as_deref(), s.observer),

@@ -10,9 +10,10 @@
 //! counted as persisted when the shell reports the sync that covers them. A single member is a
 //! one-voter group that elects itself at start-up.
 
+use std::borrow::Cow;
 use std::cell::Cell;
 
-use raft::eraftpb::{ConfState, Entry, HardState, Message, Snapshot};
+use raft::eraftpb::{ConfChangeV2, ConfState, Entry, EntryType, HardState, Message, Snapshot};
 use raft::storage::MemStorage;
 use raft::{Config, GetEntriesContext, RaftState, RawNode, SnapshotStatus, StateRole, Storage};
 
@@ -34,6 +35,33 @@ impl Membership {
 
     fn conf_state(&self) -> ConfState {
         ConfState::from((self.voters.clone(), self.learners.clone()))
+    }
+
+    /// Whether `id` votes or listens.
+    pub fn contains(&self, id: u64) -> bool {
+        self.voters.contains(&id) || self.learners.contains(&id)
+    }
+}
+
+impl From<&ConfState> for Membership {
+    /// In a joint configuration, the voters of both halves (all of them still vote).
+    fn from(cs: &ConfState) -> Membership {
+        let mut voters: Vec<u64> = cs
+            .voters
+            .iter()
+            .chain(&cs.voters_outgoing)
+            .copied()
+            .collect();
+        voters.sort_unstable();
+        voters.dedup();
+        let mut learners: Vec<u64> = cs
+            .learners
+            .iter()
+            .filter(|id| !voters.contains(id))
+            .copied()
+            .collect();
+        learners.sort_unstable();
+        Membership { voters, learners }
     }
 }
 
@@ -61,6 +89,10 @@ pub enum ConsensusError {
     NotLeader { leader: Option<u64> },
     #[error("raft: {0}")]
     Raft(#[from] raft::Error),
+    #[error("another configuration change is under way")]
+    ChangeInProgress,
+    #[error("a configuration change entry does not decode: {0}")]
+    BadConfChange(String),
 }
 
 /// An entry recovered from the log at start-up.
@@ -68,6 +100,8 @@ pub struct StoredEntry {
     pub index: u64,
     pub term: u64,
     pub data: Vec<u8>,
+    /// A configuration change (`data` is a protobuf `ConfChangeV2`), not a batch.
+    pub conf_change: bool,
 }
 
 impl From<&Entry> for StoredEntry {
@@ -76,8 +110,41 @@ impl From<&Entry> for StoredEntry {
             index: e.index,
             term: e.term,
             data: e.data.to_vec(),
+            conf_change: is_conf_change(e),
         }
     }
+}
+
+impl From<StoredEntry> for Entry {
+    fn from(e: StoredEntry) -> Entry {
+        let mut entry = Entry {
+            index: e.index,
+            term: e.term,
+            data: e.data.into(),
+            ..Default::default()
+        };
+        if e.conf_change {
+            entry.set_entry_type(EntryType::EntryConfChangeV2);
+        }
+        entry
+    }
+}
+
+/// Whether `e` changes the configuration (this crate proposes only `ConfChangeV2`).
+pub fn is_conf_change(e: &Entry) -> bool {
+    e.get_entry_type() == EntryType::EntryConfChangeV2
+}
+
+/// What a committed entry asks of the state machine: the batch bytes of a normal entry, or
+/// the batch carried in a configuration change's context (empty when raft-rs proposed the
+/// change itself, to leave a joint configuration).
+pub fn entry_payload(data: &[u8], conf_change: bool) -> Result<Cow<'_, [u8]>, ConsensusError> {
+    if !conf_change {
+        return Ok(Cow::Borrowed(data));
+    }
+    let cc: ConfChangeV2 = protobuf::Message::parse_from_bytes(data)
+        .map_err(|e| ConsensusError::BadConfChange(e.to_string()))?;
+    Ok(Cow::Owned(cc.context.to_vec()))
 }
 
 /// Everything one `poll` asks the shell to do, in this order: send `messages` now; persist
@@ -184,15 +251,7 @@ impl Consensus {
         let applied_term = snapshot.map_or(0, |s| s.1);
         {
             let mut core = storage.wl();
-            let ents: Vec<Entry> = entries
-                .into_iter()
-                .map(|e| Entry {
-                    index: e.index,
-                    term: e.term,
-                    data: e.data.into(),
-                    ..Default::default()
-                })
-                .collect();
+            let ents: Vec<Entry> = entries.into_iter().map(Entry::from).collect();
             // MemStorage needs the entries to follow its snapshot: the loaded one, or a marker
             // just before the first entry when the log alone starts after 1.
             let base = match (snapshot, ents.first()) {
@@ -310,6 +369,29 @@ impl Consensus {
 
     pub fn tick(&mut self) {
         self.node.tick();
+        self.hand_over_if_removed();
+    }
+
+    /// raft-rs keeps a leader that a configuration change removed (or made an observer)
+    /// leading: it hands over to the voter furthest along. Asked on a tick, not when the
+    /// change applies, since a voter that has not applied the change yet refuses to
+    /// campaign; raft-rs drops a transfer that did not finish within an election timeout,
+    /// and the next tick asks again.
+    fn hand_over_if_removed(&mut self) {
+        let raft = &self.node.raft;
+        if !self.is_leader() || raft.promotable() || raft.lead_transferee.is_some() {
+            return;
+        }
+        let voters = raft.prs().conf().voters();
+        let next = raft
+            .prs()
+            .iter()
+            .filter(|(id, _)| **id != raft.id && voters.contains(**id))
+            .max_by_key(|(_, pr)| pr.matched)
+            .map(|(id, _)| *id);
+        if let Some(next) = next {
+            self.node.transfer_leader(next);
+        }
     }
 
     pub fn step(&mut self, mut msg: Message) -> Result<(), ConsensusError> {
@@ -364,6 +446,62 @@ impl Consensus {
             });
         }
         Ok(self.node.propose(vec![], data)?)
+    }
+
+    /// Propose a configuration change. `cc.context` carries the batch the state machine
+    /// applies with it. raft-rs would quietly turn a change proposed while another is under
+    /// way into an empty entry, so that is refused here.
+    pub fn propose_conf_change(&mut self, cc: ConfChangeV2) -> Result<(), ConsensusError> {
+        if !self.is_leader() {
+            return Err(ConsensusError::NotLeader {
+                leader: self.leader_id(),
+            });
+        }
+        if self.conf_change_pending() {
+            return Err(ConsensusError::ChangeInProgress);
+        }
+        Ok(self.node.propose_conf_change(Vec::new(), cc)?)
+    }
+
+    /// Whether a configuration change is proposed and not yet applied, or the configuration
+    /// is joint (raft-rs leaves it by itself once the change that entered it is applied).
+    pub fn conf_change_pending(&self) -> bool {
+        let raft = &self.node.raft;
+        raft.has_pending_conf() || self.is_joint()
+    }
+
+    /// A committed configuration change reached the state machine: raft switches to it, and
+    /// the snapshots raft hands out from now on carry it.
+    ///
+    /// Every member then drops the log before it from memory, so that a member that joins
+    /// (or comes back empty) catches up from a snapshot, which carries the configuration,
+    /// instead of replaying entries from the start against a configuration it cannot know.
+    pub fn apply_conf_change(&mut self, cc: &ConfChangeV2) -> Result<Membership, ConsensusError> {
+        let cs = self.node.apply_conf_change(cc)?;
+        let store = self.node.mut_store();
+        store.mem.wl().set_conf_state(cs.clone());
+        let applied = store.applied.get().0;
+        if applied > store.mem.first_index()? {
+            store.mem.wl().compact(applied)?;
+        }
+        Ok(Membership::from(&cs))
+    }
+
+    /// Whether the configuration is joint (old and new voters both vote).
+    pub fn is_joint(&self) -> bool {
+        !self
+            .node
+            .raft
+            .prs()
+            .conf()
+            .to_conf_state()
+            .voters_outgoing
+            .is_empty()
+    }
+
+    /// The configuration as this member applied it last.
+    pub fn membership(&self) -> Membership {
+        Membership::from(&self.node.raft.prs().conf().to_conf_state())
     }
 
     /// Ask for a linearizable read point; the answer comes back in `Output::read_states`
@@ -573,5 +711,127 @@ mod tests {
             c.propose(vec![1]),
             Err(ConsensusError::NotLeader { .. })
         ));
+    }
+
+    /// Members wired together in memory: every ready persisted at once, every message
+    /// delivered, every committed entry applied (configuration changes included).
+    struct Group {
+        nodes: Vec<Consensus>,
+        applied: Vec<Vec<Vec<u8>>>,
+    }
+
+    impl Group {
+        fn new(voters: &[u64]) -> Group {
+            let m = Membership {
+                voters: voters.to_vec(),
+                learners: vec![],
+            };
+            let nodes: Vec<Consensus> = voters
+                .iter()
+                .map(|&id| Consensus::new(id, &m, None, vec![], None).unwrap())
+                .collect();
+            let applied = vec![Vec::new(); nodes.len()];
+            Group { nodes, applied }
+        }
+
+        fn run(&mut self, ticks: usize) {
+            for _ in 0..ticks {
+                for n in &mut self.nodes {
+                    n.tick();
+                }
+                for _ in 0..20 {
+                    let mut mail = Vec::new();
+                    for (i, n) in self.nodes.iter_mut().enumerate() {
+                        while let Some(mut out) = n.poll().unwrap() {
+                            mail.append(&mut out.messages);
+                            mail.append(&mut out.persisted_messages);
+                            for e in &out.committed {
+                                if is_conf_change(e) {
+                                    let cc: ConfChangeV2 =
+                                        protobuf::Message::parse_from_bytes(&e.data).unwrap();
+                                    n.apply_conf_change(&cc).unwrap();
+                                } else if !e.data.is_empty() {
+                                    self.applied[i].push(e.data.to_vec());
+                                }
+                            }
+                            if let Some(last) = out.committed.last() {
+                                n.applied(last.index).unwrap();
+                            }
+                            if out.must_persist {
+                                n.persisted(out.number);
+                            }
+                        }
+                    }
+                    if mail.is_empty() {
+                        break;
+                    }
+                    for m in mail {
+                        if let Some(n) = self.nodes.iter_mut().find(|n| n.node.raft.id == m.to) {
+                            let _ = n.step(m);
+                        }
+                    }
+                }
+            }
+        }
+
+        fn leader(&self) -> Option<u64> {
+            let leaders: Vec<u64> = self
+                .nodes
+                .iter()
+                .filter(|n| n.is_leader())
+                .map(|n| n.node.raft.id)
+                .collect();
+            (leaders.len() == 1).then(|| leaders[0])
+        }
+
+        fn node(&mut self, id: u64) -> &mut Consensus {
+            self.nodes
+                .iter_mut()
+                .find(|n| n.node.raft.id == id)
+                .unwrap()
+        }
+    }
+
+    #[test]
+    fn a_removed_leader_hands_over_and_a_voter_swap_goes_through_joint_consensus() {
+        let mut g = Group::new(&[1, 2, 3]);
+        g.run(5 * ELECTION_TICKS);
+        let first = g.leader().expect("a leader");
+        let m = |v: &[u64]| Membership {
+            voters: v.to_vec(),
+            learners: vec![],
+        };
+        let rest: Vec<u64> = [1, 2, 3].into_iter().filter(|&id| id != first).collect();
+        let cc = crate::reconfig::conf_change(&m(&[1, 2, 3]), &m(&rest));
+        g.node(first).propose_conf_change(cc).unwrap();
+        g.run(3);
+        let next = g.leader().expect("a new leader");
+        assert_ne!(
+            next, first,
+            "the removed leader handed over within three ticks"
+        );
+        assert_eq!(g.node(next).membership(), m(&rest));
+        g.node(next).propose(b"after".to_vec()).unwrap();
+        g.run(2);
+        for id in rest.clone() {
+            let i = (id - 1) as usize;
+            assert_eq!(g.applied[i].last().map(Vec::as_slice), Some(&b"after"[..]));
+        }
+
+        // Two voters at once: in through joint consensus, and out of it by itself.
+        let mut swapped = vec![rest[0], first];
+        swapped.sort_unstable();
+        let cc = crate::reconfig::conf_change(&m(&rest), &m(&swapped));
+        assert_eq!(cc.changes.len(), 2);
+        g.node(next).propose_conf_change(cc.clone()).unwrap();
+        assert!(matches!(
+            g.node(next).propose_conf_change(cc),
+            Err(ConsensusError::ChangeInProgress)
+        ));
+        g.run(3);
+        let leader = g.leader().expect("a leader after the swap");
+        assert!(!g.node(leader).is_joint());
+        assert!(!g.node(leader).conf_change_pending());
+        assert_eq!(g.node(leader).membership(), m(&swapped));
     }
 }

@@ -1,11 +1,13 @@
 //! ringkeeper: a ZooKeeper-compatible coordination service.
 //!
 //! See `docs/ARCHITECTURE.md` for the map. The sans-IO core (`proto`, `txn`, `tree`,
-//! `machine`, `session`, `watch`, `consensus`, `digest`, `log::record`) never touches glommio, sockets,
+//! `machine`, `session`, `watch`, `consensus`, `reconfig`, `digest`,
+//! `log::record`) never touches glommio, sockets,
 //! files or clocks; the shell (`server`, `log::wal`, `main.rs`) does all I/O around it.
 
 pub mod admin;
 pub mod bench;
+pub mod client;
 pub mod config;
 pub mod consensus;
 pub mod digest;
@@ -14,6 +16,7 @@ pub mod inspect;
 pub mod log;
 pub mod machine;
 pub mod proto;
+pub mod reconfig;
 pub mod server;
 pub mod session;
 pub mod snapshot;

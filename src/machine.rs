@@ -394,13 +394,22 @@ impl Machine {
             },
             Op::Multi(ops) => multi(&mut self.state, &mut cx, ops),
             Op::Fail(code) => OpResult::Error(*code),
+            Op::SetConfig { members } => {
+                let (data, stat) = set_config(&mut self.state, &mut cx, members);
+                OpResult::Config { data, stat }
+            }
+            // The leader turns every reconfig into SetConfig or Fail before it is logged.
+            Op::Reconfig(_) => OpResult::Error(ErrorCode::ReconfigDisabled),
             // Handled above.
             Op::CreateSession { .. } | Op::ExpireSessions { .. } | Op::DeleteContainer { .. } => {
                 OpResult::Error(ErrorCode::SystemError)
             }
         };
         applied.triggers = cx.triggers;
-        if let Some(s) = self.state.sessions.get_mut(cmd.session) {
+        // A write refused for coming from a member the session left is not the session's
+        // last write: a retry of its real last write must still be recognised.
+        let moved = matches!(cmd.op, Op::Fail(ErrorCode::SessionMoved));
+        if let Some(s) = self.state.sessions.get_mut(cmd.session).filter(|_| !moved) {
             s.last = Some(Arc::new(LastWrite {
                 xid: cmd.xid,
                 op_hash: hash,
@@ -680,6 +689,22 @@ fn set_data(state: &mut State, cx: &mut Ctx<'_>, req: &SetDataRequest) -> OpOutc
     Ok(stat)
 }
 
+/// reconfig, as the leader decided it: /zookeeper/config holds the members and the version
+/// (this zxid in hex, as ZooKeeper writes it); its data watchers fire.
+fn set_config(state: &mut State, cx: &mut Ctx<'_>, members: &str) -> (Vec<u8>, Stat) {
+    let data = format!("{members}version={:x}", cx.zxid).into_bytes();
+    let key: Arc<str> = Arc::from(crate::reconfig::CONFIG_NODE);
+    let stat = state
+        .tree
+        .set_data(&key, Some(Arc::from(&data[..])), cx.zxid, cx.time_ms)
+        .unwrap_or_default();
+    cx.triggers.push(Trigger {
+        path: key,
+        event: EventType::NodeDataChanged,
+    });
+    (data, stat)
+}
+
 /// setACL: path, ACL validity, node, ADMIN, aversion. Triggers nothing.
 fn set_acl(state: &mut State, cx: &mut Ctx<'_>, req: &SetAclRequest) -> OpOutcome<Stat> {
     path::validate(&req.path).map_err(|_| BadArguments)?;
@@ -782,6 +807,17 @@ pub fn op_hash(op: &Op) -> u64 {
         Op::Fail(code) => {
             h.u64(8);
             h.i64(i64::from(code.code()));
+        }
+        Op::Reconfig(r) => {
+            h.u64(9);
+            for s in [&r.joining, &r.leaving, &r.new_members] {
+                h.data(s.as_deref().map(str::as_bytes));
+            }
+            h.i64(r.from_config);
+        }
+        Op::SetConfig { members } => {
+            h.u64(10);
+            h.str(members);
         }
     }
     h.0
@@ -1474,7 +1510,9 @@ mod tests {
                     OpResult::Created { path, stat } => {
                         format!("ok path={path} {} {tail}", self.stat_tokens(stat))
                     }
-                    OpResult::Stat(stat) => format!("ok {} {tail}", self.stat_tokens(stat)),
+                    OpResult::Stat(stat) | OpResult::Config { stat, .. } => {
+                        format!("ok {} {tail}", self.stat_tokens(stat))
+                    }
                     OpResult::SessionClosed
                     | OpResult::SessionsExpired
                     | OpResult::Deleted

@@ -38,6 +38,34 @@ enum Command {
     },
     /// Check a data dir's snapshots and log, read-only: exit 0 healthy, 1 not, 2 unreadable.
     Verify(ringkeeper::inspect::VerifyArgs),
+    /// Change an ensemble's members at run time (ZooKeeper's reconfig): add, remove, or
+    /// change a member's role. Prints the new configuration.
+    Reconfig(ReconfigArgs),
+}
+
+#[derive(clap::Args)]
+struct ReconfigArgs {
+    /// A member's client address (`host:port`); the request is passed to the leader.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:2181")]
+    server: String,
+    /// Add a member or change its role: `server.ID=HOST:PEER:ELECTION[:participant|:observer][;CLIENT]`.
+    #[arg(long, value_name = "SERVER")]
+    add: Vec<String>,
+    /// Remove a member by id.
+    #[arg(long, value_name = "ID")]
+    remove: Vec<u64>,
+    /// The whole new member list instead (`server.ID=...`, repeated or comma separated).
+    #[arg(long, value_name = "SERVER", conflicts_with_all = ["add", "remove"])]
+    members: Vec<String>,
+    /// Only if the configuration is still this version (`version=` in /zookeeper/config).
+    #[arg(long, value_name = "HEX")]
+    from_config: Option<String>,
+    /// Authenticate as `user:password` (digest), e.g. the super user.
+    #[arg(long, value_name = "USER:PASSWORD")]
+    auth: Option<String>,
+    /// How long to wait for the server.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    timeout: u64,
 }
 
 #[derive(clap::Args)]
@@ -62,6 +90,7 @@ fn main() -> ExitCode {
         Command::Log { command } => ringkeeper::inspect::log_command(command),
         Command::Snapshot { command } => ringkeeper::inspect::snapshot_command(command),
         Command::Verify(args) => ringkeeper::inspect::verify_command(args),
+        Command::Reconfig(args) => reconfig(args),
     }
 }
 
@@ -135,6 +164,49 @@ fn bench(args: ringkeeper::bench::BenchArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("ringkeeper bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn reconfig(args: ReconfigArgs) -> ExitCode {
+    use ringkeeper::client::{self, Client, ClientError};
+    let joined = |items: &[String]| (!items.is_empty()).then(|| items.join(","));
+    let leaving: Vec<String> = args.remove.iter().map(u64::to_string).collect();
+    let run = || -> Result<String, String> {
+        let from = match &args.from_config {
+            None => -1,
+            Some(v) => i64::from_str_radix(v.trim_start_matches("0x"), 16)
+                .map_err(|_| format!("--from-config `{v}` is not a hex version"))?,
+        };
+        let timeout = std::time::Duration::from_secs(args.timeout.max(1));
+        let mut c = Client::connect(&args.server, timeout).map_err(|e| e.to_string())?;
+        if let Some(auth) = &args.auth {
+            c.add_digest(auth)
+                .map_err(|e| format!("authentication: {e}"))?;
+        }
+        client::reconfig(
+            &mut c,
+            joined(&args.add),
+            joined(&leaving),
+            joined(&args.members),
+            from,
+        )
+        .map_err(|e| match e {
+            ClientError::Server(code, _) => format!("the ensemble refused the change: {code:?}"),
+            other => other.to_string(),
+        })
+    };
+    match run() {
+        Ok(config) => {
+            print!("{config}");
+            if !config.ends_with('\n') {
+                println!();
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ringkeeper reconfig: {e}");
             ExitCode::FAILURE
         }
     }

@@ -93,6 +93,24 @@ pub enum Op {
     /// A write ZooKeeper rejects before prep (undecodable body, reconfig while disabled, a
     /// read op inside multi): it still consumes a zxid and gets this error.
     Fail(ErrorCode),
+    /// reconfig as the client sent it. The leader turns it into `SetConfig` (logged with the
+    /// raft configuration change) or `Fail` before it is logged; see `reconfig`.
+    Reconfig(ReconfigOp),
+    /// The ensemble's members from now on, in ZooKeeper's dynamic configuration format
+    /// without the version line: /zookeeper/config gets it, with the version (this zxid).
+    SetConfig {
+        members: String,
+    },
+}
+
+/// A reconfig request: incremental (`joining` and `leaving`, comma-separated) or the whole
+/// new member list (`new_members`); `from_config` is the version it was computed from, or -1.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ReconfigOp {
+    pub joining: Option<String>,
+    pub leaving: Option<String>,
+    pub new_members: Option<String>,
+    pub from_config: i64,
 }
 
 /// The outcome of one command, as the reply will carry it.
@@ -117,6 +135,11 @@ pub enum OpResult {
     /// One entry per op, in order; see `MultiResult`.
     Multi(Vec<MultiResult>),
     Error(ErrorCode),
+    /// reconfig: the new /zookeeper/config data and Stat.
+    Config {
+        data: Vec<u8>,
+        stat: Stat,
+    },
 }
 
 /// One op's result inside a multi. On failure every op gets `Error`: 0 (rolled back) before

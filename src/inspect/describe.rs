@@ -162,6 +162,8 @@ pub fn op_text(op: &Op) -> String {
         }
         Op::DeleteContainer { path } => format!("deleteContainer {}", path_text(path)),
         Op::Fail(code) => format!("invalid code={code:?}"),
+        Op::Reconfig(_) => "reconfig".into(),
+        Op::SetConfig { members } => format!("setConfig members={}", members.lines().count()),
     }
 }
 
@@ -203,6 +205,13 @@ pub fn op_json(op: &Op) -> Map<String, Value> {
             m.insert("op".into(), "invalid".into());
             m.insert("code".into(), format!("{code:?}").into());
         }
+        Op::Reconfig(_) => {
+            m.insert("op".into(), "reconfig".into());
+        }
+        Op::SetConfig { members } => {
+            m.insert("op".into(), "setConfig".into());
+            m.insert("members".into(), members.clone().into());
+        }
     }
     m
 }
@@ -231,6 +240,7 @@ pub fn result_text(result: &OpResult, op: &Op) -> String {
         | OpResult::SessionsExpired
         | OpResult::Deleted
         | OpResult::Stat(_)
+        | OpResult::Config { .. }
         | OpResult::Checked => "ok".into(),
     }
 }

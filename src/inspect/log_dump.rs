@@ -187,7 +187,7 @@ impl Printer<'_> {
         file: &str,
         offset: u64,
     ) -> Result<(), InspectError> {
-        let batch = decode_batch(&e.data);
+        let batch = decode_batch(&e.data, e.conf_change);
         let applied: Option<Vec<Applied>> = match (status, &batch) {
             (Status::Kept, Ok(b)) => match replayer.step(e.index, e.term, b.as_ref()) {
                 Step::Applied(a) => Some(a),

@@ -82,12 +82,14 @@ pub fn baseline(
     (None, failed)
 }
 
-/// An entry's batch; `None` for an empty entry (a new leader's first).
-pub fn decode_batch(data: &[u8]) -> Result<Option<Batch>, String> {
-    if data.is_empty() {
+/// An entry's batch; `None` for an empty entry (a new leader's first, or raft leaving a
+/// joint configuration). A configuration change carries its batch in its context.
+pub fn decode_batch(data: &[u8], conf_change: bool) -> Result<Option<Batch>, String> {
+    let payload = crate::consensus::entry_payload(data, conf_change).map_err(|e| e.to_string())?;
+    if payload.is_empty() {
         return Ok(None);
     }
-    Batch::decode(data).map(Some).map_err(|e| e.to_string())
+    Batch::decode(&payload).map(Some).map_err(|e| e.to_string())
 }
 
 /// What applying one kept entry gave.

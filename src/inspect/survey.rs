@@ -307,6 +307,7 @@ impl Survey {
                     index: e.index,
                     term: e.term,
                     data: Vec::new(),
+                    conf_change: false,
                 }));
                 positions.truncate(replay.entries.len() - 1);
                 positions.push(Kept {

@@ -170,6 +170,7 @@ impl Fixture {
                         index: *index,
                         term: *term,
                         data,
+                        conf_change: false,
                     },
                     Rec::Hard(term, commit) => LogRecord::HardState {
                         term: *term,

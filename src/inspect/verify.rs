@@ -506,7 +506,7 @@ fn check_replay(
                 return Ok(true);
             }
             let p = survey.path(segment);
-            let batch = match decode_batch(&e.data) {
+            let batch = match decode_batch(&e.data, e.conf_change) {
                 Ok(b) => b,
                 Err(why) => {
                     r.line(

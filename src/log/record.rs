@@ -9,7 +9,8 @@
 //! offset  size  field
 //!  0      4     len          payload length in bytes, little endian; 0 = no record here
 //!  4      4     crc          crc32c over payload ‖ bytes 0..4 ‖ bytes 8..16 of the header
-//!  8      1     kind         1 = Entry, 2 = HardState
+//!  8      1     kind         1 = Entry, 2 = HardState, 3 = Entry holding a raft
+//!                            configuration change (same payload as Entry)
 //!  9      3     reserved     zero
 //! 12      4     write_start  segment offset of the first record of the disk write that
 //!                            carried this record (see "Torn or corrupt" below)
@@ -59,6 +60,7 @@ pub const MAX_PAYLOAD_LEN: usize = 32 << 20;
 
 const KIND_ENTRY: u8 = 1;
 const KIND_HARD_STATE: u8 = 2;
+const KIND_CONF_CHANGE: u8 = 3;
 
 /// One record to append, borrowed from the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +70,8 @@ pub enum LogRecord<'a> {
         index: u64,
         term: u64,
         data: &'a [u8],
+        /// A raft configuration change (`data` is a protobuf `ConfChangeV2`), not a batch.
+        conf_change: bool,
     },
     /// The raft hard state; the last one in the log wins on recovery.
     HardState { term: u64, vote: u64, commit: u64 },
@@ -79,6 +83,7 @@ pub struct RecoveredEntry {
     pub index: u64,
     pub term: u64,
     pub data: Vec<u8>,
+    pub conf_change: bool,
 }
 
 /// The raft hard state as persisted.
@@ -188,11 +193,22 @@ pub fn encode(
     // rkyv aligns relative to the writer's position; the payload starts 16-byte aligned within
     // `out`, so the archive is laid out exactly as if serialized alone.
     let res = match *rec {
-        LogRecord::Entry { index, term, data } => rkyv::api::high::to_bytes_in::<_, Failure>(
+        LogRecord::Entry {
+            index,
+            term,
+            data,
+            conf_change,
+        } => rkyv::api::high::to_bytes_in::<_, Failure>(
             &EntryPayloadRef { index, term, data },
             &mut *out,
         )
-        .map(|_| KIND_ENTRY),
+        .map(|_| {
+            if conf_change {
+                KIND_CONF_CHANGE
+            } else {
+                KIND_ENTRY
+            }
+        }),
         LogRecord::HardState { term, vote, commit } => rkyv::api::high::to_bytes_in::<_, Failure>(
             &HardStatePayload { term, vote, commit },
             &mut *out,
@@ -299,7 +315,7 @@ pub fn read_slot(seg: &[u8], off: usize) -> Slot<'_> {
     if rest.len() < total {
         return Slot::Bad("record runs past the end of the segment");
     }
-    if kind != KIND_ENTRY && kind != KIND_HARD_STATE {
+    if !matches!(kind, KIND_ENTRY | KIND_HARD_STATE | KIND_CONF_CHANGE) {
         return Slot::Bad("unknown record kind");
     }
     if h[9..12] != [0, 0, 0] {
@@ -333,13 +349,14 @@ pub fn decode(raw: &RawRecord<'_>) -> Result<OwnedRecord, &'static str> {
         aligned.as_slice()
     };
     match raw.kind {
-        KIND_ENTRY => {
+        KIND_ENTRY | KIND_CONF_CHANGE => {
             let a = rkyv::access::<ArchivedEntryPayload, Failure>(bytes)
                 .map_err(|_| "entry payload fails validation")?;
             Ok(OwnedRecord::Entry(RecoveredEntry {
                 index: a.index.to_native(),
                 term: a.term.to_native(),
                 data: a.data.as_slice().to_vec(),
+                conf_change: raw.kind == KIND_CONF_CHANGE,
             }))
         }
         KIND_HARD_STATE => {
@@ -653,6 +670,7 @@ mod tests {
             index,
             term: 7,
             data,
+            conf_change: false,
         }
     }
 
@@ -674,17 +692,33 @@ mod tests {
             vote: 2,
             commit: u64::MAX,
         };
-        let (seg, offs) = build(&[&[entry(5, &data), hs, entry(6, b"")]], 8192);
+        let cc = LogRecord::Entry {
+            index: 7,
+            term: 7,
+            data: b"conf",
+            conf_change: true,
+        };
+        let (seg, offs) = build(&[&[entry(5, &data), hs, entry(6, b""), cc]], 8192);
         let scan = scan_segment(&seg).unwrap();
         assert_eq!(scan.tail, SegmentTail::Clean);
-        assert_eq!(scan.records.len(), 3);
+        assert_eq!(scan.records.len(), 4);
         assert_eq!(scan.records[1].offset as usize, offs[1]);
         assert_eq!(
             scan.records[0].record,
             OwnedRecord::Entry(RecoveredEntry {
                 index: 5,
                 term: 7,
-                data: data.clone()
+                data: data.clone(),
+                conf_change: false,
+            })
+        );
+        assert_eq!(
+            scan.records[3].record,
+            OwnedRecord::Entry(RecoveredEntry {
+                index: 7,
+                term: 7,
+                data: b"conf".to_vec(),
+                conf_change: true,
             })
         );
         assert_eq!(
@@ -695,7 +729,7 @@ mod tests {
                 commit: u64::MAX
             })
         );
-        assert_eq!(scan.end as usize, offs[2] + encoded_len(&seg[offs[2]..]));
+        assert_eq!(scan.end as usize, offs[3] + encoded_len(&seg[offs[3]..]));
         for o in offs {
             assert_eq!(o % RECORD_ALIGN, 0);
         }
@@ -885,6 +919,7 @@ mod tests {
             index,
             term,
             data: vec![],
+            conf_change: false,
         })
     }
 
@@ -941,9 +976,9 @@ mod tests {
 
         #[test]
         fn round_trip_any(data in proptest::collection::vec(proptest::num::u8::ANY, 0..300), index: u64, term: u64) {
-            let (seg, _) = build(&[&[LogRecord::Entry { index, term, data: &data }]], 1024);
+            let (seg, _) = build(&[&[LogRecord::Entry { index, term, data: &data, conf_change: false }]], 1024);
             let scan = scan_segment(&seg).unwrap();
-            proptest::prop_assert_eq!(&scan.records[0].record, &OwnedRecord::Entry(RecoveredEntry { index, term, data: data.clone() }));
+            proptest::prop_assert_eq!(&scan.records[0].record, &OwnedRecord::Entry(RecoveredEntry { index, term, data: data.clone(), conf_change: false }));
         }
     }
 }

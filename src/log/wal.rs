@@ -1258,7 +1258,12 @@ mod tests {
     }
 
     fn entry(index: u64, term: u64, data: &[u8]) -> LogRecord<'_> {
-        LogRecord::Entry { index, term, data }
+        LogRecord::Entry {
+            index,
+            term,
+            data,
+            conf_change: false,
+        }
     }
 
     fn payload(i: u64) -> Vec<u8> {

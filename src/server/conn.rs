@@ -24,7 +24,7 @@ use crate::proto::records::{
     ConnectResponse, ReplyBody, Request, RequestError, RequestHeader,
 };
 use crate::proto::types::{opcode, ErrorCode, EventType, Id, SessionId};
-use crate::txn::{Applied, Command, Op, OpResult, WriteOp};
+use crate::txn::{Applied, Command, Op, OpResult, ReconfigOp, WriteOp};
 
 /// Bytes queued for a client that is not reading before the connection is dropped.
 const MAX_QUEUED_BYTES: usize = 64 << 20;
@@ -400,7 +400,8 @@ impl ConnHandle {
         self.shard.touch(session, timeout);
         self.counters.last_op.set(header.opcode);
         self.counters.last_cxid.set(header.xid as i64);
-        let req = match route(&header, req) {
+        let reconfig = self.shard.shared.config.reconfig_enabled;
+        let req = match route(&header, req, reconfig) {
             Route::Local(Ok(Request::Sync { path })) if self.shard.shared.config.is_ensemble() => {
                 self.push_pending(Pending::Sync {
                     xid: header.xid,
@@ -701,7 +702,7 @@ enum Route {
     Local(Result<Request, RequestError>),
 }
 
-fn route(header: &RequestHeader, req: Result<Request, RequestError>) -> Route {
+fn route(header: &RequestHeader, req: Result<Request, RequestError>, reconfig: bool) -> Route {
     let op = match req {
         Ok(Request::Create { opcode, req }) => Op::Write(WriteOp::Create { opcode, req }),
         Ok(Request::Delete(r)) => Op::Write(WriteOp::Delete(r)),
@@ -710,7 +711,18 @@ fn route(header: &RequestHeader, req: Result<Request, RequestError>) -> Route {
         Ok(Request::SetAcl(r)) => Op::SetAcl(r),
         Ok(Request::Multi(ops)) => Op::Multi(ops),
         Ok(Request::CloseSession) => Op::CloseSession,
-        Ok(Request::Reconfig { .. }) => Op::Fail(ErrorCode::ReconfigDisabled),
+        Ok(Request::Reconfig { .. }) if !reconfig => Op::Fail(ErrorCode::ReconfigDisabled),
+        Ok(Request::Reconfig {
+            joining_servers,
+            leaving_servers,
+            new_members,
+            cur_config_id,
+        }) => Op::Reconfig(ReconfigOp {
+            joining: joining_servers,
+            leaving: leaving_servers,
+            new_members,
+            from_config: cur_config_id,
+        }),
         // An undecodable write still consumes a zxid in ZooKeeper.
         Err(RequestError::Marshalling) if is_write_opcode(header.opcode) => {
             Op::Fail(ErrorCode::MarshallingError)

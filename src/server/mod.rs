@@ -68,6 +68,10 @@ impl Origin {
     pub fn instance(self) -> u32 {
         (self.0 >> 40) as u32
     }
+    /// The member whose process made this origin.
+    pub fn member(self) -> u64 {
+        u64::from(self.instance() >> 16)
+    }
     pub fn shard(self) -> u16 {
         ((self.0 >> 32) & 0xff) as u16
     }

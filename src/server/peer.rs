@@ -12,7 +12,8 @@
 //! fit is dropped and counted (raft resends what matters; a dropped forward is reported to
 //! the caller, whose clients must then be told).
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -54,14 +55,22 @@ pub enum PeerEvent {
     },
 }
 
+/// A link's frame queue; the dialing task behind it ends when the sender is dropped.
+type Queue = async_channel::Sender<Vec<u8>>;
+type Dialer = Box<dyn Fn(u64, SocketAddr) -> Queue>;
+
 pub struct Peers {
-    links: HashMap<u64, async_channel::Sender<Vec<u8>>>,
+    /// One outgoing link per other member: its address and frame queue.
+    links: RefCell<HashMap<u64, (SocketAddr, Queue)>>,
+    /// Members whose connections are accepted.
+    known: Rc<RefCell<HashSet<u64>>>,
     shared: Arc<Shared>,
+    dial: Dialer,
 }
 
 impl Peers {
-    /// Listens on this member's peer address and starts a dialing link to every other member.
-    /// Events arrive on `inbox`.
+    /// Listens on this member's peer address and starts a dialing link to every other member
+    /// of the configuration. Events arrive on `inbox`.
     pub fn start<E: From<PeerEvent> + 'static>(
         shared: Arc<Shared>,
         inbox: async_channel::Sender<E>,
@@ -75,17 +84,17 @@ impl Peers {
             ServerError::Startup(format!("cannot listen for peers on {}: {e}", own.peer_addr))
         })?;
         tracing::info!(addr = %own.peer_addr, member = me, "listening for peers");
-        let members: Rc<Vec<u64>> = Rc::new(config.members.iter().map(|m| m.id).collect());
+        let known = Rc::new(RefCell::new(HashSet::new()));
         {
-            let (inbox, shared) = (inbox.clone(), shared.clone());
+            let (inbox, shared, known) = (inbox.clone(), shared.clone(), known.clone());
             glommio::spawn_local(async move {
                 loop {
                     match listener.accept().await {
                         Ok(stream) => {
-                            let (inbox, shared, members) =
-                                (inbox.clone(), shared.clone(), members.clone());
+                            let (inbox, shared, known) =
+                                (inbox.clone(), shared.clone(), known.clone());
                             glommio::spawn_local(async move {
-                                if let Err(why) = receive(stream, &shared, &members, &inbox).await {
+                                if let Err(why) = receive(stream, &shared, &known, &inbox).await {
                                     tracing::info!("peer connection closed: {why}");
                                 }
                             })
@@ -100,23 +109,60 @@ impl Peers {
             })
             .detach();
         }
-        let mut links = HashMap::new();
-        for m in config.members.iter().filter(|m| m.id != me) {
-            let (tx, rx) = async_channel::bounded(QUEUE_FRAMES);
-            links.insert(m.id, tx);
-            let (inbox, shared) = (inbox.clone(), shared.clone());
-            let (to, addr) = (m.id, m.peer_addr);
-            glommio::spawn_local(async move { dial(me, to, addr, rx, &shared, &inbox).await })
-                .detach();
+        let dial: Dialer = {
+            let shared = shared.clone();
+            Box::new(move |to, addr| {
+                let (tx, rx) = async_channel::bounded(QUEUE_FRAMES);
+                let (inbox, shared) = (inbox.clone(), shared.clone());
+                glommio::spawn_local(async move { dial(me, to, addr, rx, &shared, &inbox).await })
+                    .detach();
+                tx
+            })
+        };
+        let peers = Peers {
+            links: RefCell::new(HashMap::new()),
+            known,
+            shared: shared.clone(),
+            dial,
+        };
+        let members: Vec<(u64, SocketAddr)> =
+            config.members.iter().map(|m| (m.id, m.peer_addr)).collect();
+        peers.set_members(&members);
+        Ok(peers)
+    }
+
+    /// Links to exactly these members (this one aside), after a configuration change: new
+    /// members are dialed, a removed member's link closes, and only members' connections are
+    /// accepted. A member whose address changed is dialed at the new one.
+    pub fn set_members(&self, members: &[(u64, SocketAddr)]) {
+        let me = self.shared.config.server_id;
+        let mut links = self.links.borrow_mut();
+        // Dropping a queue's sender ends its dialing task.
+        links.retain(|id, (addr, _)| members.contains(&(*id, *addr)));
+        for &(id, addr) in members.iter().filter(|(id, _)| *id != me) {
+            links
+                .entry(id)
+                .or_insert_with(|| (addr, (self.dial)(id, addr)));
         }
-        Ok(Peers { links, shared })
+        *self.known.borrow_mut() = members.iter().map(|(id, _)| *id).collect();
+    }
+
+    /// Where member `id` listens for peers.
+    pub fn addr(&self, id: u64) -> Option<SocketAddr> {
+        self.links.borrow().get(&id).map(|(addr, _)| *addr)
+    }
+
+    /// The members this one has links to.
+    pub fn ids(&self) -> Vec<u64> {
+        self.links.borrow().keys().copied().collect()
     }
 
     /// Queues `msg` for member `to`; false when it was dropped (unknown member, full queue,
     /// or a message too large to frame).
     pub fn send(&self, to: u64, msg: &PeerMsg) -> bool {
         let m = &self.shared.metrics;
-        let Some(link) = self.links.get(&to) else {
+        let links = self.links.borrow();
+        let Some((_, link)) = links.get(&to) else {
             return false;
         };
         let mut frame = Vec::new();
@@ -131,6 +177,13 @@ impl Peers {
         }
         m.peer_frames_sent.inc();
         true
+    }
+
+    /// Queues `msg` for every other member.
+    pub fn broadcast(&self, msg: &PeerMsg) {
+        for id in self.ids() {
+            self.send(id, msg);
+        }
     }
 }
 
@@ -202,7 +255,7 @@ async fn dial<E: From<PeerEvent>>(
 async fn receive<E: From<PeerEvent>>(
     stream: TcpStream,
     shared: &Shared,
-    members: &[u64],
+    known: &RefCell<HashSet<u64>>,
     inbox: &async_channel::Sender<E>,
 ) -> Result<(), String> {
     let me = shared.config.server_id;
@@ -215,7 +268,7 @@ async fn receive<E: From<PeerEvent>>(
                 "{remote} (member {from}) dialed member {to}, but this is member {me}: check the member lists"
             ))
         }
-        PeerMsg::Hello { from, .. } if !members.contains(&from) || from == me => {
+        PeerMsg::Hello { from, .. } if !known.borrow().contains(&from) || from == me => {
             return Err(format!("{remote} claims to be member {from}, which is not a peer of this member"))
         }
         PeerMsg::Hello { from, .. } => from,

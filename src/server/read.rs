@@ -306,6 +306,13 @@ pub fn encode_write_reply(out: &mut Vec<u8>, xid: i32, op: i32, applied: &Applie
         OpResult::Multi(results) => {
             encode_reply(out, xid, zxid, ErrorCode::Ok, &ReplyBody::Multi(results))
         }
+        OpResult::Config { data, stat } => {
+            let body = ReplyBody::Data {
+                data: Some(data),
+                stat: *stat,
+            };
+            encode_reply(out, xid, zxid, ErrorCode::Ok, &body)
+        }
         OpResult::Error(code) => encode_reply(out, xid, zxid, *code, &ReplyBody::Empty),
         OpResult::Deleted
         | OpResult::Checked

@@ -15,15 +15,16 @@ use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver, SharedS
 
 use super::peer::{PeerEvent, Peers};
 use super::{Diag, Origin, ServerError, Shared, ToSequencer, ToShard, Update};
-use crate::consensus::{Consensus, Membership, Output, Role, StoredEntry, TICK_MS};
+use crate::config::MemberSpec;
+use crate::consensus::{is_conf_change, Consensus, Membership, Output, Role, StoredEntry, TICK_MS};
 use crate::log::{snapshots, LogRecord, Wal, WalOptions};
 use crate::machine::{Machine, MachineConfig};
 use crate::proto::peer::PeerMsg;
-use crate::proto::types::ErrorCode;
-use crate::proto::types::SessionId;
+use crate::proto::types::{perms, ErrorCode, Id, SessionId};
+use crate::reconfig::{self, CONFIG_NODE};
 use crate::session::ExpiryTracker;
-use crate::txn::{Applied, Batch, Command, Op, OpResult};
-use raft::eraftpb::MessageType;
+use crate::txn::{Applied, Batch, Command, Op, OpResult, ReconfigOp};
+use raft::eraftpb::{ConfChangeV2, EntryType, MessageType};
 
 /// Most commands in one proposal; more wait for the next.
 const MAX_BATCH_COMMANDS: usize = 4096;
@@ -163,6 +164,7 @@ pub async fn run(
             index: e.index,
             term: e.term,
             data: e.data,
+            conf_change: e.conf_change,
         })
         .collect();
     let log_start = entries.first().map(|e| e.index);
@@ -179,16 +181,27 @@ pub async fn run(
     }
     let replayed = entries.len();
     let mut schedule = SnapshotSchedule::default();
-    let (machine, snapshot_at) = match loaded {
+    let (machine, snapshot_at, snapshot_members) = match loaded {
         Some(l) => {
             schedule.last_bytes = std::fs::metadata(&l.path).map_or(0, |m| m.len());
-            (l.machine, Some((l.meta.index, l.meta.term)))
+            let members = Membership {
+                voters: l.meta.voters,
+                learners: l.meta.learners,
+            };
+            (l.machine, Some((l.meta.index, l.meta.term)), Some(members))
         }
-        None => (Machine::new(machine_config.clone()), None),
+        None => (Machine::new(machine_config.clone()), None, None),
     };
-    let membership = Membership {
-        voters: config.voters(),
-        learners: config.learners(),
+    // The static configuration names the first members. Once a reconfig changed them, the
+    // snapshot's configuration holds (entries after it replay any later change); a member
+    // joining a running ensemble has none until the leader's snapshot brings one.
+    let membership = if config.is_ensemble() && (config.join || config_text(&machine).is_some()) {
+        snapshot_members.unwrap_or_default()
+    } else {
+        Membership {
+            voters: config.voters(),
+            learners: config.learners(),
+        }
     };
     let consensus = Consensus::new(
         config.server_id,
@@ -230,6 +243,8 @@ pub async fn run(
         proposed_at: Default::default(),
         peers,
         membership,
+        members: Vec::new(),
+        config_zxid: -1,
         known_leader: None,
         published_first: false,
         syncs: Default::default(),
@@ -237,6 +252,7 @@ pub async fn run(
         ready_syncs: Vec::new(),
         machine_config,
         transfers: HashSet::new(),
+        owners: Default::default(),
         installs: Default::default(),
         installing: false,
         incoming: None,
@@ -256,6 +272,7 @@ pub async fn run(
         seq.consensus.last_index()
     };
     seq.replay_until = (until > snap_index).then_some(until);
+    seq.follow_config();
     tracing::info!(entries = replayed, "log replay starting");
     let result = seq.run_loop(&inbox).await;
     // Whatever ended the loop, the shards must stop too, or the process would never exit.
@@ -300,7 +317,12 @@ struct Sequencer {
     proposed_at: std::collections::VecDeque<(u64, Instant)>,
     /// Links to the other members (none when standalone).
     peers: Option<Rc<Peers>>,
+    /// Who votes and who listens, as raft applied it last.
     membership: Membership,
+    /// The members and their addresses (`/zookeeper/config`, or the static configuration
+    /// until a reconfig writes it), and the zxid that last changed them.
+    members: Vec<MemberSpec>,
+    config_zxid: i64,
     /// The leader as last seen (a change closes connections with writes in flight).
     known_leader: Option<u64>,
     /// Whether the shards have their first view (they listen only once they do).
@@ -316,6 +338,8 @@ struct Sequencer {
     /// Members that received a snapshot and have not acknowledged it yet, and until when
     /// that is waited for.
     installs: std::collections::HashMap<u64, Instant>,
+    /// On the leader: the member each session was last attached on (see `session_moved`).
+    owners: std::collections::HashMap<SessionId, u64>,
     /// A snapshot from the leader is being checked and stored.
     installing: bool,
     /// The state of the last snapshot received, for raft to install: (index, machine).
@@ -420,12 +444,15 @@ impl Sequencer {
                     .read_index(sync_ctx(self.shared.instance, ctx));
             }
             Event::Shard(ToSequencer::Attach { session, origin }) => {
+                // Another connection of this member holding the session is stale: it closes.
                 self.detach(session, origin);
-                // The session may have lived on another member: its connection there is
-                // stale (ZooKeeper answers its requests SessionMoved; here it closes).
-                if let Some(peers) = &self.peers {
-                    for m in &self.shared.config.members {
-                        peers.send(m.id, &PeerMsg::Detach(session));
+                // On another member, its writes are answered SessionMoved from now on: the
+                // leader hears where the session lives (on the link that then carries the
+                // session's writes, so it hears it first).
+                self.session_moved(session, self.shared.config.server_id);
+                if let (Some(peers), Some(leader)) = (&self.peers, self.known_leader) {
+                    if leader != self.shared.config.server_id {
+                        peers.send(leader, &PeerMsg::Detach(session));
                     }
                 }
             }
@@ -522,7 +549,7 @@ impl Sequencer {
                     self.touch(sessions);
                 }
             }
-            PeerMsg::Detach(session) => self.detach(session, Origin(0)),
+            PeerMsg::Detach(session) => self.session_moved(session, from),
             PeerMsg::Digest { index, digest } => {
                 self.digests.leader(index, digest);
                 self.check_digests();
@@ -549,6 +576,33 @@ impl Sequencer {
                     leader = format!("{:#018x}", c.leader),
                     "this member's tree differs from the leader's at the same log index: its state has diverged"
                 );
+            }
+        }
+    }
+
+    /// On the leader: `session` now lives on `member`. Writes from anywhere else get
+    /// SessionMoved (`refuse_moved`), as in ZooKeeper, whose leader tracks the same owner.
+    /// A new leader knows no owners until sessions attach again (its clients reconnect).
+    fn session_moved(&mut self, session: SessionId, member: u64) {
+        if self.consensus.is_leader() && self.machine.has_session(session) {
+            self.owners.insert(session, member);
+        }
+    }
+
+    /// On the leader, before proposing: writes on a session from a member it no longer
+    /// lives on fail with SessionMoved (through the log, in their connection's order).
+    fn refuse_moved(&mut self) {
+        if self.owners.is_empty() {
+            return;
+        }
+        for c in &mut self.pending {
+            if c.session == 0 || matches!(c.op, Op::CreateSession { .. }) {
+                continue;
+            }
+            let member = Origin(c.origin).member();
+            if self.owners.get(&c.session).is_some_and(|&o| o != member) {
+                c.op = Op::Fail(ErrorCode::SessionMoved);
+                self.shared.metrics.sessions_moved.inc();
             }
         }
     }
@@ -626,13 +680,15 @@ impl Sequencer {
             if role == Role::Leader && self.replay_until.is_none() {
                 self.restart_session_clocks();
             }
+            self.owners.clear();
         }
         if let Some(why) = self.drop_writers.take() {
             for link in &self.links {
                 let _ = link.send(ToShard::DropWriters(why)).await;
             }
         }
-        let serving = self.replay_until.is_none() && self.known_leader.is_some();
+        let member = standalone || self.membership.contains(self.shared.config.server_id);
+        let serving = self.replay_until.is_none() && self.known_leader.is_some() && member;
         if serving != self.shared.serving.load(Ordering::SeqCst) {
             self.shared.serving.store(serving, Ordering::SeqCst);
             if serving {
@@ -642,7 +698,12 @@ impl Sequencer {
                     "serving"
                 );
             } else {
-                tracing::warn!("not serving: no leader is known; clients are disconnected");
+                let why = if member {
+                    "no leader is known"
+                } else {
+                    "this member is not in the ensemble's configuration"
+                };
+                tracing::warn!("not serving: {why}; clients are disconnected");
                 self.pending.clear();
                 self.syncs.clear();
                 self.ready_syncs.clear();
@@ -665,6 +726,7 @@ impl Sequencer {
         // last snapshot must also reach a quarter of that snapshot's size (at most 4x write
         // amplification; a restart replays at most that much log).
         if s.running
+            || self.consensus.is_joint()
             || (s.commands < config.snap_count && s.bytes < config.snap_bytes)
             || s.bytes < s.last_bytes / SNAPSHOT_LOG_RATIO
             || s.not_before.is_some_and(|t| Instant::now() < t)
@@ -787,15 +849,10 @@ impl Sequencer {
         }
         if let Some(peers) = self.peers.as_ref().filter(|_| now >= self.next_digest) {
             self.next_digest = now + DIGEST_INTERVAL;
-            let msg = PeerMsg::Digest {
+            peers.broadcast(&PeerMsg::Digest {
                 index: self.applied_index,
                 digest: self.machine.digest(),
-            };
-            for m in &self.shared.config.members {
-                if m.id != self.shared.config.server_id {
-                    peers.send(m.id, &msg);
-                }
-            }
+            });
         }
         let now_ms = self.now_ms();
         // Expired sessions stay "closing" in the tracker until their expiry is applied.
@@ -829,6 +886,7 @@ impl Sequencer {
             self.forward();
             return Ok(());
         }
+        self.refuse_moved();
         if self.wal.out_of_space() {
             self.refuse_for_space();
         }
@@ -837,11 +895,178 @@ impl Sequencer {
             return Ok(());
         }
         while !self.pending.is_empty() {
-            let take = self.pending.len().min(MAX_BATCH_COMMANDS);
+            // A reconfig goes in a log entry of its own, in its place among the others.
+            let limit = self.pending.len().min(MAX_BATCH_COMMANDS);
+            let take = self.pending[..limit]
+                .iter()
+                .position(|c| matches!(c.op, Op::Reconfig(_)))
+                .unwrap_or(limit);
+            if take == 0 {
+                let cmd = self.pending.remove(0);
+                self.reconfigure(cmd)?;
+                continue;
+            }
             let commands: Vec<Command> = self.pending.drain(..take).collect();
             self.seal(commands)?;
         }
         Ok(())
+    }
+
+    /// A reconfig request, on the leader: proposed as a raft configuration change carrying
+    /// the new member list, or answered with why not (through the log, so that the
+    /// connection's replies stay in order).
+    fn reconfigure(&mut self, mut cmd: Command) -> Result<(), ServerError> {
+        let Op::Reconfig(op) = &cmd.op else {
+            return self.seal(vec![cmd]);
+        };
+        let (members, mut cc) = match self.plan_reconfig(&cmd.auth, op) {
+            Ok(plan) => plan,
+            Err(code) => {
+                cmd.op = Op::Fail(code);
+                return self.seal(vec![cmd]);
+            }
+        };
+        let text = reconfig::format(&members);
+        cmd.op = Op::SetConfig { members: text };
+        let batch = Batch {
+            time_ms: self.now_ms(),
+            commands: vec![cmd],
+        };
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&batch)
+            .map_err(|e| ServerError::Startup(format!("cannot serialize a batch: {e}")))?;
+        tracing::info!(
+            members = ?members.iter().map(|m| (m.id, m.observer)).collect::<Vec<_>>(),
+            changes = cc.changes.len(),
+            "proposing a new configuration"
+        );
+        if cc.changes.is_empty() {
+            // Addresses or nothing changed: the list alone is written.
+            self.consensus.propose(bytes.to_vec())?;
+            return Ok(());
+        }
+        cc.context = bytes.to_vec().into();
+        if let Err(e) = self.consensus.propose_conf_change(cc) {
+            // raft refused it (a leadership transfer, a change under way): say so.
+            tracing::warn!("a configuration change was not proposed: {e}");
+            let mut cmd =
+                batch.commands.into_iter().next().ok_or_else(|| {
+                    ServerError::Startup("a reconfig batch lost its command".into())
+                })?;
+            cmd.op = Op::Fail(ErrorCode::ReconfigInProgress);
+            return self.seal(vec![cmd]);
+        }
+        Ok(())
+    }
+
+    /// The member list a reconfig asks for and the raft change to it, or the error
+    /// ZooKeeper answers in its place.
+    fn plan_reconfig(
+        &self,
+        auth: &[Id],
+        op: &ReconfigOp,
+    ) -> Result<(Vec<MemberSpec>, ConfChangeV2), ErrorCode> {
+        if self.peers.is_none() {
+            return Err(ErrorCode::Unimplemented); // a standalone server has no ensemble
+        }
+        let view = self.machine.view();
+        let node = view.node(CONFIG_NODE).ok_or(ErrorCode::SystemError)?;
+        // ZooKeeper: only who may write /zookeeper/config (by default, the super user).
+        if !crate::tree::acl::check(node.acl(), perms::WRITE, auth) {
+            return Err(ErrorCode::NoAuth);
+        }
+        if self.consensus.conf_change_pending() {
+            return Err(ErrorCode::ReconfigInProgress);
+        }
+        let version = reconfig::version(&String::from_utf8_lossy(node.data().unwrap_or(&[])));
+        if op.from_config != -1 && op.from_config != version {
+            return Err(ErrorCode::BadVersion);
+        }
+        let members = reconfig::plan(&self.members, op).map_err(|e| {
+            tracing::info!("reconfig refused: {e}");
+            ErrorCode::BadArguments
+        })?;
+        let next = reconfig::membership(&members);
+        let cc = reconfig::conf_change(&self.consensus.membership(), &next);
+        let mut live = vec![self.shared.config.server_id];
+        live.extend(
+            self.consensus
+                .peers()
+                .into_iter()
+                .filter(|p| p.2)
+                .map(|p| p.0),
+        );
+        if !reconfig::has_live_quorum(&next, &live) {
+            return Err(ErrorCode::NewConfigNoQuorum);
+        }
+        Ok((members, cc))
+    }
+
+    /// A committed configuration change: raft switches to it. Returns its context (the
+    /// batch that writes the new member list, or nothing).
+    fn apply_conf_change(&mut self, entry: &raft::eraftpb::Entry) -> Result<Vec<u8>, ServerError> {
+        let bad = |e: String| {
+            ServerError::Startup(format!(
+                "configuration change {} does not decode: {e}",
+                entry.index
+            ))
+        };
+        let cc: ConfChangeV2 =
+            protobuf::Message::parse_from_bytes(&entry.data).map_err(|e| bad(e.to_string()))?;
+        self.membership = self.consensus.apply_conf_change(&cc)?;
+        tracing::info!(
+            index = entry.index,
+            voters = ?self.membership.voters,
+            learners = ?self.membership.learners,
+            joint = self.consensus.is_joint(),
+            "configuration changed"
+        );
+        if !self.membership.contains(self.shared.config.server_id) {
+            tracing::warn!("this member was removed from the ensemble");
+        }
+        Ok(cc.context.to_vec())
+    }
+
+    /// Once `/zookeeper/config` changed (a reconfig applied, a snapshot installed, at
+    /// start-up), the member list and the peer links follow it.
+    fn follow_config(&mut self) {
+        let view = self.machine.view();
+        let zxid = view.stat(CONFIG_NODE).map_or(0, |s| s.mzxid);
+        if zxid == self.config_zxid {
+            return;
+        }
+        self.config_zxid = zxid;
+        let config = &self.shared.config;
+        let fallback = || config.members.iter().map(reconfig::spec_of).collect();
+        self.members = match config_text(&self.machine) {
+            None => fallback(),
+            Some(text) => reconfig::parse(&text).unwrap_or_else(|e| {
+                tracing::error!("{CONFIG_NODE} does not parse ({e}); keeping the static members");
+                fallback()
+            }),
+        };
+        let Some(peers) = &self.peers else {
+            return;
+        };
+        let addrs: Vec<(u64, std::net::SocketAddr)> = self
+            .members
+            .iter()
+            .filter_map(|m| {
+                // The static configuration's address wins for a member it names (a test
+                // may have put a proxy there).
+                if let Some(known) = config.member(m.id) {
+                    return Some((m.id, known.peer_addr));
+                }
+                match m.resolve() {
+                    Ok(c) => Some((m.id, c.peer_addr)),
+                    Err(e) => {
+                        tracing::error!("member {} cannot be dialed: {e}", m.id);
+                        None
+                    }
+                }
+            })
+            .collect();
+        tracing::info!(members = ?addrs, "peer links follow the configuration");
+        peers.set_members(&addrs);
     }
 
     /// Proposes `commands` as one log entry, or as several when one would exceed the log's
@@ -1040,9 +1265,11 @@ impl Sequencer {
         if self.transfers.contains(&to) {
             return; // the transfer under way reports for both
         }
-        let addr = self.shared.config.member(to).map(|m| m.peer_addr);
-        let Some(addr) = addr.filter(|_| index == self.applied_index) else {
-            // Not the state we hold now: raft asks again.
+        let addr = self.peers.as_ref().and_then(|p| p.addr(to));
+        // Not the state we hold now, or a joint configuration (a snapshot records only a
+        // plain one): raft asks again.
+        let Some(addr) = addr.filter(|_| index == self.applied_index && !self.consensus.is_joint())
+        else {
             self.consensus.snapshot_sent(to, false);
             return;
         };
@@ -1129,6 +1356,8 @@ impl Sequencer {
         self.machine = machine;
         self.applied_index = index;
         self.installed = Some((ready, index));
+        self.membership = self.consensus.membership();
+        self.follow_config();
         self.digests.reset(index, self.machine.digest());
         self.replay_until = None;
         self.snapshots.commands = 0;
@@ -1173,6 +1402,7 @@ impl Sequencer {
                     index: e.index,
                     term: e.term,
                     data: &e.data,
+                    conf_change: e.get_entry_type() == EntryType::EntryConfChangeV2,
                 })
                 .collect();
             // The newest hard state rides along with every write (a few bytes), so the commit
@@ -1226,11 +1456,18 @@ impl Sequencer {
             self.snapshots.bytes += entry.data.len() as u64;
             // Refusals due before this entry's replies (refused after the entry before it).
             self.release_refused(entry.index - 1, &mut applied);
-            if entry.data.is_empty() {
+            let context;
+            let payload = if is_conf_change(entry) {
+                context = self.apply_conf_change(entry)?;
+                &context[..]
+            } else {
+                &entry.data[..]
+            };
+            if payload.is_empty() {
                 self.note_digest(entry.index);
-                continue; // a new leader's empty entry
+                continue; // a new leader's empty entry, or raft leaving a joint configuration
             }
-            let batch = Batch::decode(&entry.data).map_err(|e| {
+            let batch = Batch::decode(payload).map_err(|e| {
                 ServerError::Startup(format!("log entry {} does not decode: {e}", entry.index))
             })?;
             self.shared.metrics.batches_committed.inc();
@@ -1246,6 +1483,7 @@ impl Sequencer {
             self.note_digest(entry.index);
         }
         self.check_digests();
+        self.follow_config();
         self.release_refused(last_index, &mut applied);
         self.consensus.applied(last_index)?;
         self.applied_index = last_index;
@@ -1376,9 +1614,13 @@ impl Sequencer {
         {
             let now = self.now_ms();
             self.tracker.touch(*session, *timeout_ms, now);
+            if self.consensus.is_leader() && a.origin != 0 {
+                self.owners.insert(*session, Origin(a.origin).member());
+            }
         }
         for s in &a.ended_sessions {
             self.tracker.remove(*s);
+            self.owners.remove(s);
         }
         if a.origin == REAPER_ORIGIN {
             self.reaps_in_flight = self.reaps_in_flight.saturating_sub(1);
@@ -1451,6 +1693,13 @@ fn internal(op: Op) -> Command {
         seen_zxid: i64::MAX,
         op,
     }
+}
+
+/// `/zookeeper/config`'s data, once a reconfig wrote it.
+fn config_text(machine: &Machine) -> Option<String> {
+    let view = machine.view();
+    let data = view.node(CONFIG_NODE)?.data()?;
+    (!data.is_empty()).then(|| String::from_utf8_lossy(data).into_owned())
 }
 
 fn send_all(peers: Option<&Peers>, messages: Vec<raft::eraftpb::Message>) {

@@ -443,10 +443,11 @@ class EnsembleMember(Server):
     """One member of an Ensemble: a Server (same logs, same LIVE_SERVERS)
     whose command line names every member, as this member sees them."""
 
-    def __init__(self, ensemble, member_id, observer, port):
+    def __init__(self, ensemble, member_id, observer, port, join=False):
         self.ensemble = ensemble
         self.id = member_id
         self.observer = observer
+        self.join = join  # started with --join: a reconfig adds it to a running ensemble
         super().__init__(
             "%s-m%d" % (ensemble.name, member_id),
             ttl_enabled=ensemble.ttl_enabled,
@@ -458,7 +459,8 @@ class EnsembleMember(Server):
     def command(self):
         view = self.ensemble.view(self.id)
         if self.target == "ringkeeper":
-            return ringkeeper_member_command(self.id, self.port, self.data_dir, view, self.ttl_enabled) + self.extra_args
+            join = ["--join"] if self.join else []
+            return ringkeeper_member_command(self.id, self.port, self.data_dir, view, self.ttl_enabled) + self.extra_args + join
         return zookeeper_member_command(self.id, self.port, self.data_dir, view, self.observer, self.ttl_enabled)
 
     def wipe(self):
@@ -487,7 +489,7 @@ class Ensemble:
     by their hello message, not their address. (ZooKeeper's leader election
     connects back to the address a peer announces, bypassing such proxies.)"""
 
-    def __init__(self, name, size=3, observers=0, target=TARGET, extra_args=(), proxied=False, ttl_enabled=True):
+    def __init__(self, name, size=3, observers=0, target=TARGET, extra_args=(), proxied=False, ttl_enabled=True, spares=0):
         assert size >= 1 and observers >= 0
         assert not proxied or target == "ringkeeper", "partitions (proxied=True) need ringkeeper"
         self.name = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:60]
@@ -507,9 +509,18 @@ class Ensemble:
                     return p
 
         ids = range(1, size + observers + 1)
-        self.peer_ports = {i: port() for i in ids}
-        self.election_ports = {i: port() for i in ids}
+        spare_ids = range(size + observers + 1, size + observers + spares + 1)
+        self.peer_ports = {i: port() for i in list(ids) + list(spare_ids)}
+        self.election_ports = {i: port() for i in self.peer_ports}
         self.members = [EnsembleMember(self, i, i > size, port()) for i in ids]
+        # Spares (ringkeeper only) are not in the first configuration: each starts
+        # with --join, knowing the first members and itself, and a reconfig adds
+        # it (`joined()` then counts it among `members`). Every member's command
+        # line keeps naming only the first members: the rest it must learn from
+        # the ensemble.
+        assert not spares or target == "ringkeeper", "spares need ringkeeper's --join"
+        self.spares = [EnsembleMember(self, i, False, port(), join=True) for i in spare_ids]
+        self.first_ids = list(ids)
         self.proxies = {}  # (i, j) -> the proxy member i dials to reach j
         for i in ids if proxied else ():
             for j in ids:
@@ -530,7 +541,9 @@ class Ensemble:
     def view(self, member_id):
         """Every member's `server.N=` right-hand side as `member_id` sees it."""
         out = {}
-        for m in self.members:
+        for m in self.members + self.spares:
+            if m.id not in self.first_ids and m.id != member_id:
+                continue
             peer = self.peer_ports[m.id]
             if self.proxied and m.id != member_id:
                 peer = self.proxies[(member_id, m.id)].port
@@ -547,7 +560,23 @@ class Ensemble:
         return ",".join(m.hosts for m in members)
 
     def member(self, member_id):
-        return next(m for m in self.members if m.id == member_id)
+        return next(m for m in self.members + self.spares if m.id == member_id)
+
+    def line(self, member_id, observer=False):
+        """`server.N=...` for member_id (a reconfig's joining entry)."""
+        m = self.member(member_id)
+        return "server.%d=%s" % (m.id, member_line(self.peer_ports[m.id], self.election_ports[m.id], m.port, observer))
+
+    def joined(self, member):
+        """A spare that a reconfig added counts among the members from now on."""
+        self.spares.remove(member)
+        self.members.append(member)
+
+    def left(self, member):
+        """A member that a reconfig removed: no longer counted (still running
+        until the test stops it)."""
+        self.members.remove(member)
+        self.spares.append(member)
 
     @property
     def voters(self):
@@ -568,10 +597,10 @@ class Ensemble:
 
     def destroy(self):
         # SIGTERM to all first: a member stopped last may wait for its peers
-        for m in self.members:
+        for m in self.members + self.spares:
             if m.running():
                 m._signal(signal.SIGTERM)
-        for m in self.members:
+        for m in self.members + self.spares:
             m.destroy()
         for pr in self.proxies.values():
             pr.close()

@@ -582,6 +582,48 @@ def test_session_survives_its_member(ensemble, kz, victim):
         wait_until(gone, 15, interval=0.1, what="the closed session's ephemeral to go on member %d" % m.id)
 
 
+SESSION_MOVED = -118
+
+
+@pytest.mark.timeout(90)
+def test_a_write_on_a_moved_session_gets_session_moved(ensemble, kz):
+    """A session resumed on another member: a write on its old connection is
+    refused SessionMoved and changes nothing; the new connection writes, and
+    reads on the old one still work. (ZooKeeper 3.8 closes the old connection
+    instead of answering; either way the write must not happen.)"""
+    ens = ensemble(3)
+    a, b = other_members(ens, ens.leader())[0], ens.leader()
+    old = zkwire.connect(a.addr, timeout_ms=6000)
+    new = zkwire.RawConn(b.addr)
+    try:
+        rep, _, _ = old.create("/moved-before")
+        assert rep.err == zkwire.OK
+        resp = new.handshake(timeout_ms=6000, session_id=old.session_id, passwd=old.passwd, last_zxid=old.last_zxid)
+        assert resp.timeout > 0 and resp.session_id == old.session_id
+        rep, _, _ = new.create("/moved-new")
+        assert rep.err == zkwire.OK
+        try:
+            rep, _, _ = old.create("/moved-stale")
+            answered = rep.err
+        except (zkwire.Closed, OSError):
+            answered = None
+        if harness.TARGET == "ringkeeper":
+            assert answered == SESSION_MOVED
+            rep, data, _ = old.get_data("/moved-before")
+            assert rep.err == zkwire.OK
+        else:
+            assert answered in (SESSION_MOVED, None)
+        check = kz(ens.hosts)
+        check.sync("/")
+        assert check.exists("/moved-stale") is None
+        assert check.exists("/moved-new") is not None
+        rep, _, _ = new.create("/moved-after")
+        assert rep.err == zkwire.OK
+    finally:
+        old.close()
+        new.close()
+
+
 @pytest.mark.timeout(90)
 def test_abandoned_session_expires_on_every_member(ensemble, kz):
     ens = ensemble(3)

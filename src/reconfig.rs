@@ -1,0 +1,299 @@
+//! Run-time membership changes (ZooKeeper's `reconfig`), the sans-IO half: the member list
+//! kept in `/zookeeper/config`, a request turned into the next list, and the raft
+//! configuration change from one list to the next.
+//!
+//! The list is replicated state: the leader writes it with the raft configuration change it
+//! goes with (`txn::Op::SetConfig` in the change's context), so every member, a snapshot and
+//! a restart all see the members and their addresses as of the same log index. A change of
+//! more than one voter goes through raft's joint consensus (raft-rs enters the joint
+//! configuration and leaves it by itself); one change at a time is under way.
+
+use raft::eraftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2};
+
+use crate::config::{MemberConfig, MemberSpec};
+use crate::consensus::Membership;
+use crate::txn::ReconfigOp;
+
+/// The node holding the ensemble's configuration.
+pub const CONFIG_NODE: &str = "/zookeeper/config";
+/// Most members a configuration may list.
+pub const MAX_MEMBERS: usize = 255;
+
+/// Why a reconfig request cannot be carried out as asked (ZooKeeper answers BadArguments).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("give joining/leaving or new members, not both")]
+    MixedModes,
+    #[error("{0}")]
+    BadMember(String),
+    #[error("`{0}` is not a member id")]
+    BadId(String),
+    #[error("member {0} cannot change its peer address (remove it, then add it)")]
+    AddressChange(u64),
+    #[error("the new configuration has no voter")]
+    NoVoter,
+    #[error("more than {MAX_MEMBERS} members")]
+    TooMany,
+}
+
+/// The members listed in `/zookeeper/config`'s data (`server.N=` lines; the version line
+/// and blank lines are skipped), sorted by id.
+pub fn parse(text: &str) -> Result<Vec<MemberSpec>, String> {
+    let mut members = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with("version=") {
+            continue;
+        }
+        members.push(MemberSpec::parse_server(line)?);
+    }
+    members.sort_by_key(|m| m.id);
+    Ok(members)
+}
+
+/// The members as `/zookeeper/config` lists them (the machine appends the version line).
+pub fn format(members: &[MemberSpec]) -> String {
+    members
+        .iter()
+        .map(|m| format!("server.{}={}\n", m.id, m.server_line()))
+        .collect()
+}
+
+/// The configuration's version: the zxid of the reconfig that wrote it (0: never changed).
+pub fn version(text: &str) -> i64 {
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("version="))
+        .and_then(|v| i64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0)
+}
+
+/// A member of the static configuration as a list entry.
+pub fn spec_of(m: &MemberConfig) -> MemberSpec {
+    MemberSpec {
+        id: m.id,
+        peer: m.peer_addr.to_string(),
+        election: None,
+        client: m.client_addr.map(|a| a.to_string()),
+        observer: m.observer,
+    }
+}
+
+/// Who votes and who listens in a member list.
+pub fn membership(members: &[MemberSpec]) -> Membership {
+    let ids = |observer: bool| {
+        members
+            .iter()
+            .filter(|m| m.observer == observer)
+            .map(|m| m.id)
+            .collect()
+    };
+    Membership {
+        voters: ids(false),
+        learners: ids(true),
+    }
+}
+
+/// The member list a request asks for, from the current one. Incremental: `joining` adds
+/// members or changes a member's role (observer to participant and back), `leaving` removes
+/// ids. Otherwise `new_members` is the whole list.
+pub fn plan(current: &[MemberSpec], op: &ReconfigOp) -> Result<Vec<MemberSpec>, PlanError> {
+    let given = |s: &Option<String>| s.as_deref().is_some_and(|s| !s.trim().is_empty());
+    let incremental = given(&op.joining) || given(&op.leaving);
+    let mut next: Vec<MemberSpec> = if given(&op.new_members) {
+        if incremental {
+            return Err(PlanError::MixedModes);
+        }
+        servers(op.new_members.as_deref().unwrap_or(""))?
+    } else {
+        let mut next = current.to_vec();
+        for id in items(op.leaving.as_deref().unwrap_or("")) {
+            let id = id
+                .strip_prefix("server.")
+                .unwrap_or(id)
+                .parse::<u64>()
+                .map_err(|_| PlanError::BadId(id.to_string()))?;
+            next.retain(|m| m.id != id);
+        }
+        for joining in servers(op.joining.as_deref().unwrap_or(""))? {
+            next.retain(|m| m.id != joining.id);
+            next.push(joining);
+        }
+        next
+    };
+    next.sort_by_key(|m| m.id);
+    next.dedup_by_key(|m| m.id);
+    for m in &next {
+        if let Some(old) = current.iter().find(|c| c.id == m.id) {
+            if old.peer != m.peer {
+                return Err(PlanError::AddressChange(m.id));
+            }
+        }
+    }
+    if next.len() > MAX_MEMBERS {
+        return Err(PlanError::TooMany);
+    }
+    if next.iter().all(|m| m.observer) {
+        return Err(PlanError::NoVoter);
+    }
+    Ok(next)
+}
+
+/// Comma- or newline-separated items, trimmed, empty ones skipped.
+fn items(list: &str) -> impl Iterator<Item = &str> {
+    list.split([',', '\n'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
+fn servers(list: &str) -> Result<Vec<MemberSpec>, PlanError> {
+    items(list)
+        .map(|s| MemberSpec::parse_server(s).map_err(PlanError::BadMember))
+        .collect()
+}
+
+/// The raft change from `old` to `new` (empty when only addresses or nothing changed). raft-rs
+/// makes a change of one voter directly and any larger one through a joint configuration,
+/// which it leaves by itself.
+pub fn conf_change(old: &Membership, new: &Membership) -> ConfChangeV2 {
+    let single = |change_type, node_id| ConfChangeSingle {
+        change_type,
+        node_id,
+        ..Default::default()
+    };
+    let mut changes = Vec::new();
+    for &id in &new.voters {
+        if !old.voters.contains(&id) {
+            changes.push(single(ConfChangeType::AddNode, id));
+        }
+    }
+    for &id in &new.learners {
+        if !old.learners.contains(&id) {
+            changes.push(single(ConfChangeType::AddLearnerNode, id));
+        }
+    }
+    for &id in old.voters.iter().chain(&old.learners) {
+        if !new.contains(id) {
+            changes.push(single(ConfChangeType::RemoveNode, id));
+        }
+    }
+    let mut cc = ConfChangeV2::default();
+    cc.set_transition(ConfChangeTransition::Auto);
+    cc.set_changes(changes.into());
+    cc
+}
+
+/// Whether a majority of `new`'s voters is up and caught up (`live`), so that the change
+/// can commit and the ensemble keeps a quorum after it (ZooKeeper's NewConfigNoQuorum).
+pub fn has_live_quorum(new: &Membership, live: &[u64]) -> bool {
+    let up = new.voters.iter().filter(|id| live.contains(id)).count();
+    up > new.voters.len() / 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn current() -> Vec<MemberSpec> {
+        parse(
+            "server.1=127.0.0.1:2888:3888:participant;127.0.0.1:2181\n\
+             server.2=127.0.0.1:2889:3889:participant;127.0.0.1:2182\n\
+             server.3=127.0.0.1:2890:3890:participant;127.0.0.1:2183\n\
+             version=100000000\n",
+        )
+        .unwrap()
+    }
+
+    fn op(joining: &str, leaving: &str, new_members: &str) -> ReconfigOp {
+        let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        ReconfigOp {
+            joining: some(joining),
+            leaving: some(leaving),
+            new_members: some(new_members),
+            from_config: -1,
+        }
+    }
+
+    fn ids(m: &[MemberSpec]) -> Vec<(u64, bool)> {
+        m.iter().map(|m| (m.id, m.observer)).collect()
+    }
+
+    #[test]
+    fn the_list_round_trips_through_its_text() {
+        let members = current();
+        assert_eq!(ids(&members), [(1, false), (2, false), (3, false)]);
+        let text = format(&members);
+        assert_eq!(parse(&text).unwrap(), members);
+        assert!(text.starts_with("server.1=127.0.0.1:2888:3888:participant;127.0.0.1:2181\n"));
+        assert_eq!(version("server.1=a:1:2\nversion=10000000a"), 0x1_0000_000a);
+        assert_eq!(version(""), 0);
+        assert!(parse("server.x=a:1").is_err());
+    }
+
+    #[test]
+    fn incremental_and_whole_list_requests() {
+        let c = current();
+        let add = plan(&c, &op("server.4=127.0.0.1:2891:3891;2184", "", "")).unwrap();
+        assert_eq!(ids(&add), [(1, false), (2, false), (3, false), (4, false)]);
+        let swap = plan(&c, &op("server.5=h:1:2:observer", "1, 2", "")).unwrap();
+        assert_eq!(ids(&swap), [(3, false), (5, true)]);
+        let promote = plan(&swap, &op("server.5=h:1:2:participant", "", "")).unwrap();
+        assert_eq!(ids(&promote), [(3, false), (5, false)]);
+        let whole = plan(
+            &c,
+            &op(
+                "",
+                "",
+                "server.1=127.0.0.1:2888:3888,server.2=127.0.0.1:2889:3889",
+            ),
+        )
+        .unwrap();
+        assert_eq!(ids(&whole), [(1, false), (2, false)]);
+    }
+
+    #[test]
+    fn bad_requests_are_refused() {
+        let c = current();
+        let cases = [
+            (
+                op("server.4=h:1", "", "server.1=h:1"),
+                PlanError::MixedModes,
+            ),
+            (op("", "one", ""), PlanError::BadId("one".into())),
+            (
+                op("server.2=10.0.0.9:2889:3889", "", ""),
+                PlanError::AddressChange(2),
+            ),
+            (op("", "1,2,3", ""), PlanError::NoVoter),
+        ];
+        for (op, want) in cases {
+            assert_eq!(plan(&c, &op), Err(want));
+        }
+        assert!(matches!(
+            plan(&c, &op("server4=h:1", "", "")),
+            Err(PlanError::BadMember(_))
+        ));
+    }
+
+    #[test]
+    fn changes_between_lists() {
+        let m = |v: &[u64], l: &[u64]| Membership {
+            voters: v.to_vec(),
+            learners: l.to_vec(),
+        };
+        let kinds = |cc: &ConfChangeV2| -> Vec<(ConfChangeType, u64)> {
+            cc.changes
+                .iter()
+                .map(|c| (c.get_change_type(), c.node_id))
+                .collect()
+        };
+        use ConfChangeType::*;
+        let cc = conf_change(&m(&[1, 2, 3], &[]), &m(&[1, 2, 3, 4], &[]));
+        assert_eq!(kinds(&cc), [(AddNode, 4)]);
+        let cc = conf_change(&m(&[1, 2, 3], &[5]), &m(&[2, 3, 5], &[]));
+        assert_eq!(kinds(&cc), [(AddNode, 5), (RemoveNode, 1)]);
+        let cc = conf_change(&m(&[1, 2, 3], &[]), &m(&[1, 2], &[3]));
+        assert_eq!(kinds(&cc), [(AddLearnerNode, 3)]);
+        assert!(conf_change(&m(&[1], &[]), &m(&[1], &[])).changes.is_empty());
+        assert!(has_live_quorum(&m(&[1, 2, 3, 4], &[]), &[1, 2, 3]));
+        assert!(!has_live_quorum(&m(&[1, 2, 3, 4], &[]), &[1, 4]));
+    }
+}
