@@ -22,6 +22,21 @@ use raft::{Config, GetEntriesContext, RaftState, RawNode, SnapshotStatus, StateR
 pub struct Membership {
     pub voters: Vec<u64>,
     pub learners: Vec<u64>,
+    /// While a change of several voters is under way (raft's joint consensus), the other half.
+    pub joint: Option<Joint>,
+}
+
+/// The outgoing half of a joint configuration (`Membership`'s voters and learners are the
+/// incoming one).
+#[derive(
+    rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone, Debug, Default, PartialEq, Eq,
+)]
+pub struct Joint {
+    pub voters_outgoing: Vec<u64>,
+    /// Outgoing voters that become learners once the joint configuration is left.
+    pub learners_next: Vec<u64>,
+    /// raft-rs leaves the joint configuration by itself.
+    pub auto_leave: bool,
 }
 
 impl Membership {
@@ -29,39 +44,48 @@ impl Membership {
     pub fn single(id: u64) -> Membership {
         Membership {
             voters: vec![id],
-            learners: Vec::new(),
+            ..Default::default()
         }
     }
 
     fn conf_state(&self) -> ConfState {
-        ConfState::from((self.voters.clone(), self.learners.clone()))
+        let mut cs = ConfState::from((self.voters.clone(), self.learners.clone()));
+        if let Some(j) = &self.joint {
+            cs.voters_outgoing = j.voters_outgoing.clone();
+            cs.learners_next = j.learners_next.clone();
+            cs.auto_leave = j.auto_leave;
+        }
+        cs
     }
 
-    /// Whether `id` votes or listens.
+    /// Whether `id` votes or listens (in either half of a joint configuration).
     pub fn contains(&self, id: u64) -> bool {
-        self.voters.contains(&id) || self.learners.contains(&id)
+        self.voters.contains(&id)
+            || self.learners.contains(&id)
+            || self
+                .joint
+                .as_ref()
+                .is_some_and(|j| j.voters_outgoing.contains(&id) || j.learners_next.contains(&id))
     }
 }
 
 impl From<&ConfState> for Membership {
-    /// In a joint configuration, the voters of both halves (all of them still vote).
     fn from(cs: &ConfState) -> Membership {
-        let mut voters: Vec<u64> = cs
-            .voters
-            .iter()
-            .chain(&cs.voters_outgoing)
-            .copied()
-            .collect();
-        voters.sort_unstable();
-        voters.dedup();
-        let mut learners: Vec<u64> = cs
-            .learners
-            .iter()
-            .filter(|id| !voters.contains(id))
-            .copied()
-            .collect();
-        learners.sort_unstable();
-        Membership { voters, learners }
+        let sorted = |ids: &[u64]| {
+            let mut ids = ids.to_vec();
+            ids.sort_unstable();
+            ids
+        };
+        let joint = (!cs.voters_outgoing.is_empty()).then(|| Joint {
+            voters_outgoing: sorted(&cs.voters_outgoing),
+            learners_next: sorted(&cs.learners_next),
+            auto_leave: cs.auto_leave,
+        });
+        Membership {
+            voters: sorted(&cs.voters),
+            learners: sorted(&cs.learners),
+            joint,
+        }
     }
 }
 
@@ -470,19 +494,26 @@ impl Consensus {
         raft.has_pending_conf() || self.is_joint()
     }
 
-    /// A committed configuration change reached the state machine: raft switches to it, and
-    /// the snapshots raft hands out from now on carry it.
+    /// The committed configuration change at `index` reached the state machine: raft
+    /// switches to it, and the snapshots raft hands out from now on carry it. Call `applied`
+    /// before anything else steps raft (the shell does, at the end of the same apply round).
     ///
-    /// Every member then drops the log before it from memory, so that a member that joins
-    /// (or comes back empty) catches up from a snapshot, which carries the configuration,
-    /// instead of replaying entries from the start against a configuration it cannot know.
-    pub fn apply_conf_change(&mut self, cc: &ConfChangeV2) -> Result<Membership, ConsensusError> {
+    /// Every member then drops the log before the change from memory, so that a member with
+    /// no log (one that joins, or comes back empty) catches up from a snapshot, which carries
+    /// the configuration, instead of replaying entries from the start against a configuration
+    /// it cannot know (a joining member starts with none; replaying "add me" onto none would
+    /// make it a group of one). Replay at start-up applies the change again, so a leader that
+    /// restarts drops that part of its log too.
+    pub fn apply_conf_change(
+        &mut self,
+        index: u64,
+        cc: &ConfChangeV2,
+    ) -> Result<Membership, ConsensusError> {
         let cs = self.node.apply_conf_change(cc)?;
         let store = self.node.mut_store();
         store.mem.wl().set_conf_state(cs.clone());
-        let applied = store.applied.get().0;
-        if applied > store.mem.first_index()? {
-            store.mem.wl().compact(applied)?;
+        if index > store.mem.first_index()? && index <= store.mem.last_index()? {
+            store.mem.wl().compact(index)?;
         }
         Ok(Membership::from(&cs))
     }
@@ -701,6 +732,7 @@ mod tests {
             &Membership {
                 voters: vec![1, 2, 3],
                 learners: vec![],
+                joint: None,
             },
             None,
             vec![],
@@ -725,10 +757,16 @@ mod tests {
             let m = Membership {
                 voters: voters.to_vec(),
                 learners: vec![],
+                joint: None,
             };
+            // Election timeouts pinned (raft-rs draws them at random): the same run each time.
             let nodes: Vec<Consensus> = voters
                 .iter()
-                .map(|&id| Consensus::new(id, &m, None, vec![], None).unwrap())
+                .map(|&id| {
+                    let mut c = Consensus::new(id, &m, None, vec![], None).unwrap();
+                    c.set_randomized_election_timeout(ELECTION_TICKS + 2 * id as usize);
+                    c
+                })
                 .collect();
             let applied = vec![Vec::new(); nodes.len()];
             Group { nodes, applied }
@@ -749,7 +787,7 @@ mod tests {
                                 if is_conf_change(e) {
                                     let cc: ConfChangeV2 =
                                         protobuf::Message::parse_from_bytes(&e.data).unwrap();
-                                    n.apply_conf_change(&cc).unwrap();
+                                    n.apply_conf_change(e.index, &cc).unwrap();
                                 } else if !e.data.is_empty() {
                                     self.applied[i].push(e.data.to_vec());
                                 }
@@ -800,16 +838,22 @@ mod tests {
         let m = |v: &[u64]| Membership {
             voters: v.to_vec(),
             learners: vec![],
+            joint: None,
         };
         let rest: Vec<u64> = [1, 2, 3].into_iter().filter(|&id| id != first).collect();
         let cc = crate::reconfig::conf_change(&m(&[1, 2, 3]), &m(&rest));
         g.node(first).propose_conf_change(cc).unwrap();
         g.run(3);
-        let next = g.leader().expect("a new leader");
-        assert_ne!(
-            next, first,
-            "the removed leader handed over within three ticks"
-        );
+        let next = g
+            .nodes
+            .iter()
+            .filter(|n| n.is_leader() && n.node.raft.id != first)
+            .map(|n| n.node.raft.id)
+            .next()
+            .expect("the removed leader handed over within three ticks");
+        // The old leader hears of the new term from the heartbeats it still sends.
+        g.run(2 * ELECTION_TICKS);
+        assert_eq!(g.leader(), Some(next));
         assert_eq!(g.node(next).membership(), m(&rest));
         g.node(next).propose(b"after".to_vec()).unwrap();
         g.run(2);
@@ -828,7 +872,7 @@ mod tests {
             g.node(next).propose_conf_change(cc),
             Err(ConsensusError::ChangeInProgress)
         ));
-        g.run(3);
+        g.run(2 * ELECTION_TICKS);
         let leader = g.leader().expect("a leader after the swap");
         assert!(!g.node(leader).is_joint());
         assert!(!g.node(leader).conf_change_pending());

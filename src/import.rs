@@ -89,6 +89,7 @@ pub fn import(
         last_zxid: image.last_zxid,
         voters: vec![MEMBER_ID],
         learners: Vec::new(),
+        joint: None,
     };
     let (path, _) = snapshots::write(&snapshots::dir_of(data_dir), &view, &meta)?;
 

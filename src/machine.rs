@@ -355,6 +355,16 @@ impl Machine {
                 applied.triggers = cx.triggers;
                 return applied;
             }
+            // Logged with the raft configuration change it describes: it must apply whatever
+            // became of the session that asked (the leader already checked the request).
+            Op::SetConfig { members } => {
+                applied.zxid = self.next_zxid();
+                let mut cx = Ctx::new(&self.config, &mut self.acls, applied.zxid, time_ms, cmd);
+                let (data, stat) = set_config(&mut self.state, &mut cx, members);
+                applied.triggers = cx.triggers;
+                applied.result = OpResult::Config { data, stat };
+                return applied;
+            }
             _ => {}
         }
 
@@ -394,16 +404,13 @@ impl Machine {
             },
             Op::Multi(ops) => multi(&mut self.state, &mut cx, ops),
             Op::Fail(code) => OpResult::Error(*code),
-            Op::SetConfig { members } => {
-                let (data, stat) = set_config(&mut self.state, &mut cx, members);
-                OpResult::Config { data, stat }
-            }
             // The leader turns every reconfig into SetConfig or Fail before it is logged.
             Op::Reconfig(_) => OpResult::Error(ErrorCode::ReconfigDisabled),
             // Handled above.
-            Op::CreateSession { .. } | Op::ExpireSessions { .. } | Op::DeleteContainer { .. } => {
-                OpResult::Error(ErrorCode::SystemError)
-            }
+            Op::CreateSession { .. }
+            | Op::ExpireSessions { .. }
+            | Op::DeleteContainer { .. }
+            | Op::SetConfig { .. } => OpResult::Error(ErrorCode::SystemError),
         };
         applied.triggers = cx.triggers;
         // A write refused for coming from a member the session left is not the session's

@@ -12,6 +12,7 @@ use raft::eraftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeType, Conf
 
 use crate::config::{MemberConfig, MemberSpec};
 use crate::consensus::Membership;
+use crate::machine::View;
 use crate::txn::ReconfigOp;
 
 /// The node holding the ensemble's configuration.
@@ -66,6 +67,28 @@ pub fn version(text: &str) -> i64 {
         .unwrap_or(0)
 }
 
+/// `/zookeeper/config`'s data, once a reconfig wrote it (every configuration change does).
+pub fn config_text(view: &View) -> Option<String> {
+    let data = view.node(CONFIG_NODE)?.data()?;
+    (!data.is_empty()).then(|| String::from_utf8_lossy(data).into_owned())
+}
+
+/// The configuration raft starts with. The static one (`configured`) names the first
+/// members, and the log replays every change after it. Once a change was made, a snapshot's
+/// configuration holds instead (the snapshot stands for the log before it); a member joining
+/// a running ensemble (`join`) has none until the leader's snapshot brings one.
+pub fn starting_membership(
+    configured: Membership,
+    join: bool,
+    loaded: Option<(&View, Membership)>,
+) -> Membership {
+    match loaded {
+        Some((view, members)) if join || config_text(view).is_some() => members,
+        _ if join => Membership::default(),
+        _ => configured,
+    }
+}
+
 /// A member of the static configuration as a list entry.
 pub fn spec_of(m: &MemberConfig) -> MemberSpec {
     MemberSpec {
@@ -89,6 +112,7 @@ pub fn membership(members: &[MemberSpec]) -> Membership {
     Membership {
         voters: ids(false),
         learners: ids(true),
+        joint: None,
     }
 }
 
@@ -278,6 +302,7 @@ mod tests {
         let m = |v: &[u64], l: &[u64]| Membership {
             voters: v.to_vec(),
             learners: l.to_vec(),
+            joint: None,
         };
         let kinds = |cc: &ConfChangeV2| -> Vec<(ConfChangeType, u64)> {
             cc.changes
@@ -295,5 +320,46 @@ mod tests {
         assert!(conf_change(&m(&[1], &[]), &m(&[1], &[])).changes.is_empty());
         assert!(has_live_quorum(&m(&[1, 2, 3, 4], &[]), &[1, 2, 3]));
         assert!(!has_live_quorum(&m(&[1, 2, 3, 4], &[]), &[1, 4]));
+    }
+
+    #[test]
+    fn the_configuration_raft_starts_with() {
+        use crate::machine::{Machine, MachineConfig};
+        use crate::txn::{Batch, Command, Op};
+        let m = |v: &[u64]| Membership {
+            voters: v.to_vec(),
+            learners: vec![],
+            joint: None,
+        };
+        let fresh = Machine::new(MachineConfig::default());
+        let mut changed = Machine::new(MachineConfig::default());
+        let set = Command {
+            session: 0,
+            xid: 0,
+            origin: 0,
+            auth: vec![],
+            seen_zxid: i64::MAX,
+            op: Op::SetConfig {
+                members: format(&current()),
+            },
+        };
+        let out = changed.apply_batch(
+            1,
+            &Batch {
+                time_ms: 0,
+                commands: vec![set],
+            },
+        );
+        let text = config_text(&changed.view()).expect("written");
+        assert_eq!(parse(&text).unwrap(), current());
+        assert_eq!(version(&text), out[0].zxid);
+        let (configured, snap) = (m(&[1, 2, 3]), m(&[2, 3, 4]));
+        let (fresh, changed) = (fresh.view(), changed.view());
+        let start = |join, loaded| starting_membership(configured.clone(), join, loaded);
+        assert_eq!(start(false, None), configured);
+        assert_eq!(start(false, Some((&fresh, snap.clone()))), configured);
+        assert_eq!(start(false, Some((&changed, snap.clone()))), snap);
+        assert_eq!(start(true, None), Membership::default());
+        assert_eq!(start(true, Some((&fresh, snap.clone()))), snap);
     }
 }

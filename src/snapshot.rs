@@ -22,6 +22,7 @@ use std::sync::Arc;
 use rkyv::rancor::Error as RkyvError;
 use rkyv::{Archive, Deserialize, Serialize};
 
+use crate::consensus::{ArchivedJoint, Joint};
 use crate::machine::{Machine, MachineConfig, View};
 use crate::proto::types::{Acl, SessionId, Zxid};
 use crate::session::{LastWrite, Session, SessionTable};
@@ -41,6 +42,8 @@ const KIND_HEADER: u8 = 1;
 const KIND_NODES: u8 = 2;
 const KIND_SESSIONS: u8 = 3;
 const KIND_END: u8 = 4;
+/// Right after the header, only while a configuration change is joint: its outgoing half.
+const KIND_JOINT: u8 = 5;
 
 /// Where in the replicated log a snapshot stands.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -52,6 +55,10 @@ pub struct Meta {
     /// The ensemble's voters and learners as of `index`.
     pub voters: Vec<u64>,
     pub learners: Vec<u64>,
+    /// The outgoing half of a joint configuration, in a record of its own (files without
+    /// one read as before).
+    #[rkyv(with = rkyv::with::Skip)]
+    pub joint: Option<Joint>,
 }
 
 #[derive(Archive, Serialize, Deserialize)]
@@ -166,6 +173,9 @@ pub fn encode(
             sessions_created,
         },
     )?;
+    if let Some(joint) = &meta.joint {
+        out.record(KIND_JOINT, joint)?;
+    }
 
     // Nodes in pre-order, walking each node's (sorted) children set.
     let tree = view.tree();
@@ -345,7 +355,7 @@ fn records(bytes: &[u8]) -> Result<Vec<Raw<'_>>, SnapshotError> {
         let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
         let crc = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
         let kind = h[8];
-        if len > MAX_PAYLOAD || !(KIND_HEADER..=KIND_END).contains(&kind) || h[9..] != [0; 7] {
+        if len > MAX_PAYLOAD || !(KIND_HEADER..=KIND_JOINT).contains(&kind) || h[9..] != [0; 7] {
             return Err(corrupt(off, "bad record header"));
         }
         let start = off + RECORD_HEADER_LEN;
@@ -384,10 +394,23 @@ pub fn read_meta(bytes: &[u8]) -> Result<Meta, SnapshotError> {
     aligned(bytes, |bytes| {
         let recs = records(bytes)?;
         check_shape(&recs)?;
-        let header: &ArchivedHeader = access(&recs[0])?;
-        rkyv::deserialize::<Meta, RkyvError>(&header.meta)
-            .map_err(|e| corrupt(recs[0].offset, e.to_string()))
+        meta_of(&recs)
     })
+}
+
+/// The header's `Meta`, with the joint record after it if there is one.
+fn meta_of(recs: &[Raw<'_>]) -> Result<Meta, SnapshotError> {
+    let header: &ArchivedHeader = access(&recs[0])?;
+    let mut meta = rkyv::deserialize::<Meta, RkyvError>(&header.meta)
+        .map_err(|e| corrupt(recs[0].offset, e.to_string()))?;
+    if let Some(raw) = recs.get(1).filter(|r| r.kind == KIND_JOINT) {
+        let joint: &ArchivedJoint = access(raw)?;
+        meta.joint = Some(
+            rkyv::deserialize::<Joint, RkyvError>(joint)
+                .map_err(|e| corrupt(raw.offset, e.to_string()))?,
+        );
+    }
+    Ok(meta)
 }
 
 /// Runs `f` on `bytes` 16-byte aligned, as rkyv needs them in place: a buffer from a plain
@@ -419,9 +442,7 @@ pub fn decode(bytes: &[u8], config: MachineConfig) -> Result<(Meta, Machine), Sn
 fn decode_aligned(bytes: &[u8], config: MachineConfig) -> Result<(Meta, Machine), SnapshotError> {
     let recs = records(bytes)?;
     check_shape(&recs)?;
-    let header: &ArchivedHeader = access(&recs[0])?;
-    let meta = rkyv::deserialize::<Meta, RkyvError>(&header.meta)
-        .map_err(|e| corrupt(recs[0].offset, e.to_string()))?;
+    let meta = meta_of(&recs)?;
 
     // Two cores: this thread decodes records and completes nodes, a second one puts them into
     // the map (about a third of the work).
@@ -473,6 +494,7 @@ fn decode_records(
             return Err(corrupt(raw.offset, "a record after the end record"));
         }
         match raw.kind {
+            KIND_JOINT if raw.offset == recs[1].offset => {} // read with the header
             KIND_NODES => {
                 let chunk: &ArchivedNodeChunk = access(raw)?;
                 for acl in chunk.new_acls.iter() {
@@ -680,6 +702,7 @@ mod tests {
             last_zxid: m.last_zxid(),
             voters: vec![1],
             learners: vec![],
+            joint: None,
         }
     }
 
@@ -704,6 +727,31 @@ mod tests {
         assert_eq!(a.session_table(), b.session_table());
         assert_eq!(a.last_zxid(), b.last_zxid());
         assert_eq!(read_meta(&bytes).unwrap(), meta(&m));
+    }
+
+    #[test]
+    fn a_joint_configuration_is_kept_in_a_record_of_its_own() {
+        let m = sample();
+        let mut joint_meta = meta(&m);
+        joint_meta.voters = vec![2, 3, 4];
+        joint_meta.joint = Some(Joint {
+            voters_outgoing: vec![1, 2, 3],
+            learners_next: vec![1],
+            auto_leave: true,
+        });
+        let mut bytes = Vec::new();
+        encode(&m.view(), &joint_meta, &mut |b| {
+            bytes.extend_from_slice(b);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(read_meta(&bytes).unwrap(), joint_meta);
+        let (got, restored) = decode(&bytes, MachineConfig::default()).unwrap();
+        assert_eq!(got, joint_meta);
+        assert_eq!(restored.digest(), m.digest());
+        // A plain configuration writes no such record: files read as before.
+        let plain = bytes_of(&m);
+        assert_eq!(read_meta(&plain).unwrap().joint, None);
     }
 
     #[test]

@@ -108,6 +108,7 @@ fn run_profile(profile: sim::Profile, seeds: &[u64]) -> Vec<sim::Failure> {
                 total.snapshots_sent += s.snapshots_sent;
                 total.snapshots_installed += s.snapshots_installed;
                 total.wipes += s.wipes;
+                total.reconfigs += s.reconfigs;
                 total.reads += s.reads;
                 total.virtual_ms += s.virtual_ms;
                 total.events += s.events;
@@ -120,7 +121,7 @@ fn run_profile(profile: sim::Profile, seeds: &[u64]) -> Vec<sim::Failure> {
          {} acks, {} repeats answered from the idempotency record, {} reads after a sync, {} \
          new leaders, {} crashes ({} power losses, {} torn writes, {} wiped disks), {} log \
          entries overwritten, {} partitions ({} proposals in a minority), {} snapshots \
-         streamed ({} installed), {:.0}s of virtual time, {} events",
+         streamed ({} installed), {} configuration changes, {:.0}s of virtual time, {} events",
         seeds.len(),
         started.elapsed().as_secs_f64(),
         failures.len(),
@@ -139,6 +140,7 @@ fn run_profile(profile: sim::Profile, seeds: &[u64]) -> Vec<sim::Failure> {
         total.minority_proposals,
         total.snapshots_sent,
         total.snapshots_installed,
+        total.reconfigs,
         total.virtual_ms as f64 / 1000.0,
         total.events
     );

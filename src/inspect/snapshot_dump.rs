@@ -30,12 +30,18 @@ pub fn dump(file: &Path, json: bool, out: &mut dyn Write) -> Result<(), InspectE
     let view = machine.view();
     let voters = format!("{:?}", meta.voters).replace(' ', "");
     let learners = format!("{:?}", meta.learners).replace(' ', "");
+    // Only while a change of several voters was under way: the outgoing voters.
+    let outgoing = meta.joint.as_ref().map(|j| j.voters_outgoing.clone());
+    let joint = match &outgoing {
+        Some(ids) => format!(" outgoing_voters={}", format!("{ids:?}").replace(' ', "")),
+        None => String::new(),
+    };
     emit(
         out,
         json,
         || {
             format!(
-                "snapshot index={} term={} last_zxid={} nodes={} sessions={} voters={voters} learners={learners}",
+                "snapshot index={} term={} last_zxid={} nodes={} sessions={} voters={voters} learners={learners}{joint}",
                 meta.index,
                 meta.term,
                 hex(meta.last_zxid),
@@ -47,7 +53,8 @@ pub fn dump(file: &Path, json: bool, out: &mut dyn Write) -> Result<(), InspectE
             json!({"type": "snapshot", "file": path.display().to_string(), "index": meta.index,
                    "term": meta.term, "last_zxid": hex(meta.last_zxid),
                    "nodes": view.node_count(), "sessions": view.session_count(),
-                   "voters": meta.voters, "learners": meta.learners})
+                   "voters": meta.voters, "learners": meta.learners,
+                   "outgoing_voters": outgoing})
         },
     )?;
 

@@ -153,6 +153,7 @@ impl Fixture {
                     last_zxid: view.last_zxid(),
                     voters: vec![1],
                     learners: vec![],
+                    joint: None,
                 };
                 snapshots::write(&snapshots::dir_of(&dir), &view, &meta).unwrap();
             }
@@ -389,6 +390,7 @@ fn snapshot_that_disagrees_with_the_log_fails() {
         last_zxid: view.last_zxid(),
         voters: vec![1],
         learners: vec![],
+        joint: None,
     };
     snapshots::write(&snapshots::dir_of(&f.dir), &view, &meta).unwrap();
     let (v, text) = verify_text(&f.dir);

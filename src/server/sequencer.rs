@@ -187,21 +187,23 @@ pub async fn run(
             let members = Membership {
                 voters: l.meta.voters,
                 learners: l.meta.learners,
+                joint: l.meta.joint,
             };
             (l.machine, Some((l.meta.index, l.meta.term)), Some(members))
         }
         None => (Machine::new(machine_config.clone()), None, None),
     };
-    // The static configuration names the first members. Once a reconfig changed them, the
-    // snapshot's configuration holds (entries after it replay any later change); a member
-    // joining a running ensemble has none until the leader's snapshot brings one.
-    let membership = if config.is_ensemble() && (config.join || config_text(&machine).is_some()) {
-        snapshot_members.unwrap_or_default()
+    let configured = Membership {
+        voters: config.voters(),
+        learners: config.learners(),
+        joint: None,
+    };
+    let membership = if config.is_ensemble() {
+        let view = machine.view();
+        let loaded = snapshot_members.map(|m| (&view, m));
+        reconfig::starting_membership(configured, config.join, loaded)
     } else {
-        Membership {
-            voters: config.voters(),
-            learners: config.learners(),
-        }
+        configured
     };
     let consensus = Consensus::new(
         config.server_id,
@@ -726,7 +728,6 @@ impl Sequencer {
         // last snapshot must also reach a quarter of that snapshot's size (at most 4x write
         // amplification; a restart replays at most that much log).
         if s.running
-            || self.consensus.is_joint()
             || (s.commands < config.snap_count && s.bytes < config.snap_bytes)
             || s.bytes < s.last_bytes / SNAPSHOT_LOG_RATIO
             || s.not_before.is_some_and(|t| Instant::now() < t)
@@ -1012,7 +1013,7 @@ impl Sequencer {
         };
         let cc: ConfChangeV2 =
             protobuf::Message::parse_from_bytes(&entry.data).map_err(|e| bad(e.to_string()))?;
-        self.membership = self.consensus.apply_conf_change(&cc)?;
+        self.membership = self.consensus.apply_conf_change(entry.index, &cc)?;
         tracing::info!(
             index = entry.index,
             voters = ?self.membership.voters,
@@ -1037,7 +1038,7 @@ impl Sequencer {
         self.config_zxid = zxid;
         let config = &self.shared.config;
         let fallback = || config.members.iter().map(reconfig::spec_of).collect();
-        self.members = match config_text(&self.machine) {
+        self.members = match reconfig::config_text(&self.machine.view()) {
             None => fallback(),
             Some(text) => reconfig::parse(&text).unwrap_or_else(|e| {
                 tracing::error!("{CONFIG_NODE} does not parse ({e}); keeping the static members");
@@ -1250,6 +1251,7 @@ impl Sequencer {
             last_zxid: view.last_zxid(),
             voters: self.membership.voters.clone(),
             learners: self.membership.learners.clone(),
+            joint: self.membership.joint.clone(),
         };
         (view, meta)
     }
@@ -1266,10 +1268,8 @@ impl Sequencer {
             return; // the transfer under way reports for both
         }
         let addr = self.peers.as_ref().and_then(|p| p.addr(to));
-        // Not the state we hold now, or a joint configuration (a snapshot records only a
-        // plain one): raft asks again.
-        let Some(addr) = addr.filter(|_| index == self.applied_index && !self.consensus.is_joint())
-        else {
+        // Not the state we hold now: raft asks again.
+        let Some(addr) = addr.filter(|_| index == self.applied_index) else {
             self.consensus.snapshot_sent(to, false);
             return;
         };
@@ -1693,13 +1693,6 @@ fn internal(op: Op) -> Command {
         seen_zxid: i64::MAX,
         op,
     }
-}
-
-/// `/zookeeper/config`'s data, once a reconfig wrote it.
-fn config_text(machine: &Machine) -> Option<String> {
-    let view = machine.view();
-    let data = view.node(CONFIG_NODE)?.data()?;
-    (!data.is_empty()).then(|| String::from_utf8_lossy(data).into_owned())
 }
 
 fn send_all(peers: Option<&Peers>, messages: Vec<raft::eraftpb::Message>) {

@@ -24,10 +24,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use raft::eraftpb::{Entry, HardState, Message, MessageType};
 use rand::Rng;
-use ringkeeper::consensus::{Consensus, Membership, StoredEntry, ELECTION_TICKS, TICK_MS};
+use ringkeeper::config::MemberSpec;
+use ringkeeper::consensus::{
+    entry_payload, is_conf_change, Consensus, Membership, StoredEntry, ELECTION_TICKS, TICK_MS,
+};
 use ringkeeper::machine::{Machine, MachineConfig};
+use ringkeeper::reconfig;
 use ringkeeper::snapshot;
-use ringkeeper::txn::Batch;
+use ringkeeper::txn::{Batch, Command, Op};
 
 use super::client::{origin_member, Reply, Request, SyncRequest};
 use super::disk::{Disk, Record, Write, MAX_BACKLOG};
@@ -64,6 +68,8 @@ pub struct Member {
 pub struct Node {
     pub consensus: Consensus,
     pub machine: Machine,
+    /// Who votes and who listens, as raft applied it last (a snapshot's metadata).
+    pub membership: Membership,
     pub applied_index: u64,
     /// The last log index the shell was given to persist (or recovered): raft's last index
     /// may not pass it without entries going through the shell.
@@ -157,6 +163,7 @@ impl Sim {
         let id = self.members[m].id;
         let voters: Vec<u64> = (1..=self.members.len() as u64).collect();
         let durable = &self.members[m].disk.durable;
+        let mut snapshot_members = None;
         let (machine, snapshot_at) = match &durable.snapshot {
             Some(s) => {
                 let (meta, machine) = snapshot::decode(&s.bytes, MachineConfig::default())
@@ -167,6 +174,11 @@ impl Sim {
                         s.index, s.term, meta.index, meta.term
                     ));
                 }
+                snapshot_members = Some(Membership {
+                    voters: meta.voters,
+                    learners: meta.learners,
+                    joint: meta.joint,
+                });
                 (machine, Some((meta.index, meta.term)))
             }
             None => (Machine::new(MachineConfig::default()), None),
@@ -183,10 +195,14 @@ impl Sim {
         let hard_state = durable.hard_state;
         let restored = entries.len();
         let log_tail = entries.last().map_or(snap_index, |e| e.index);
-        let members = Membership {
+        let configured = Membership {
             voters,
             learners: Vec::new(),
+            joint: None,
         };
+        let view = machine.view();
+        let loaded = snapshot_members.map(|members| (&view, members));
+        let members = reconfig::starting_membership(configured, false, loaded);
         let mut consensus = Consensus::new(id, &members, snapshot_at, entries, hard_state)
             .map_err(|e| format!("member {id} cannot start from its log: {e}"))?;
         pin_election_timeout(&mut consensus, self.cfg.seed, id);
@@ -198,6 +214,7 @@ impl Sim {
         member.node = Some(Node {
             consensus,
             machine,
+            membership: members,
             applied_index: snap_index,
             log_tail,
             pending: Vec::new(),
@@ -224,6 +241,73 @@ impl Sim {
         let phase = self.rng.gen_range(0..TICK_MS * MS);
         self.q.after(phase, Event::Tick { m, life });
         self.pump(m)
+    }
+
+    /// The leader changes who votes (sequencer `reconfigure`): 3 to all members vote, the
+    /// others observe, and the new list goes with the change as `/zookeeper/config`.
+    pub fn reconfigure(&mut self) -> Result<(), String> {
+        let n = self.members.len();
+        let Some(l) = (0..n).find(|&m| {
+            self.members[m]
+                .node
+                .as_ref()
+                .is_some_and(|x| x.consensus.is_leader())
+        }) else {
+            return Ok(());
+        };
+        let mut order: Vec<u64> = (1..=n as u64).collect();
+        for i in (1..n).rev() {
+            order.swap(i, self.rng.gen_range(0..=i));
+        }
+        let k = self.rng.gen_range(super::MIN_VOTERS..=n);
+        let learners = &order[k..];
+        let next = Membership::from(&raft::eraftpb::ConfState::from((
+            order[..k].to_vec(),
+            learners.to_vec(),
+        )));
+        let list: Vec<MemberSpec> = (1..=n as u64)
+            .map(|id| MemberSpec {
+                id,
+                peer: format!("10.0.0.{id}:2888"),
+                election: None,
+                client: None,
+                observer: learners.contains(&id),
+            })
+            .collect();
+        let time_ms = self.now_ms(l);
+        let id = self.members[l].id;
+        let node = self.members[l].node.as_mut().expect("live");
+        let mut cc = reconfig::conf_change(&node.consensus.membership(), &next);
+        if cc.changes.is_empty() {
+            return Ok(());
+        }
+        let batch = Batch {
+            time_ms,
+            commands: vec![Command {
+                session: 0,
+                xid: 0,
+                origin: 0,
+                auth: Vec::new(),
+                seen_zxid: i64::MAX,
+                op: Op::SetConfig {
+                    members: reconfig::format(&list),
+                },
+            }],
+        };
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&batch)
+            .map_err(|e| format!("cannot serialize a batch: {e}"))?;
+        cc.context = bytes.to_vec().into();
+        match node.consensus.propose_conf_change(cc) {
+            Ok(()) => {
+                self.reconfigs += 1;
+                self.note_major(format!(
+                    "member {id} proposes a configuration: voters {:?}, observers {:?}",
+                    next.voters, next.learners
+                ))
+            }
+            Err(e) => self.note(format!("member {id}: configuration change refused: {e}")),
+        }
+        self.pump(l)
     }
 
     pub fn crash(&mut self, m: usize) {
@@ -681,12 +765,24 @@ impl Sim {
                         entry.index, node.applied_index
                     ));
                 }
-                checker.entry(id, entry.index, entry.term, &entry.data)?;
-                node.applied_index = entry.index;
-                if entry.data.is_empty() {
-                    continue; // a new leader's empty entry
+                let conf_change = is_conf_change(entry);
+                if conf_change {
+                    let cc = protobuf::Message::parse_from_bytes(&entry.data).map_err(|e| {
+                        format!("member {id}: change {} does not decode: {e}", entry.index)
+                    })?;
+                    node.membership = node
+                        .consensus
+                        .apply_conf_change(entry.index, &cc)
+                        .map_err(|e| format!("member {id}: change {}: {e}", entry.index))?;
                 }
-                let batch = decode_batch(entry.index, &entry.data)?;
+                let payload = entry_payload(&entry.data, conf_change)
+                    .map_err(|e| format!("member {id}: entry {}: {e}", entry.index))?;
+                checker.entry(id, entry.index, entry.term, &payload)?;
+                node.applied_index = entry.index;
+                if payload.is_empty() {
+                    continue; // a new leader's empty entry, or raft leaving a joint configuration
+                }
+                let batch = decode_batch(entry.index, &payload)?;
                 let applied = node.machine.apply_batch(entry.term, &batch);
                 for (pos, a) in applied.iter().enumerate() {
                     checker.app(id, entry.index, pos, &batch.commands[pos], a)?;

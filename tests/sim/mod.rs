@@ -7,7 +7,8 @@
 //!
 //! One seed decides everything: the configuration (member count, network quality, disk speed,
 //! which faults), the fault schedule and the workload. A run has two phases: faults (crashes,
-//! torn writes, partitions, lossy links, wiped disks) while clients write and read after a
+//! torn writes, partitions, lossy links, wiped disks, and on half the 5-member seeds the
+//! leader changing who votes, joint changes included) while clients write and read after a
 //! sync, then settling (everything healed and restarted) until every member has applied the
 //! same last index; then the checks. Members that fell behind a compacted log catch up from a
 //! snapshot the leader streams (`snap`).
@@ -88,7 +89,13 @@ pub struct Config {
     /// A member may lose its data dir (log, hard state, snapshots) and restart empty; only
     /// while the others hold everything it could have acknowledged (see `Sim::wipe_safe`).
     pub wipes: bool,
+    /// The leader changes who votes now and then (3 to all members; the others observe):
+    /// raft configuration changes, joint ones included, under every other fault.
+    pub reconfigs: bool,
 }
+
+/// Fewest voters a configuration change leaves (see `Sim::reconfigure`).
+pub const MIN_VOTERS: usize = 3;
 
 impl Config {
     /// The configuration of `seed`: even seeds run 3 members, odd seeds 5.
@@ -118,6 +125,7 @@ impl Config {
             clock_skew_ms: (0..members).map(|_| rng.gen_range(-2_000..2_000)).collect(),
             ops_per_client: rng.gen_range(20..80),
             wipes: false,
+            reconfigs: false,
         };
         if profile == Profile::Lagging {
             cfg.fault_phase = rng.gen_range(60 * SEC..90 * SEC);
@@ -128,6 +136,7 @@ impl Config {
         }
         // Drawn last, so that the draws above keep their meaning across versions.
         cfg.wipes = rng.gen_bool(0.4);
+        cfg.reconfigs = members > MIN_VOTERS && rng.gen_bool(0.5);
         cfg
     }
 }
@@ -233,6 +242,8 @@ pub struct Summary {
     pub snapshots_installed: u64,
     /// Members restarted with an empty data dir.
     pub wipes: u64,
+    /// Configuration changes proposed (who votes; see `Sim::reconfigure`).
+    pub reconfigs: u64,
     /// Syncs answered (each followed by a read the checker verifies).
     pub reads: u64,
     pub virtual_ms: u64,
@@ -292,6 +303,7 @@ pub struct Sim {
     pub events: u64,
     pub snapshots_sent: u64,
     pub snapshots_installed: u64,
+    pub reconfigs: u64,
     /// Members down for a wipe, and how many more times the restart may wait for it to be
     /// safe before it restarts with its disk.
     pub wipe_pending: Vec<Option<u32>>,
@@ -361,6 +373,7 @@ impl Sim {
             events: 0,
             snapshots_sent: 0,
             snapshots_installed: 0,
+            reconfigs: 0,
             wipe_pending,
         }
     }
@@ -425,6 +438,7 @@ impl Sim {
             partitions: self.net.epochs,
             snapshots_sent: self.snapshots_sent,
             snapshots_installed: self.snapshots_installed,
+            reconfigs: self.reconfigs,
             wipes: self.members.iter().map(|m| m.disk.wipes).sum(),
             reads: self.checker.answers.len() as u64,
             virtual_ms: self.q.now() / MS,
@@ -551,7 +565,14 @@ impl Sim {
             }
             40..=69 if self.cfg.partitions && self.net.partition.is_none() => {
                 self.net.epochs += 1;
-                let p = Partition::random(&mut self.rng, self.net.epochs, n);
+                // With changing voters, only a group too small for any configuration's
+                // quorum is sure not to commit.
+                let quorum = if self.cfg.reconfigs {
+                    MIN_VOTERS / 2 + 1
+                } else {
+                    n / 2 + 1
+                };
+                let p = Partition::random(&mut self.rng, self.net.epochs, n, quorum);
                 self.note_major(format!("partition {}: {}", p.epoch, p.describe()));
                 let heal = self.rng.gen_range(200 * MS..4 * SEC);
                 self.q.after(heal, Event::Heal { epoch: p.epoch });
@@ -567,6 +588,7 @@ impl Sim {
                 let back = self.rng.gen_range(self.cfg.outage.0..=self.cfg.outage.1);
                 self.q.after(back, Event::Restart { m });
             }
+            85..=99 if self.cfg.reconfigs => self.reconfigure()?,
             70..=72 if self.cfg.power_loss => {
                 self.note_major("power loss: every member crashes".into());
                 self.power_losses += 1;
@@ -719,6 +741,8 @@ impl Sim {
                 && node.applied_index == last
                 && node.consensus.last_index() == last
                 && node.is_quiet()
+                // A joint configuration is left by itself.
+                && !node.consensus.is_joint()
         })
     }
 

@@ -186,6 +186,28 @@ impl Model {
             };
             return fresh(zxid, result);
         }
+        if let Op::SetConfig { members } = &cmd.op {
+            // A membership change: /zookeeper/config gets the list and its version (this
+            // zxid, in hex), whoever asked.
+            let zxid = self.next_zxid();
+            let data = format!("{members}version={zxid:x}").into_bytes();
+            let node = self
+                .state
+                .nodes
+                .get_mut("/zookeeper/config")
+                .expect("a built-in node");
+            node.data = Some(data.clone());
+            node.version += 1;
+            node.mzxid = zxid;
+            node.mtime = time_ms;
+            return fresh(
+                zxid,
+                OpResult::Config {
+                    data,
+                    stat: node.stat(),
+                },
+            );
+        }
         let Some(session) = self.state.sessions.get(&cmd.session) else {
             let zxid = self.next_zxid();
             return fresh(zxid, OpResult::Error(ErrorCode::SessionExpired));

@@ -60,9 +60,8 @@ pub struct Partition {
 }
 
 impl Partition {
-    pub fn new(epoch: u64, group: Vec<u8>) -> Partition {
-        let n = group.len();
-        let quorum = n / 2 + 1;
+    /// `quorum`: the fewest members that can commit (a majority of the fewest voters).
+    pub fn new(epoch: u64, group: Vec<u8>, quorum: usize) -> Partition {
         let minority = group
             .iter()
             .map(|g| group.iter().filter(|h| *h == g).count() < quorum)
@@ -76,7 +75,7 @@ impl Partition {
 
     /// A random split of `n` members: one member cut off, a minority against a majority, or
     /// (rarely) three groups where nobody has a quorum.
-    pub fn random(rng: &mut StdRng, epoch: u64, n: usize) -> Partition {
+    pub fn random(rng: &mut StdRng, epoch: u64, n: usize, commit_quorum: usize) -> Partition {
         let quorum = n / 2 + 1;
         let mut order: Vec<usize> = (0..n).collect();
         // Fisher-Yates with our own rng, so the split depends only on the seed.
@@ -98,7 +97,7 @@ impl Partition {
                 }
             }
         }
-        Partition::new(epoch, group)
+        Partition::new(epoch, group, commit_quorum)
     }
 
     pub fn describe(&self) -> String {

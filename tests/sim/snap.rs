@@ -55,7 +55,6 @@ impl Sim {
             (meta.index, meta.term)
         };
         let id = self.members[m].id;
-        let voters: Vec<u64> = (1..=self.members.len() as u64).collect();
         let node = self.members[m].node.as_mut().expect("a live member");
         if node.transfers.contains(&to) {
             return Ok(()); // the transfer under way reports for both
@@ -76,8 +75,9 @@ impl Sim {
             index,
             term,
             last_zxid: view.last_zxid(),
-            voters,
-            learners: Vec::new(),
+            voters: node.membership.voters.clone(),
+            learners: node.membership.learners.clone(),
+            joint: node.membership.joint.clone(),
         };
         let mut data = Vec::new();
         snapshot::encode(&view, &meta, &mut |b| {
@@ -288,6 +288,7 @@ impl Sim {
         node.machine = machine;
         node.applied_index = index;
         node.installed = Some((ready, index));
+        node.membership = node.consensus.membership();
         self.snapshots_installed += 1;
         self.checker.snapshot_state(id, index, view);
         self.note_major(format!("member {id} installs the snapshot at {index}"));
