@@ -592,14 +592,28 @@ def test_a_write_on_a_moved_session_gets_session_moved(ensemble, kz):
     reads on the old one still work. (ZooKeeper 3.8 closes the old connection
     instead of answering; either way the write must not happen.)"""
     ens = ensemble(3)
+    ens.wait_converged()  # a raw client does not retry a member that does not serve yet
     a, b = other_members(ens, ens.leader())[0], ens.leader()
     old = zkwire.connect(a.addr, timeout_ms=6000)
-    new = zkwire.RawConn(b.addr)
+    new = None
     try:
         rep, _, _ = old.create("/moved-before")
         assert rep.err == zkwire.OK
-        resp = new.handshake(timeout_ms=6000, session_id=old.session_id, passwd=old.passwd, last_zxid=old.last_zxid)
-        assert resp.timeout > 0 and resp.session_id == old.session_id
+
+        def resumed():
+            # A member that has not applied what the client saw yet closes the connection
+            # (as ZooKeeper does): the client tries again.
+            nonlocal new
+            new = zkwire.RawConn(b.addr)
+            try:
+                resp = new.handshake(timeout_ms=6000, session_id=old.session_id, passwd=old.passwd,
+                                     last_zxid=old.last_zxid)
+                return resp.timeout > 0 and resp.session_id == old.session_id
+            except (zkwire.Closed, OSError):
+                new.close()
+                return False
+
+        wait_until(resumed, 10, interval=0.05, what="the session to resume on member %d" % b.id)
         rep, _, _ = new.create("/moved-new")
         assert rep.err == zkwire.OK
         try:
@@ -621,7 +635,8 @@ def test_a_write_on_a_moved_session_gets_session_moved(ensemble, kz):
         assert rep.err == zkwire.OK
     finally:
         old.close()
-        new.close()
+        if new is not None:
+            new.close()
 
 
 @pytest.mark.timeout(90)
