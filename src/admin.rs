@@ -1062,6 +1062,8 @@ metrics! {
         forwards_dropped,
         /// Writes answered SessionMoved: their session had moved to another member.
         sessions_moved,
+        /// Configuration changes (reconfig, or raft leaving a joint configuration) applied.
+        config_changes,
         /// Leader changes this member saw, and the connections it closed because a write of
         /// theirs may have been lost with the old leader.
         leader_changes,

@@ -1014,6 +1014,7 @@ impl Sequencer {
         let cc: ConfChangeV2 =
             protobuf::Message::parse_from_bytes(&entry.data).map_err(|e| bad(e.to_string()))?;
         self.membership = self.consensus.apply_conf_change(entry.index, &cc)?;
+        self.shared.metrics.config_changes.inc();
         tracing::info!(
             index = entry.index,
             voters = ?self.membership.voters,
