@@ -21,7 +21,7 @@ const RAFT: u8 = 2;
 const FORWARD: u8 = 3;
 const TOUCH: u8 = 4;
 const SNAPSHOT_CHUNK: u8 = 5;
-const DETACH: u8 = 6;
+const ATTACHED: u8 = 6;
 const DIGEST: u8 = 7;
 
 #[derive(Debug, thiserror::Error)]
@@ -52,9 +52,9 @@ pub enum PeerMsg {
     /// Part of a snapshot file (`crate::snapshot`'s format) streamed to a member that fell
     /// too far behind; the raft `MsgSnapshot` that follows on the same connection ends it.
     SnapshotChunk(Vec<u8>),
-    /// A client resumed this session on the sender: connections elsewhere that still hold
-    /// it are stale and close.
-    Detach(SessionId),
+    /// To the leader: a client attached this session on the sender (new writes on it from
+    /// any other member are answered SessionMoved).
+    Attached(SessionId),
     /// The leader's tree digest after applying entry `index`, for members to compare.
     Digest {
         index: u64,
@@ -93,8 +93,8 @@ pub fn encode(msg: &PeerMsg, out: &mut Vec<u8>) -> Result<(), PeerProtoError> {
             out.extend_from_slice(&index.to_le_bytes());
             out.extend_from_slice(&digest.to_le_bytes());
         }
-        PeerMsg::Detach(session) => {
-            out.push(DETACH);
+        PeerMsg::Attached(session) => {
+            out.push(ATTACHED);
             out.extend_from_slice(&session.to_le_bytes());
         }
         PeerMsg::SnapshotChunk(bytes) => {
@@ -187,11 +187,11 @@ pub fn decode(body: &[u8]) -> Result<PeerMsg, PeerProtoError> {
                 digest: word(8),
             })
         }
-        DETACH => {
+        ATTACHED => {
             let bytes: [u8; 8] = payload
                 .try_into()
-                .map_err(|_| PeerProtoError::Malformed("detach"))?;
-            Ok(PeerMsg::Detach(i64::from_le_bytes(bytes)))
+                .map_err(|_| PeerProtoError::Malformed("attached"))?;
+            Ok(PeerMsg::Attached(i64::from_le_bytes(bytes)))
         }
         k => Err(PeerProtoError::UnknownKind(k)),
     }
@@ -238,7 +238,7 @@ mod tests {
         }]));
         round_trip(PeerMsg::Touch(vec![(1, 4000), (-5, 10)]));
         round_trip(PeerMsg::SnapshotChunk(vec![7; 1000]));
-        round_trip(PeerMsg::Detach(0x0100_0000_0000_0042));
+        round_trip(PeerMsg::Attached(0x0100_0000_0000_0042));
         round_trip(PeerMsg::Digest {
             index: 77,
             digest: u64::MAX - 3,

@@ -91,7 +91,8 @@ pub enum ToSequencer {
     Commands(Vec<Command>),
     /// Sessions that showed activity since the last report, with their negotiated timeouts.
     Touch(Vec<(SessionId, i32)>),
-    /// A session was resumed on this connection: every other connection holding it closes.
+    /// A session was resumed on this connection: this member's other connections holding it
+    /// close, and the leader hears where it lives now (SessionMoved elsewhere).
     Attach {
         session: SessionId,
         origin: Origin,

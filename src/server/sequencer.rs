@@ -454,7 +454,7 @@ impl Sequencer {
                 self.session_moved(session, self.shared.config.server_id);
                 if let (Some(peers), Some(leader)) = (&self.peers, self.known_leader) {
                     if leader != self.shared.config.server_id {
-                        peers.send(leader, &PeerMsg::Detach(session));
+                        peers.send(leader, &PeerMsg::Attached(session));
                     }
                 }
             }
@@ -551,7 +551,7 @@ impl Sequencer {
                     self.touch(sessions);
                 }
             }
-            PeerMsg::Detach(session) => self.session_moved(session, from),
+            PeerMsg::Attached(session) => self.session_moved(session, from),
             PeerMsg::Digest { index, digest } => {
                 self.digests.leader(index, digest);
                 self.check_digests();
