@@ -199,6 +199,9 @@ pub struct ConfStats {
     pub min_session_timeout_ms: i32,
     pub max_session_timeout_ms: i32,
     pub server_id: u64,
+    /// An ensemble's members in ZooKeeper's dynamic configuration format (`server.N=` lines,
+    /// `version=`), as `conf` lists them after `membership:`.
+    pub membership: Option<String>,
 }
 
 impl ConfStats {
@@ -212,6 +215,7 @@ impl ConfStats {
             min_session_timeout_ms: config.min_session_timeout_ms,
             max_session_timeout_ms: config.max_session_timeout_ms,
             server_id: config.server_id,
+            membership: None,
         }
     }
 }
@@ -489,6 +493,13 @@ fn conf(out: &mut String, s: &ServerStats) {
     let _ = writeln!(out, "maxSessionTimeout={}", c.max_session_timeout_ms);
     out.push_str("clientPortListenBacklog=-1\n");
     let _ = writeln!(out, "serverId={}", c.server_id);
+    if let Some(members) = &c.membership {
+        out.push_str("membership: \n");
+        out.push_str(members);
+        if !members.ends_with('\n') {
+            out.push('\n');
+        }
+    }
 }
 
 fn mntr(out: &mut String, s: &ServerStats) {
@@ -1304,6 +1315,7 @@ mod tests {
                 min_session_timeout_ms: 4000,
                 max_session_timeout_ms: 40000,
                 server_id: 0,
+                membership: None,
             },
             data_dir_size: 67109337,
             log_dir_size: 67109337,

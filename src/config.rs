@@ -671,6 +671,12 @@ impl Config {
 
     fn validate_members(&self) -> Result<(), ConfigError> {
         if self.members.is_empty() {
+            if self.join {
+                return Err(invalid(
+                    "join needs the ensemble's members (and this one) in the member list"
+                        .to_string(),
+                ));
+            }
             return Ok(());
         }
         for (i, m) in self.members.iter().enumerate() {
@@ -2101,6 +2107,7 @@ observer = true
             ),
             (&["--server-id=0"], "server_id must be"),
             (&["--server-id=256"], "server_id must be"),
+            (&["--join"], "join needs the ensemble's members"),
             (&["--log-level=info,[[["], "log_level"),
             (&["--client-addr=nohost"], "client_addr `nohost`"),
         ];

@@ -117,6 +117,19 @@ impl Shard {
             ..ServerStats::default()
         };
         (stats.open_fds, stats.max_fds) = admin::fd_counts();
+        if shared.config.is_ensemble() {
+            // The replicated list once a reconfig wrote it, else the configured one.
+            stats.conf.membership =
+                Some(crate::reconfig::config_text(&view).unwrap_or_else(|| {
+                    let members: Vec<_> = shared
+                        .config
+                        .members
+                        .iter()
+                        .map(crate::reconfig::spec_of)
+                        .collect();
+                    format!("{}version=0", crate::reconfig::format(&members))
+                }));
+        }
         let gather = word.needs_connections()
             || word.needs_watches()
             || word.needs_dump()

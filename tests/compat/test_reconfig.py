@@ -23,6 +23,7 @@ from kazoo.exceptions import (
 )
 
 import harness
+import zkwire
 from harness import wait_until
 from test_ensemble import RECOVER_S, kz, member_trees  # noqa: F401 (kz is a fixture)
 
@@ -90,10 +91,11 @@ def test_a_member_joins_and_the_leader_removes_itself(ensemble, kz):  # noqa: F8
     ens.wait_converged()
     trees = member_trees(ens, kz)
     assert "/before/n49" in trees[spare.id] and "/after-join" in trees[spare.id]
-    # Every member reads the same configuration.
+    # Every member reads the same configuration, and `conf` lists it as ZooKeeper does.
     for m in ens.members:
         got, _ = kz(m.hosts).get("/zookeeper/config")
         assert got == data
+        assert "membership: \n" + data.decode() in zkwire.four_letter(m.addr, "conf")
 
     leader = ens.leader()
     data, _ = zk.reconfig(joining=None, leaving=str(leader.id), new_members=None)
