@@ -166,9 +166,12 @@ pub fn entry_payload(data: &[u8], conf_change: bool) -> Result<Cow<'_, [u8]>, Co
     if !conf_change {
         return Ok(Cow::Borrowed(data));
     }
-    let cc: ConfChangeV2 = protobuf::Message::parse_from_bytes(data)
-        .map_err(|e| ConsensusError::BadConfChange(e.to_string()))?;
-    Ok(Cow::Owned(cc.context.to_vec()))
+    Ok(Cow::Owned(decode_conf_change(data)?.context.to_vec()))
+}
+
+fn decode_conf_change(data: &[u8]) -> Result<ConfChangeV2, ConsensusError> {
+    protobuf::Message::parse_from_bytes(data)
+        .map_err(|e| ConsensusError::BadConfChange(e.to_string()))
 }
 
 /// Everything one `poll` asks the shell to do, in this order: send `messages` now; persist
@@ -258,6 +261,8 @@ pub struct Consensus {
     node: RawNode<Store>,
     /// Highest index handed out as committed.
     handed_out: u64,
+    /// The configuration as last applied (a change, or a snapshot from the leader).
+    membership: Membership,
 }
 
 impl Consensus {
@@ -334,6 +339,7 @@ impl Consensus {
         Ok(Consensus {
             node,
             handed_out: applied,
+            membership: members.clone(),
         })
     }
 
@@ -494,9 +500,10 @@ impl Consensus {
         raft.has_pending_conf() || self.is_joint()
     }
 
-    /// The committed configuration change at `index` reached the state machine: raft
-    /// switches to it, and the snapshots raft hands out from now on carry it. Call `applied`
-    /// before anything else steps raft (the shell does, at the end of the same apply round).
+    /// A committed configuration change entry reached the state machine: raft switches to
+    /// it, and the snapshots raft hands out from now on carry it. Returns what the entry asks
+    /// of the state machine besides (see `entry_payload`). Call `applied` before anything else
+    /// steps raft (the shell does, at the end of the same apply round).
     ///
     /// Every member then drops the log before the change from memory, so that a member with
     /// no log (one that joins, or comes back empty) catches up from a snapshot, which carries
@@ -504,35 +511,27 @@ impl Consensus {
     /// it cannot know (a joining member starts with none; replaying "add me" onto none would
     /// make it a group of one). Replay at start-up applies the change again, so a leader that
     /// restarts drops that part of its log too.
-    pub fn apply_conf_change(
-        &mut self,
-        index: u64,
-        cc: &ConfChangeV2,
-    ) -> Result<Membership, ConsensusError> {
-        let cs = self.node.apply_conf_change(cc)?;
+    pub fn apply_conf_change(&mut self, entry: &Entry) -> Result<Vec<u8>, ConsensusError> {
+        let cc = decode_conf_change(&entry.data)?;
+        let cs = self.node.apply_conf_change(&cc)?;
         let store = self.node.mut_store();
         store.mem.wl().set_conf_state(cs.clone());
+        let index = entry.index;
         if index > store.mem.first_index()? && index <= store.mem.last_index()? {
             store.mem.wl().compact(index)?;
         }
-        Ok(Membership::from(&cs))
+        self.membership = Membership::from(&cs);
+        Ok(cc.context.to_vec())
     }
 
     /// Whether the configuration is joint (old and new voters both vote).
     pub fn is_joint(&self) -> bool {
-        !self
-            .node
-            .raft
-            .prs()
-            .conf()
-            .to_conf_state()
-            .voters_outgoing
-            .is_empty()
+        self.membership.joint.is_some()
     }
 
     /// The configuration as this member applied it last.
-    pub fn membership(&self) -> Membership {
-        Membership::from(&self.node.raft.prs().conf().to_conf_state())
+    pub fn membership(&self) -> &Membership {
+        &self.membership
     }
 
     /// Ask for a linearizable read point; the answer comes back in `Output::read_states`
@@ -613,6 +612,8 @@ impl Consensus {
             out.snapshot = Some((meta.index, meta.term));
             out.must_persist = true;
             out.must_sync = true;
+            // raft took the snapshot's configuration with it.
+            self.membership = Membership::from(meta.get_conf_state());
             self.node.mut_store().mem.wl().apply_snapshot(snap)?;
         }
         out.entries = rd.take_entries();
@@ -785,9 +786,7 @@ mod tests {
                             mail.append(&mut out.persisted_messages);
                             for e in &out.committed {
                                 if is_conf_change(e) {
-                                    let cc: ConfChangeV2 =
-                                        protobuf::Message::parse_from_bytes(&e.data).unwrap();
-                                    n.apply_conf_change(e.index, &cc).unwrap();
+                                    n.apply_conf_change(e).unwrap();
                                 } else if !e.data.is_empty() {
                                     self.applied[i].push(e.data.to_vec());
                                 }
@@ -854,7 +853,7 @@ mod tests {
         // The old leader hears of the new term from the heartbeats it still sends.
         g.run(2 * ELECTION_TICKS);
         assert_eq!(g.leader(), Some(next));
-        assert_eq!(g.node(next).membership(), m(&rest));
+        assert_eq!(g.node(next).membership(), &m(&rest));
         g.node(next).propose(b"after".to_vec()).unwrap();
         g.run(2);
         for id in rest.clone() {
@@ -876,6 +875,6 @@ mod tests {
         let leader = g.leader().expect("a leader after the swap");
         assert!(!g.node(leader).is_joint());
         assert!(!g.node(leader).conf_change_pending());
-        assert_eq!(g.node(leader).membership(), m(&swapped));
+        assert_eq!(g.node(leader).membership(), &m(&swapped));
     }
 }

@@ -13,6 +13,7 @@ use raft::eraftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeType, Conf
 use crate::config::{MemberConfig, MemberSpec};
 use crate::consensus::Membership;
 use crate::machine::View;
+use crate::proto::types::{perms, ErrorCode, Id};
 use crate::txn::ReconfigOp;
 
 /// The node holding the ensemble's configuration.
@@ -159,6 +160,74 @@ pub fn plan(current: &[MemberSpec], op: &ReconfigOp) -> Result<Vec<MemberSpec>, 
         return Err(PlanError::NoVoter);
     }
     Ok(next)
+}
+
+/// What the leader knows when it decides on a reconfig request.
+pub struct Leader<'a> {
+    /// Its state machine now (`/zookeeper/config`: ACL and version).
+    pub view: &'a View,
+    /// The member list now (`/zookeeper/config`, or the static configuration before any change).
+    pub members: &'a [MemberSpec],
+    /// raft's configuration now.
+    pub membership: &'a Membership,
+    /// A change is proposed and not applied yet, or the configuration is joint.
+    pub change_pending: bool,
+    /// Members up and caught up, the leader included.
+    pub live: &'a [u64],
+}
+
+/// Why a request is refused: ZooKeeper's code for it, and a reason to log.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: ErrorCode,
+    pub why: String,
+}
+
+/// The leader's decision on a request from a client with identities `auth`: the next member
+/// list and the raft change to it, or ZooKeeper's error. Checked in ZooKeeper's order: who
+/// may write `/zookeeper/config` (by default only the super user), one change at a time,
+/// the version the request was computed from, the request itself, and a live quorum of the
+/// new voters.
+pub fn decide(
+    leader: &Leader<'_>,
+    auth: &[Id],
+    op: &ReconfigOp,
+) -> Result<(Vec<MemberSpec>, ConfChangeV2), Refusal> {
+    let refuse = |code, why: String| Refusal { code, why };
+    let node = leader
+        .view
+        .node(CONFIG_NODE)
+        .ok_or_else(|| refuse(ErrorCode::SystemError, format!("no {CONFIG_NODE}")))?;
+    if !crate::tree::acl::check(node.acl(), perms::WRITE, auth) {
+        return Err(refuse(
+            ErrorCode::NoAuth,
+            format!("no write access to {CONFIG_NODE}"),
+        ));
+    }
+    if leader.change_pending {
+        let why = "another change is under way".to_string();
+        return Err(refuse(ErrorCode::ReconfigInProgress, why));
+    }
+    let current = version(&String::from_utf8_lossy(node.data().unwrap_or(&[])));
+    if op.from_config != -1 && op.from_config != current {
+        let why = format!(
+            "computed from version {:x}, not {current:x}",
+            op.from_config
+        );
+        return Err(refuse(ErrorCode::BadVersion, why));
+    }
+    let members =
+        plan(leader.members, op).map_err(|e| refuse(ErrorCode::BadArguments, e.to_string()))?;
+    let next = membership(&members);
+    if !has_live_quorum(&next, leader.live) {
+        let why = format!(
+            "most of the voters {:?} are not up and caught up",
+            next.voters
+        );
+        return Err(refuse(ErrorCode::NewConfigNoQuorum, why));
+    }
+    let cc = conf_change(leader.membership, &next);
+    Ok((members, cc))
 }
 
 /// Comma- or newline-separated items, trimmed, empty ones skipped.
@@ -361,5 +430,55 @@ mod tests {
         assert_eq!(start(false, Some((&changed, snap.clone()))), snap);
         assert_eq!(start(true, None), Membership::default());
         assert_eq!(start(true, Some((&fresh, snap.clone()))), snap);
+    }
+
+    #[test]
+    fn the_leader_decides_in_zookeepers_order() {
+        use crate::machine::{Machine, MachineConfig};
+        let machine = Machine::new(MachineConfig::default());
+        let view = machine.view();
+        let members = current();
+        let three = membership(&members);
+        const LIVE: &[u64] = &[1, 2, 3];
+        let leader = |change_pending, live: &'static [u64]| Leader {
+            view: &view,
+            members: &members,
+            membership: &three,
+            change_pending,
+            live,
+        };
+        let add = op("server.4=127.0.0.1:2891:3891;2184", "", "");
+        let superuser = [Id::new("super", "")];
+        let code = |l: &Leader<'_>, auth: &[Id], op: &ReconfigOp| {
+            decide(l, auth, op).err().map(|r| r.code)
+        };
+        // Only who may write /zookeeper/config (read-only to the world by default).
+        assert_eq!(
+            code(&leader(false, LIVE), &[Id::new("ip", "127.0.0.1")], &add),
+            Some(ErrorCode::NoAuth)
+        );
+        assert_eq!(
+            code(&leader(true, LIVE), &superuser, &add),
+            Some(ErrorCode::ReconfigInProgress)
+        );
+        let stale = ReconfigOp {
+            from_config: 5,
+            ..add.clone()
+        };
+        assert_eq!(
+            code(&leader(false, LIVE), &superuser, &stale),
+            Some(ErrorCode::BadVersion)
+        );
+        assert_eq!(
+            code(&leader(false, LIVE), &superuser, &op("", "1,2,3", "")),
+            Some(ErrorCode::BadArguments)
+        );
+        assert_eq!(
+            code(&leader(false, &[1, 4]), &superuser, &add),
+            Some(ErrorCode::NewConfigNoQuorum)
+        );
+        let (next, cc) = decide(&leader(false, LIVE), &superuser, &add).unwrap();
+        assert_eq!(ids(&next), [(1, false), (2, false), (3, false), (4, false)]);
+        assert_eq!(cc.changes.len(), 1);
     }
 }

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use rkyv::rancor::Error as RkyvError;
 use rkyv::{Archive, Deserialize, Serialize};
 
-use crate::consensus::{ArchivedJoint, Joint};
+use crate::consensus::{ArchivedJoint, Joint, Membership};
 use crate::machine::{Machine, MachineConfig, View};
 use crate::proto::types::{Acl, SessionId, Zxid};
 use crate::session::{LastWrite, Session, SessionTable};
@@ -59,6 +59,30 @@ pub struct Meta {
     /// one read as before).
     #[rkyv(with = rkyv::with::Skip)]
     pub joint: Option<Joint>,
+}
+
+impl Meta {
+    /// A snapshot at (`index`, `term`) of a state whose last zxid is `last_zxid`, taken
+    /// under `members`.
+    pub fn new(index: u64, term: u64, last_zxid: Zxid, members: &Membership) -> Meta {
+        Meta {
+            index,
+            term,
+            last_zxid,
+            voters: members.voters.clone(),
+            learners: members.learners.clone(),
+            joint: members.joint.clone(),
+        }
+    }
+
+    /// The configuration the snapshot was taken under.
+    pub fn membership(&self) -> Membership {
+        Membership {
+            voters: self.voters.clone(),
+            learners: self.learners.clone(),
+            joint: self.joint.clone(),
+        }
+    }
 }
 
 #[derive(Archive, Serialize, Deserialize)]

@@ -20,7 +20,7 @@ use crate::consensus::{is_conf_change, Consensus, Membership, Output, Role, Stor
 use crate::log::{snapshots, LogRecord, Wal, WalOptions};
 use crate::machine::{Machine, MachineConfig};
 use crate::proto::peer::PeerMsg;
-use crate::proto::types::{perms, ErrorCode, Id, SessionId};
+use crate::proto::types::{ErrorCode, Id, SessionId};
 use crate::reconfig::{self, CONFIG_NODE};
 use crate::session::ExpiryTracker;
 use crate::txn::{Applied, Batch, Command, Op, OpResult, ReconfigOp};
@@ -184,11 +184,7 @@ pub async fn run(
     let (machine, snapshot_at, snapshot_members) = match loaded {
         Some(l) => {
             schedule.last_bytes = std::fs::metadata(&l.path).map_or(0, |m| m.len());
-            let members = Membership {
-                voters: l.meta.voters,
-                learners: l.meta.learners,
-                joint: l.meta.joint,
-            };
+            let members = l.meta.membership();
             (l.machine, Some((l.meta.index, l.meta.term)), Some(members))
         }
         None => (Machine::new(machine_config.clone()), None, None),
@@ -244,7 +240,6 @@ pub async fn run(
         compaction: None,
         proposed_at: Default::default(),
         peers,
-        membership,
         members: Vec::new(),
         config_zxid: -1,
         known_leader: None,
@@ -319,8 +314,6 @@ struct Sequencer {
     proposed_at: std::collections::VecDeque<(u64, Instant)>,
     /// Links to the other members (none when standalone).
     peers: Option<Rc<Peers>>,
-    /// Who votes and who listens, as raft applied it last.
-    membership: Membership,
     /// The members and their addresses (`/zookeeper/config`, or the static configuration
     /// until a reconfig writes it), and the zxid that last changed them.
     members: Vec<MemberSpec>,
@@ -689,7 +682,11 @@ impl Sequencer {
                 let _ = link.send(ToShard::DropWriters(why)).await;
             }
         }
-        let member = standalone || self.membership.contains(self.shared.config.server_id);
+        let member = standalone
+            || self
+                .consensus
+                .membership()
+                .contains(self.shared.config.server_id);
         let serving = self.replay_until.is_none() && self.known_leader.is_some() && member;
         if serving != self.shared.serving.load(Ordering::SeqCst) {
             self.shared.serving.store(serving, Ordering::SeqCst);
@@ -969,25 +966,6 @@ impl Sequencer {
         if self.peers.is_none() {
             return Err(ErrorCode::Unimplemented); // a standalone server has no ensemble
         }
-        let view = self.machine.view();
-        let node = view.node(CONFIG_NODE).ok_or(ErrorCode::SystemError)?;
-        // ZooKeeper: only who may write /zookeeper/config (by default, the super user).
-        if !crate::tree::acl::check(node.acl(), perms::WRITE, auth) {
-            return Err(ErrorCode::NoAuth);
-        }
-        if self.consensus.conf_change_pending() {
-            return Err(ErrorCode::ReconfigInProgress);
-        }
-        let version = reconfig::version(&String::from_utf8_lossy(node.data().unwrap_or(&[])));
-        if op.from_config != -1 && op.from_config != version {
-            return Err(ErrorCode::BadVersion);
-        }
-        let members = reconfig::plan(&self.members, op).map_err(|e| {
-            tracing::info!("reconfig refused: {e}");
-            ErrorCode::BadArguments
-        })?;
-        let next = reconfig::membership(&members);
-        let cc = reconfig::conf_change(&self.consensus.membership(), &next);
         let mut live = vec![self.shared.config.server_id];
         live.extend(
             self.consensus
@@ -996,36 +974,36 @@ impl Sequencer {
                 .filter(|p| p.2)
                 .map(|p| p.0),
         );
-        if !reconfig::has_live_quorum(&next, &live) {
-            return Err(ErrorCode::NewConfigNoQuorum);
-        }
-        Ok((members, cc))
+        let leader = reconfig::Leader {
+            view: &self.machine.view(),
+            members: &self.members,
+            membership: self.consensus.membership(),
+            change_pending: self.consensus.conf_change_pending(),
+            live: &live,
+        };
+        reconfig::decide(&leader, auth, op).map_err(|r| {
+            tracing::info!(code = ?r.code, "reconfig refused: {}", r.why);
+            r.code
+        })
     }
 
     /// A committed configuration change: raft switches to it. Returns its context (the
     /// batch that writes the new member list, or nothing).
     fn apply_conf_change(&mut self, entry: &raft::eraftpb::Entry) -> Result<Vec<u8>, ServerError> {
-        let bad = |e: String| {
-            ServerError::Startup(format!(
-                "configuration change {} does not decode: {e}",
-                entry.index
-            ))
-        };
-        let cc: ConfChangeV2 =
-            protobuf::Message::parse_from_bytes(&entry.data).map_err(|e| bad(e.to_string()))?;
-        self.membership = self.consensus.apply_conf_change(entry.index, &cc)?;
+        let context = self.consensus.apply_conf_change(entry)?;
         self.shared.metrics.config_changes.inc();
+        let members = self.consensus.membership();
         tracing::info!(
             index = entry.index,
-            voters = ?self.membership.voters,
-            learners = ?self.membership.learners,
-            joint = self.consensus.is_joint(),
+            voters = ?members.voters,
+            learners = ?members.learners,
+            joint = members.joint.is_some(),
             "configuration changed"
         );
-        if !self.membership.contains(self.shared.config.server_id) {
+        if !members.contains(self.shared.config.server_id) {
             tracing::warn!("this member was removed from the ensemble");
         }
-        Ok(cc.context.to_vec())
+        Ok(context)
     }
 
     /// Once `/zookeeper/config` changed (a reconfig applied, a snapshot installed, at
@@ -1246,14 +1224,8 @@ impl Sequencer {
     ) -> (crate::machine::View, crate::snapshot::Meta) {
         debug_assert_eq!(index, self.applied_index);
         let view = self.machine.view();
-        let meta = crate::snapshot::Meta {
-            index,
-            term,
-            last_zxid: view.last_zxid(),
-            voters: self.membership.voters.clone(),
-            learners: self.membership.learners.clone(),
-            joint: self.membership.joint.clone(),
-        };
+        let meta =
+            crate::snapshot::Meta::new(index, term, view.last_zxid(), self.consensus.membership());
         (view, meta)
     }
 
@@ -1357,7 +1329,6 @@ impl Sequencer {
         self.machine = machine;
         self.applied_index = index;
         self.installed = Some((ready, index));
-        self.membership = self.consensus.membership();
         self.follow_config();
         self.digests.reset(index, self.machine.digest());
         self.replay_until = None;

@@ -18,6 +18,7 @@ clamped to [400 ms, 4000 ms] and expiry tests finish quickly.
 --member flags, ZooKeeper QuorumPeerMain with a zoo.cfg + myid each).
 """
 
+import collections
 import os
 import re
 import resource
@@ -694,6 +695,57 @@ class Ensemble:
     def heal(self):
         for pr in self.proxies.values():
             pr.unblock()
+
+
+class WriterThread(threading.Thread):
+    """A client thread that writes until `stop` is set (subclasses give
+    `work()`): counts acknowledged writes in `acks` and failures by exception
+    type; an unexpected exception ends it and stays in `error`; its client is
+    closed at the end."""
+
+    def __init__(self, idx, zk, stop):
+        super().__init__(daemon=True)
+        self.idx = idx
+        self.zk = zk
+        self.stop = stop
+        self.acks = 0
+        self.failures = collections.Counter()
+        self.error = None
+
+    def wait_connected(self, timeout):
+        """Backs off until the client has a connection again (or stop)."""
+        deadline = time.monotonic() + timeout
+        while not self.zk.connected and not self.stop.is_set() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def run(self):
+        try:
+            self.work()
+        except BaseException as e:
+            self.error = e
+        finally:
+            try:
+                self.zk.stop()
+                self.zk.close()
+            except Exception:
+                pass
+
+
+def wait_for_acks(writers, more, timeout, what="writers made no progress"):
+    """Waits until every WriterThread has `more` acknowledged writes beyond
+    where it stands now; fails the test if one ends with an error or they do
+    not get there within `timeout`."""
+    start = [w.acks for w in writers]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(w.error for w in writers):
+            break
+        if all(w.acks >= s + more for w, s in zip(writers, start)):
+            return
+        time.sleep(0.05)
+    pytest.fail(
+        "%s: %s" % (what, [(w.idx, w.acks - s, dict(w.failures), repr(w.error)) for w, s in zip(writers, start)])
+    )
 
 
 def make_kazoo(hosts, timeout=10.0, **kw):

@@ -16,7 +16,7 @@ import pytest
 from kazoo.exceptions import KazooException, NodeExistsError
 from kazoo.handlers.threading import KazooTimeoutError
 
-from harness import Server, make_kazoo
+from harness import Server, WriterThread, make_kazoo, wait_for_acks
 
 KILLS = int(os.environ.get("RK_CRASH_KILLS", "8"))
 SEED = int(os.environ.get("RK_CRASH_SEED", "1234"))
@@ -24,17 +24,14 @@ WRITERS = 3
 CALL_TIMEOUT = 15.0
 
 
-class Writer(threading.Thread):
+class Writer(WriterThread):
     """Cycles through three kinds of write and records each outcome:
     acknowledged (the server said OK) or uncertain (no answer: it may or may
     not have been applied)."""
 
     def __init__(self, idx, hosts, base, stop):
-        super().__init__(daemon=True)
-        self.idx = idx
+        super().__init__(idx, make_kazoo(hosts, timeout=4.0), stop)
         self.base = base
-        self.stop = stop
-        self.zk = make_kazoo(hosts, timeout=4.0)
         self.seq_acked = {}  # payload -> path
         self.seq_uncertain = set()  # payloads
         self.kv_acked = {}  # path -> payload
@@ -42,67 +39,42 @@ class Writer(threading.Thread):
         self.ctr_path = "%s/ctr/w%d" % (base, idx)
         self.ctr_acked = 0
         self.ctr_attempted = 0
-        self.acks = 0
-        self.failures = collections.Counter()
-        self.error = None
 
     def _do(self, async_result):
         return async_result.get(timeout=CALL_TIMEOUT)
 
-    def run(self):
-        try:
-            k = 0
-            while not self.stop.is_set():
-                k += 1
-                kind = k % 3
-                try:
-                    if kind == 0:
-                        payload = b"w%d-seq-%06d" % (self.idx, k)
-                        self.seq_uncertain.add(payload)
-                        path = self._do(self.zk.create_async(self.base + "/seq/n-", payload, sequence=True))
-                        self.seq_uncertain.discard(payload)
-                        self.seq_acked[payload] = path
-                    elif kind == 1:
-                        path = "%s/kv/w%d-%06d" % (self.base, self.idx, k)
-                        payload = b"kv-%d-%d" % (self.idx, k)
-                        self.kv_uncertain[path] = payload
-                        self._do(self.zk.create_async(path, payload))
-                        del self.kv_uncertain[path]
-                        self.kv_acked[path] = payload
-                    else:
-                        self.ctr_attempted += 1
-                        n = self.ctr_attempted
-                        self._do(self.zk.set_async(self.ctr_path, b"%d" % n))
-                        self.ctr_acked = n
-                    self.acks += 1
-                except NodeExistsError:
-                    # only possible if an earlier attempt at this very name was
-                    # applied without an answer, and names are never reused
-                    raise AssertionError("NodeExists for a fresh name (k=%d)" % k)
-                except (KazooException, KazooTimeoutError) as e:
-                    self.failures[type(e).__name__] += 1
-                    # back off until the client has a connection again
-                    deadline = time.monotonic() + 30
-                    while not self.zk.connected and not self.stop.is_set() and time.monotonic() < deadline:
-                        time.sleep(0.02)
-        except BaseException as e:
-            self.error = e
-        finally:
+    def work(self):
+        k = 0
+        while not self.stop.is_set():
+            k += 1
+            kind = k % 3
             try:
-                self.zk.stop()
-                self.zk.close()
-            except Exception:
-                pass
-
-
-def wait_for_acks(writers, more, timeout):
-    start = [w.acks for w in writers]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if all(w.acks >= s + more for w, s in zip(writers, start)) or any(w.error for w in writers):
-            return
-        time.sleep(0.05)
-    pytest.fail("writers made no progress after a restart: %s" % [(w.acks, dict(w.failures)) for w in writers])
+                if kind == 0:
+                    payload = b"w%d-seq-%06d" % (self.idx, k)
+                    self.seq_uncertain.add(payload)
+                    path = self._do(self.zk.create_async(self.base + "/seq/n-", payload, sequence=True))
+                    self.seq_uncertain.discard(payload)
+                    self.seq_acked[payload] = path
+                elif kind == 1:
+                    path = "%s/kv/w%d-%06d" % (self.base, self.idx, k)
+                    payload = b"kv-%d-%d" % (self.idx, k)
+                    self.kv_uncertain[path] = payload
+                    self._do(self.zk.create_async(path, payload))
+                    del self.kv_uncertain[path]
+                    self.kv_acked[path] = payload
+                else:
+                    self.ctr_attempted += 1
+                    n = self.ctr_attempted
+                    self._do(self.zk.set_async(self.ctr_path, b"%d" % n))
+                    self.ctr_acked = n
+                self.acks += 1
+            except NodeExistsError:
+                # only possible if an earlier attempt at this very name was
+                # applied without an answer, and names are never reused
+                raise AssertionError("NodeExists for a fresh name (k=%d)" % k)
+            except (KazooException, KazooTimeoutError) as e:
+                self.failures[type(e).__name__] += 1
+                self.wait_connected(30)  # back off until the client has a connection again
 
 
 @pytest.mark.timeout(300)
@@ -125,13 +97,13 @@ def test_acknowledged_writes_survive_sigkill(request):
         writers = [Writer(i, srv.hosts, base, stop) for i in range(WRITERS)]
         for w in writers:
             w.start()
-        wait_for_acks(writers, 5, 60)
+        wait_for_acks(writers, 5, 60, "writers made no progress after a restart")
         for kill in range(KILLS):
             time.sleep(rnd.uniform(1.0, 4.0))
             srv.kill()
             srv.start()
             # every restart must let writers make progress again
-            wait_for_acks(writers, 3, 60)
+            wait_for_acks(writers, 3, 60, "writers made no progress after a restart")
         stop.set()
         for w in writers:
             w.join(timeout=60)

@@ -21,7 +21,7 @@ from kazoo.handlers.threading import KazooTimeoutError
 
 import harness
 import zkwire
-from harness import NOT_SERVING, Ensemble, make_kazoo, parse_kv, wait_until
+from harness import NOT_SERVING, Ensemble, WriterThread, make_kazoo, parse_kv, wait_until
 
 CALL_TIMEOUT = 10.0  # one request, while the ensemble may be electing
 RECOVER_S = 60.0  # an election plus a reconnect, on a busy 2-core machine
@@ -168,65 +168,45 @@ def children_on(ens, kz, path):
     return out
 
 
-class Writer(threading.Thread):
+class Writer(WriterThread):
     """Creates <base>/w<idx>-<k> for k = 1, 2, ... through a client that knows
     every member (its own first). A create without an answer is retried under
     the same name until acknowledged; NodeExists on a retry means an earlier
     attempt was applied, which counts as acknowledged. Records the outcomes."""
 
     def __init__(self, idx, hosts, base, stop):
-        super().__init__(daemon=True)
-        self.idx = idx
+        super().__init__(idx, make_kazoo(hosts, timeout=4.0, randomize_hosts=False), stop)
         self.base = base
-        self.stop = stop
-        self.zk = make_kazoo(hosts, timeout=4.0, randomize_hosts=False)
         self.acked = {}  # path -> payload
         self.uncertain = {}  # path -> payload: sent, never acknowledged
-        self.acks = 0
         self.retried = 0  # acknowledged only by NodeExists on a retry
-        self.failures = collections.Counter()
-        self.error = None
 
-    def _wait_connected(self):
-        deadline = time.monotonic() + RECOVER_S
-        while not self.zk.connected and not self.stop.is_set() and time.monotonic() < deadline:
-            time.sleep(0.02)
-
-    def run(self):
-        try:
-            k = 0
-            while not self.stop.is_set():
-                k += 1
-                path = "%s/w%d-%06d" % (self.base, self.idx, k)
-                payload = b"w%d-%d" % (self.idx, k)
-                self.uncertain[path] = payload
-                attempt = 0
-                while True:
-                    attempt += 1
-                    try:
-                        self.zk.create_async(path, payload).get(timeout=CALL_TIMEOUT)
-                        break
-                    except NodeExistsError:
-                        if attempt == 1:
-                            raise AssertionError("NodeExists for a name never tried before: %s" % path)
-                        self.retried += 1
-                        break
-                    except FAILURES as e:
-                        self.failures[type(e).__name__] += 1
-                        if self.stop.is_set():
-                            return  # the path stays uncertain
-                        self._wait_connected()
-                del self.uncertain[path]
-                self.acked[path] = payload
-                self.acks += 1
-        except BaseException as e:
-            self.error = e
-        finally:
-            try:
-                self.zk.stop()
-                self.zk.close()
-            except Exception:
-                pass
+    def work(self):
+        k = 0
+        while not self.stop.is_set():
+            k += 1
+            path = "%s/w%d-%06d" % (self.base, self.idx, k)
+            payload = b"w%d-%d" % (self.idx, k)
+            self.uncertain[path] = payload
+            attempt = 0
+            while True:
+                attempt += 1
+                try:
+                    self.zk.create_async(path, payload).get(timeout=CALL_TIMEOUT)
+                    break
+                except NodeExistsError:
+                    if attempt == 1:
+                        raise AssertionError("NodeExists for a name never tried before: %s" % path)
+                    self.retried += 1
+                    break
+                except FAILURES as e:
+                    self.failures[type(e).__name__] += 1
+                    if self.stop.is_set():
+                        return  # the path stays uncertain
+                    self.wait_connected(RECOVER_S)
+            del self.uncertain[path]
+            self.acked[path] = payload
+            self.acks += 1
 
 
 def start_writers(ens, base, stop):
@@ -242,18 +222,7 @@ def start_writers(ens, base, stop):
 
 
 def wait_for_acks(writers, more, timeout=RECOVER_S):
-    start = [w.acks for w in writers]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(w.error for w in writers):
-            break
-        if all(w.acks >= s + more for w, s in zip(writers, start)):
-            return
-        time.sleep(0.05)
-    pytest.fail(
-        "writers made no progress: %s"
-        % [(w.idx, w.acks - s, dict(w.failures), repr(w.error)) for w, s in zip(writers, start)]
-    )
+    harness.wait_for_acks(writers, more, timeout)
 
 
 def stop_writers(writers, stop):

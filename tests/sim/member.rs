@@ -26,7 +26,7 @@ use raft::eraftpb::{Entry, HardState, Message, MessageType};
 use rand::Rng;
 use ringkeeper::config::MemberSpec;
 use ringkeeper::consensus::{
-    entry_payload, is_conf_change, Consensus, Membership, StoredEntry, ELECTION_TICKS, TICK_MS,
+    is_conf_change, Consensus, Membership, StoredEntry, ELECTION_TICKS, TICK_MS,
 };
 use ringkeeper::machine::{Machine, MachineConfig};
 use ringkeeper::reconfig;
@@ -68,8 +68,6 @@ pub struct Member {
 pub struct Node {
     pub consensus: Consensus,
     pub machine: Machine,
-    /// Who votes and who listens, as raft applied it last (a snapshot's metadata).
-    pub membership: Membership,
     pub applied_index: u64,
     /// The last log index the shell was given to persist (or recovered): raft's last index
     /// may not pass it without entries going through the shell.
@@ -174,11 +172,7 @@ impl Sim {
                         s.index, s.term, meta.index, meta.term
                     ));
                 }
-                snapshot_members = Some(Membership {
-                    voters: meta.voters,
-                    learners: meta.learners,
-                    joint: meta.joint,
-                });
+                snapshot_members = Some(meta.membership());
                 (machine, Some((meta.index, meta.term)))
             }
             None => (Machine::new(MachineConfig::default()), None),
@@ -214,7 +208,6 @@ impl Sim {
         member.node = Some(Node {
             consensus,
             machine,
-            membership: members,
             applied_index: snap_index,
             log_tail,
             pending: Vec::new(),
@@ -277,7 +270,7 @@ impl Sim {
         let time_ms = self.now_ms(l);
         let id = self.members[l].id;
         let node = self.members[l].node.as_mut().expect("live");
-        let mut cc = reconfig::conf_change(&node.consensus.membership(), &next);
+        let mut cc = reconfig::conf_change(node.consensus.membership(), &next);
         if cc.changes.is_empty() {
             return Ok(());
         }
@@ -765,18 +758,13 @@ impl Sim {
                         entry.index, node.applied_index
                     ));
                 }
-                let conf_change = is_conf_change(entry);
-                if conf_change {
-                    let cc = protobuf::Message::parse_from_bytes(&entry.data).map_err(|e| {
-                        format!("member {id}: change {} does not decode: {e}", entry.index)
-                    })?;
-                    node.membership = node
-                        .consensus
-                        .apply_conf_change(entry.index, &cc)
-                        .map_err(|e| format!("member {id}: change {}: {e}", entry.index))?;
-                }
-                let payload = entry_payload(&entry.data, conf_change)
-                    .map_err(|e| format!("member {id}: entry {}: {e}", entry.index))?;
+                let payload = if is_conf_change(entry) {
+                    node.consensus
+                        .apply_conf_change(entry)
+                        .map_err(|e| format!("member {id}: change {}: {e}", entry.index))?
+                } else {
+                    entry.data.to_vec()
+                };
                 checker.entry(id, entry.index, entry.term, &payload)?;
                 node.applied_index = entry.index;
                 if payload.is_empty() {

@@ -71,14 +71,7 @@ impl Sim {
         }
         node.transfers.insert(to);
         let view = node.machine.view();
-        let meta = snapshot::Meta {
-            index,
-            term,
-            last_zxid: view.last_zxid(),
-            voters: node.membership.voters.clone(),
-            learners: node.membership.learners.clone(),
-            joint: node.membership.joint.clone(),
-        };
+        let meta = snapshot::Meta::new(index, term, view.last_zxid(), node.consensus.membership());
         let mut data = Vec::new();
         snapshot::encode(&view, &meta, &mut |b| {
             data.extend_from_slice(b);
@@ -288,7 +281,6 @@ impl Sim {
         node.machine = machine;
         node.applied_index = index;
         node.installed = Some((ready, index));
-        node.membership = node.consensus.membership();
         self.snapshots_installed += 1;
         self.checker.snapshot_state(id, index, view);
         self.note_major(format!("member {id} installs the snapshot at {index}"));
