@@ -51,7 +51,14 @@ client_port() { echo $((BASE + $1 - 1)); }
 peer_port() { echo $((BASE + 707 + $1 - 1)); }
 election_port() { echo $((BASE + 1707 + $1 - 1)); }
 
-MEMBERS=()
+# Members authenticate each other with a shared secret (made once, kept with the data).
+SECRET=$DATA/peer-secret
+if [[ ! -s $SECRET ]]; then
+    mkdir -p "$DATA"
+    (umask 077 && head -c 32 /dev/urandom | base64 >"$SECRET")
+fi
+
+MEMBERS=(--peer-secret-file "$SECRET")
 HOSTS=()
 for ((n = 1; n <= SIZE; n++)); do
     MEMBERS+=(--member "$n=127.0.0.1:$(peer_port $n):$(election_port $n);127.0.0.1:$(client_port $n)")

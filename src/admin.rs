@@ -1066,6 +1066,14 @@ metrics! {
         peer_link_failures,
         /// Peer frames received.
         peer_frames_received,
+        /// Peer connections refused at the handshake (no proof of the ensemble's secret, an
+        /// id that is not a member, a bad or late hello), and connections closed for a limit
+        /// (too many handshakes at once, too many links from one member, a stalled frame).
+        peer_auth_failures,
+        peer_connections_refused,
+        /// Peer frames refused after authentication (a forward that is not a member's to send,
+        /// a snapshot not from the leader).
+        peer_frames_refused,
         /// Writes this member forwarded to the leader / received from other members.
         forwarded_out,
         forwarded_in,

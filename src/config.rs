@@ -14,10 +14,13 @@ use crate::admin::FourLetter;
 /// Config files larger than this are refused (they are a few hundred bytes in practice).
 pub const MAX_CONFIG_FILE_BYTES: u64 = 1 << 20;
 
-/// ringkeeper's default four-letter-word whitelist (ZooKeeper's is only `srvr`).
-pub const DEFAULT_FOUR_LETTER_WHITELIST: &[&str] = &[
-    "ruok", "srvr", "stat", "mntr", "conf", "isro", "envi", "cons", "wchs",
-];
+/// ringkeeper's default four-letter-word whitelist: words that reveal no session ids, paths,
+/// client addresses or raft positions (ZooKeeper's default is only `srvr`). Health checks and
+/// exporters list `mntr`; `cons`, `stat`, `conf`, `envi` and the `wch*` words must be listed.
+pub const DEFAULT_FOUR_LETTER_WHITELIST: &[&str] = &["ruok", "srvr", "isro"];
+
+/// A peer secret shorter than this is refused: it is the whole of the ensemble's protection.
+pub const MIN_PEER_SECRET_BYTES: usize = 16;
 
 // Ranges accepted by validation.
 const MAX_SHARDS: usize = 256; // a request's routing tag has 8 bits for the shard
@@ -50,6 +53,10 @@ pub struct Config {
     pub max_client_cnxns: u32,
     /// `user:base64(sha1(user:password))`; a client that authenticates as it is super.
     pub super_digest: Option<String>,
+    /// The ensemble's shared secret (the file's bytes, trailing whitespace trimmed): members
+    /// prove they hold it before any peer message is read. `None`: the peer port is open to
+    /// anyone who can reach it (said loudly at start-up).
+    pub peer_secret: Option<PeerSecret>,
     /// Four-letter words that are answered (always includes `srvr`, as ZooKeeper does).
     pub four_letter_whitelist: Vec<String>,
     /// TTL nodes (ZooKeeper's extendedTypesEnabled).
@@ -108,6 +115,7 @@ impl Default for Config {
             max_packet_bytes: 1_048_575,
             max_client_cnxns: 60,
             super_digest: None,
+            peer_secret: None,
             four_letter_whitelist: DEFAULT_FOUR_LETTER_WHITELIST
                 .iter()
                 .map(|s| s.to_string())
@@ -194,6 +202,10 @@ pub struct ServeArgs {
     /// Super user digest, `user:base64(sha1(user:password))`.
     #[arg(long, value_name = "USER:HASH")]
     pub super_digest: Option<String>,
+    /// File holding the ensemble's shared peer secret (the same on every member, at least 16
+    /// bytes); members authenticate each other with it.
+    #[arg(long, value_name = "FILE")]
+    pub peer_secret_file: Option<PathBuf>,
     /// Four-letter words to answer, comma separated, `*` for all.
     #[arg(long, value_name = "CMDS", value_delimiter = ',')]
     pub four_letter_whitelist: Option<Vec<String>>,
@@ -277,6 +289,7 @@ pub struct ConfigLayer {
     pub max_packet_bytes: Option<usize>,
     pub max_client_cnxns: Option<u32>,
     pub super_digest: Option<String>,
+    pub peer_secret_file: Option<PathBuf>,
     pub four_letter_whitelist: Option<Vec<String>>,
     pub ttl_enabled: Option<bool>,
     pub reconfig_enabled: Option<bool>,
@@ -395,6 +408,7 @@ impl ConfigLayer {
             max_packet_bytes,
             max_client_cnxns,
             super_digest,
+            peer_secret_file,
             four_letter_whitelist,
             ttl_enabled,
             reconfig_enabled,
@@ -434,6 +448,7 @@ impl ConfigLayer {
             max_packet_bytes: args.max_packet_size,
             max_client_cnxns: args.max_client_cnxns,
             super_digest: args.super_digest.clone(),
+            peer_secret_file: args.peer_secret_file.clone(),
             four_letter_whitelist: args.four_letter_whitelist.clone(),
             ttl_enabled: args.ttl_enabled,
             reconfig_enabled: args.reconfig_enabled,
@@ -554,6 +569,13 @@ impl Config {
             max_packet_bytes: merged.max_packet_bytes.unwrap_or(d.max_packet_bytes),
             max_client_cnxns: merged.max_client_cnxns.unwrap_or(d.max_client_cnxns),
             super_digest: merged.super_digest.filter(|s| !s.is_empty()),
+            peer_secret: match merged
+                .peer_secret_file
+                .filter(|p| !p.as_os_str().is_empty())
+            {
+                Some(path) => Some(PeerSecret::read(&path)?),
+                None => None,
+            },
             four_letter_whitelist,
             ttl_enabled: merged.ttl_enabled.unwrap_or(d.ttl_enabled),
             reconfig_enabled: merged.reconfig_enabled.unwrap_or(d.reconfig_enabled),
@@ -792,23 +814,69 @@ fn line_of(text: &str, offset: usize) -> usize {
 }
 
 fn read_limited(path: &Path) -> Result<String, ConfigError> {
+    let bytes = read_limited_bytes(path)?;
+    String::from_utf8(bytes).map_err(|_| ConfigError::Read {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"),
+    })
+}
+
+fn read_limited_bytes(path: &Path) -> Result<Vec<u8>, ConfigError> {
     use std::io::Read;
     let read_err = |source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
     };
     let file = std::fs::File::open(path).map_err(read_err)?;
-    let mut text = String::new();
+    let mut bytes = Vec::new();
     file.take(MAX_CONFIG_FILE_BYTES + 1)
-        .read_to_string(&mut text)
+        .read_to_end(&mut bytes)
         .map_err(read_err)?;
-    if text.len() as u64 > MAX_CONFIG_FILE_BYTES {
+    if bytes.len() as u64 > MAX_CONFIG_FILE_BYTES {
         return Err(ConfigError::TooLarge {
             path: path.to_path_buf(),
             limit: MAX_CONFIG_FILE_BYTES,
         });
     }
-    Ok(text)
+    Ok(bytes)
+}
+
+/// The ensemble's shared peer secret. `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PeerSecret(Vec<u8>);
+
+impl PeerSecret {
+    /// Reads a secret file: its bytes without trailing whitespace (an editor's newline must
+    /// not make two members' secrets differ), at least `MIN_PEER_SECRET_BYTES` of them.
+    pub fn read(path: &Path) -> Result<PeerSecret, ConfigError> {
+        let mut bytes = read_limited_bytes(path)?;
+        while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
+            bytes.pop();
+        }
+        if bytes.len() < MIN_PEER_SECRET_BYTES {
+            return Err(invalid(format!(
+                "peer secret file {}: {} bytes, at least {MIN_PEER_SECRET_BYTES} needed \
+                 (e.g. `head -c 32 /dev/urandom | base64 > FILE`)",
+                path.display(),
+                bytes.len()
+            )));
+        }
+        Ok(PeerSecret(bytes))
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> PeerSecret {
+        PeerSecret(bytes.to_vec())
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for PeerSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PeerSecret(..)")
+    }
 }
 
 /// `ip:port`, `[v6]:port` or `localhost:port` (no name resolution here).
@@ -1018,10 +1086,6 @@ const ZOO_IGNORED: &[(&str, &str)] = &[
     ("connectToLearnerMasterLimit", "no ZooKeeper quorum layer"),
     ("observerMasterPort", "observers follow the leader"),
     ("leaderServes", "every member serves clients"),
-    ("secureClientPort", "no TLS"),
-    ("secureClientPortAddress", "no TLS"),
-    ("sslQuorum", "no TLS"),
-    ("portUnification", "no TLS"),
     ("serverCnxnFactory", "ringkeeper has its own network layer"),
     ("clientPortListenBacklog", "not configurable"),
     ("globalOutstandingLimit", "use max_outstanding_per_conn"),
@@ -1040,6 +1104,53 @@ const ZOO_IGNORED: &[(&str, &str)] = &[
     ("maxGetChildrenResponseCacheSize", "no response cache"),
 ];
 
+/// Security settings ringkeeper does not implement: asking for one is a start-up error
+/// naming it (never a server without it), unless its value turns it off.
+const ZOO_UNSUPPORTED_SECURITY: &[&str] = &[
+    "secureClientPort",
+    "secureClientPortAddress",
+    "sslQuorum",
+    "sslQuorumReloadCertFiles",
+    "portUnification",
+    "client.portUnification",
+    "client.secure",
+    "enforce.auth.enabled",
+    "enforce.auth.schemes",
+    "sessionRequireClientSASLAuth",
+    "superUser",
+    "X509AuthenticationProvider.superUser",
+    "jaasLoginRenew",
+    "kerberos.removeHostFromPrincipal",
+    "kerberos.removeRealmFromPrincipal",
+    "kerberos.canonicalizeHostNames",
+    "authMeta.",
+    "ssl.",
+    "quorum.auth.",
+    "authProvider.",
+];
+
+/// authProvider classes ringkeeper has built in (naming one changes nothing).
+const BUILT_IN_AUTH_PROVIDERS: &[&str] = &[
+    "org.apache.zookeeper.server.auth.DigestAuthenticationProvider",
+    "org.apache.zookeeper.server.auth.IPAuthenticationProvider",
+];
+
+/// Whether zoo.cfg key `key` = `value` asks for a security feature ringkeeper lacks.
+fn unsupported_security(key: &str, value: &str) -> bool {
+    let key = key.strip_prefix("zookeeper.").unwrap_or(key);
+    let listed = ZOO_UNSUPPORTED_SECURITY
+        .iter()
+        .any(|k| key == *k || (k.ends_with('.') && key.starts_with(k)));
+    if !listed {
+        return false;
+    }
+    if key.starts_with("authProvider.") {
+        return !BUILT_IN_AUTH_PROVIDERS.contains(&value);
+    }
+    // `sslQuorum=false`, `quorum.auth.enableSasl=false`: asks for nothing.
+    !value.eq_ignore_ascii_case("false")
+}
+
 /// Prefixes of zoo.cfg keys that do not apply.
 const ZOO_IGNORED_PREFIXES: &[(&str, &str)] = &[
     ("group.", "no hierarchical quorums"),
@@ -1050,9 +1161,7 @@ const ZOO_IGNORED_PREFIXES: &[(&str, &str)] = &[
     ),
     ("admin.", "no AdminServer (four-letter words only)"),
     ("metricsProvider.", "metrics are in mntr"),
-    ("ssl.", "no TLS"),
     ("quorum.", "no ZooKeeper quorum layer"),
-    ("authProvider.", "only digest, ip, world and super auth"),
     ("multiAddress.", "no ZooKeeper quorum layer"),
 ];
 
@@ -1098,7 +1207,17 @@ pub fn parse_zoo_cfg(text: &str, path: &Path) -> Result<(ConfigLayer, Vec<String
                 ))
             }
         };
+        if unsupported_security(&raw_key, value) {
+            return Err(err(
+                line,
+                format!(
+                    "`{raw_key}` is a security setting ringkeeper does not implement; \
+                     remove it (or set it to false) rather than run without it"
+                ),
+            ));
+        }
         match key {
+            "ringkeeper.peerSecretFile" => layer.peer_secret_file = Some(PathBuf::from(value)),
             "clientPort" => port = Some(in_range(num("a port")?, 1, 65535)? as u16),
             "clientPortAddress" => host = Some((value.to_string(), line)),
             "dataDir" => layer.data_dir = Some(PathBuf::from(value)),
@@ -2138,6 +2257,91 @@ observer = true
             "srvr is always answered, as in ZooKeeper"
         );
         assert!(!c.four_letter_allowed("stat"));
+    }
+
+    #[test]
+    fn security_settings_ringkeeper_lacks_are_start_up_errors() {
+        let p = Path::new("zoo.cfg");
+        for line in [
+            "secureClientPort=2281",
+            "secureClientPortAddress=0.0.0.0",
+            "sslQuorum=true",
+            "portUnification=true",
+            "ssl.keyStore.location=/etc/zk/key.pem",
+            "zookeeper.ssl.quorum.trustStore.location=/etc/zk/ca.pem",
+            "authProvider.1=org.apache.zookeeper.server.auth.SASLAuthenticationProvider",
+            "authProvider.x509=org.apache.zookeeper.server.auth.X509AuthenticationProvider",
+            "enforce.auth.enabled=true",
+            "enforce.auth.schemes=sasl",
+            "quorum.auth.enableSasl=true",
+            "zookeeper.superUser=admin",
+            "sessionRequireClientSASLAuth=true",
+        ] {
+            let key = line.split('=').next().unwrap();
+            let e = parse_zoo_cfg(&format!("tickTime=2000\n{line}\n"), p)
+                .expect_err(line)
+                .to_string();
+            assert!(
+                e.starts_with("zoo.cfg:2: `") && e.contains(key) && e.contains("security"),
+                "{line}: {e}"
+            );
+        }
+        // Turned off, or a provider ringkeeper has built in: nothing is asked for.
+        for line in [
+            "sslQuorum=false",
+            "quorum.auth.enableSasl=false",
+            "enforce.auth.enabled=false",
+            "authProvider.1=org.apache.zookeeper.server.auth.DigestAuthenticationProvider",
+        ] {
+            parse_zoo_cfg(&format!("{line}\n"), p).expect(line);
+        }
+    }
+
+    #[test]
+    fn peer_secret_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("secret");
+        std::fs::write(&good, "0123456789abcdef0123\n").unwrap();
+        let path = good.to_str().unwrap();
+        let (c, _) = Config::from_args(&args(&["--peer-secret-file", path])).unwrap();
+        let secret = c.peer_secret.as_ref().unwrap();
+        assert_eq!(
+            secret.bytes(),
+            b"0123456789abcdef0123",
+            "trailing newline trimmed"
+        );
+        assert!(
+            !format!("{c:?}").contains("0123456789"),
+            "Debug shows no secret"
+        );
+
+        let cfg = dir.path().join("zoo.cfg");
+        std::fs::write(&cfg, format!("ringkeeper.peerSecretFile={path}\n")).unwrap();
+        let (c, _) = Config::from_args(&args(&["--zoo-cfg", cfg.to_str().unwrap()])).unwrap();
+        assert_eq!(c.peer_secret.as_ref(), Some(secret));
+
+        let short = dir.path().join("short");
+        std::fs::write(&short, "tooshort\n").unwrap();
+        let e = Config::from_args(&args(&["--peer-secret-file", short.to_str().unwrap()]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("at least 16"), "{e}");
+        let missing = dir.path().join("missing");
+        let e = Config::from_args(&args(&["--peer-secret-file", missing.to_str().unwrap()]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot read"), "{e}");
+    }
+
+    #[test]
+    fn default_whitelist_reveals_no_sessions_or_positions() {
+        let c = Config::default();
+        for word in [
+            "cons", "stat", "mntr", "conf", "envi", "wchc", "wchp", "dump",
+        ] {
+            assert!(!c.four_letter_allowed(word), "{word}");
+        }
+        assert!(c.four_letter_allowed("srvr") && c.four_letter_allowed("ruok"));
     }
 
     #[test]

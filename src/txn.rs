@@ -103,6 +103,17 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// Made by the leader itself (its expiry tracker, reaper, or reconfig decision), never
+    /// by a client: a member that forwards one is refused.
+    pub fn is_internal(&self) -> bool {
+        matches!(
+            self,
+            Op::ExpireSessions { .. } | Op::DeleteContainer { .. } | Op::SetConfig { .. }
+        )
+    }
+}
+
 /// A reconfig request: incremental (`joining` and `leaving`, comma-separated) or the whole
 /// new member list (`new_members`); `from_config` is the version it was computed from, or -1.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]

@@ -2,11 +2,13 @@
 //! only to each other). No I/O here; `server::peer` moves the frames.
 //!
 //! Frame: `[len u32 LE][kind u8][payload]`, `len` counting kind and payload. A connection
-//! starts with a `Hello` from the member that dialed; every later frame flows the same way.
+//! starts with the handshake of `proto::peer_auth` (`Hello` from the member that dialed,
+//! `Challenge` back, `Proof`); every later frame flows from the dialer to the acceptor.
 
 use protobuf::Message as _;
 use raft::eraftpb::Message;
 
+use crate::proto::peer_auth::{Nonce, Tag, MAC_BYTES, NONCE_BYTES};
 use crate::proto::types::SessionId;
 use crate::txn::{Batch, Command};
 
@@ -14,7 +16,9 @@ use crate::txn::{Batch, Command};
 /// config, but one entry (a batch of commands) can reach a log segment's size.
 pub const MAX_FRAME: usize = 256 << 20;
 /// Identifies the protocol (and its version) in the hello.
-const MAGIC: u32 = 0x524b_5031; // "RKP1"
+const MAGIC: u32 = 0x524b_5032; // "RKP2": with the peer_auth handshake
+/// The handshake's frames are this small; a longer one is refused before it is read.
+pub const MAX_HANDSHAKE_FRAME: usize = 1 + NONCE_BYTES + MAC_BYTES; // the challenge, the largest
 
 const HELLO: u8 = 1;
 const RAFT: u8 = 2;
@@ -23,6 +27,8 @@ const TOUCH: u8 = 4;
 const SNAPSHOT_CHUNK: u8 = 5;
 const ATTACHED: u8 = 6;
 const DIGEST: u8 = 7;
+const CHALLENGE: u8 = 8;
+const PROOF: u8 = 9;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PeerProtoError {
@@ -38,10 +44,20 @@ pub enum PeerProtoError {
 
 #[derive(Debug, PartialEq)]
 pub enum PeerMsg {
-    /// First frame of a connection: who dialed, and whom it meant to reach.
+    /// First frame of a connection: who dialed, whom it meant to reach, and its nonce.
     Hello {
         from: u64,
         to: u64,
+        nonce: Nonce,
+    },
+    /// The acceptor's answer to a hello: its nonce, and its proof of the secret.
+    Challenge {
+        nonce: Nonce,
+        mac: Tag,
+    },
+    /// The dialer's proof of the secret, ending the handshake.
+    Proof {
+        mac: Tag,
     },
     Raft(Message),
     /// Writes a member's clients sent, for the leader to propose, in the order received.
@@ -67,11 +83,21 @@ pub fn encode(msg: &PeerMsg, out: &mut Vec<u8>) -> Result<(), PeerProtoError> {
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
     match msg {
-        PeerMsg::Hello { from, to } => {
+        PeerMsg::Hello { from, to, nonce } => {
             out.push(HELLO);
             out.extend_from_slice(&MAGIC.to_le_bytes());
             out.extend_from_slice(&from.to_le_bytes());
             out.extend_from_slice(&to.to_le_bytes());
+            out.extend_from_slice(nonce);
+        }
+        PeerMsg::Challenge { nonce, mac } => {
+            out.push(CHALLENGE);
+            out.extend_from_slice(nonce);
+            out.extend_from_slice(mac);
+        }
+        PeerMsg::Proof { mac } => {
+            out.push(PROOF);
+            out.extend_from_slice(mac);
         }
         PeerMsg::Raft(m) => {
             out.push(RAFT);
@@ -137,7 +163,7 @@ pub fn decode(body: &[u8]) -> Result<PeerMsg, PeerProtoError> {
         .ok_or(PeerProtoError::Malformed("empty"))?;
     match kind {
         HELLO => {
-            if payload.len() != 20 || payload[..4] != MAGIC.to_le_bytes() {
+            if payload.len() != 20 + NONCE_BYTES || payload[..4] != MAGIC.to_le_bytes() {
                 return Err(PeerProtoError::BadHello);
             }
             let word = |at: usize| {
@@ -148,8 +174,22 @@ pub fn decode(body: &[u8]) -> Result<PeerMsg, PeerProtoError> {
             Ok(PeerMsg::Hello {
                 from: word(4),
                 to: word(12),
+                nonce: array(&payload[20..]).ok_or(PeerProtoError::BadHello)?,
             })
         }
+        CHALLENGE => {
+            if payload.len() != NONCE_BYTES + MAC_BYTES {
+                return Err(PeerProtoError::Malformed("challenge"));
+            }
+            let (nonce, mac) = payload.split_at(NONCE_BYTES);
+            Ok(PeerMsg::Challenge {
+                nonce: array(nonce).ok_or(PeerProtoError::Malformed("challenge"))?,
+                mac: array(mac).ok_or(PeerProtoError::Malformed("challenge"))?,
+            })
+        }
+        PROOF => Ok(PeerMsg::Proof {
+            mac: array(payload).ok_or(PeerProtoError::Malformed("proof"))?,
+        }),
         RAFT => Message::parse_from_bytes(payload)
             .map(PeerMsg::Raft)
             .map_err(|_| PeerProtoError::Malformed("raft")),
@@ -197,6 +237,10 @@ pub fn decode(body: &[u8]) -> Result<PeerMsg, PeerProtoError> {
     }
 }
 
+fn array<const N: usize>(bytes: &[u8]) -> Option<[u8; N]> {
+    bytes.try_into().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,7 +258,18 @@ mod tests {
 
     #[test]
     fn every_kind_round_trips() {
-        round_trip(PeerMsg::Hello { from: 2, to: 3 });
+        round_trip(PeerMsg::Hello {
+            from: 2,
+            to: 3,
+            nonce: [5; NONCE_BYTES],
+        });
+        round_trip(PeerMsg::Challenge {
+            nonce: [1; NONCE_BYTES],
+            mac: [2; MAC_BYTES],
+        });
+        round_trip(PeerMsg::Proof {
+            mac: [3; MAC_BYTES],
+        });
         let mut m = Message::default();
         m.set_msg_type(raft::eraftpb::MessageType::MsgAppend);
         m.from = 1;
@@ -250,6 +305,8 @@ mod tests {
         assert!(decode(&[]).is_err());
         assert!(decode(&[9, 1, 2]).is_err());
         assert!(decode(&[HELLO, 1, 2, 3]).is_err());
+        assert!(decode(&[CHALLENGE, 1, 2, 3]).is_err());
+        assert!(decode(&[PROOF; 40]).is_err());
         assert!(decode(&[TOUCH, 1, 2, 3]).is_err());
         assert!(decode(&[FORWARD, 1, 2, 3, 4, 5, 6, 7, 8]).is_err());
         assert!(decode(&[RAFT, 0xff, 0xff, 0xff]).is_err());

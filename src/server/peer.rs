@@ -11,11 +11,19 @@
 //! Sending never waits: frames go into a bounded queue per peer, and a frame that does not
 //! fit is dropped and counted (raft resends what matters; a dropped forward is reported to
 //! the caller, whose clients must then be told).
+//!
+//! Nothing a connection sends is read as a peer message before it has proven that it holds
+//! the ensemble's secret (`proto::peer_auth`), within `HANDSHAKE_TIMEOUT`, with at most
+//! `MAX_HANDSHAKING` strangers at a time. After that a frame, once begun, must keep arriving
+//! (`FRAME_STALL_TIMEOUT`), a member holds at most `MAX_LINKS_PER_MEMBER` connections (a
+//! newer one closes its oldest: a reconnecting member must never be locked out by its own
+//! half-open link), and snapshot chunks are taken only from the leader, one stream at a time.
 
-use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +34,7 @@ use raft::eraftpb::MessageType;
 
 use super::{ServerError, Shared};
 use crate::proto::peer::{self, PeerMsg};
+use crate::proto::peer_auth::Exchange;
 
 /// Frames queued for one peer before new ones are dropped.
 const QUEUE_FRAMES: usize = 4096;
@@ -37,7 +46,19 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 const READ_CHUNK: usize = 1 << 20;
 /// Bytes of snapshot per frame.
 const SNAPSHOT_CHUNK: usize = 1 << 20;
-const MAX_SNAPSHOT_BYTES: u64 = crate::log::snapshots::MAX_FILE_BYTES;
+/// Largest snapshot a member takes in (held in memory until the sequencer stores it; one
+/// stream at a time, from the leader only).
+const MAX_SNAPSHOT_BYTES: u64 = 8 << 30;
+/// Time a connection has to complete the handshake, from accept (or connect) to proof.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections accepted and not yet authenticated; more are closed at once.
+const MAX_HANDSHAKING: usize = 16;
+/// Authenticated connections from one member: its link, a snapshot stream, and reconnects
+/// racing the close of their predecessors.
+const MAX_LINKS_PER_MEMBER: usize = 4;
+/// A frame whose first byte has arrived must make progress this often (links may idle
+/// between frames: only leaders send heartbeats).
+const FRAME_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the links report to the sequencer.
 pub enum PeerEvent {
@@ -62,10 +83,34 @@ type Dialer = Box<dyn Fn(u64, SocketAddr) -> Queue>;
 pub struct Peers {
     /// One outgoing link per other member: its address and frame queue.
     links: RefCell<HashMap<u64, (SocketAddr, Queue)>>,
-    /// Members whose connections are accepted.
-    known: Rc<RefCell<HashSet<u64>>>,
+    /// What the accepting side keeps across connections.
+    accepted: Rc<Accepted>,
     shared: Arc<Shared>,
     dial: Dialer,
+}
+
+/// The accepting side's state across connections.
+#[derive(Default)]
+struct Accepted {
+    /// Members whose connections are accepted.
+    known: RefCell<HashSet<u64>>,
+    /// Connections in their handshake now.
+    handshaking: Cell<usize>,
+    /// Authenticated connections per member, oldest first: a number, and a sender whose
+    /// drop closes that connection.
+    links: RefCell<HashMap<u64, VecDeque<(u64, async_channel::Sender<()>)>>>,
+    next_link: Cell<u64>,
+    /// A snapshot is being received on some connection.
+    snapshot_incoming: Cell<bool>,
+}
+
+/// The ensemble's secret as the HMAC key (empty without one: see `proto::peer_auth`).
+pub(super) fn secret(shared: &Shared) -> &[u8] {
+    shared
+        .config
+        .peer_secret
+        .as_ref()
+        .map_or(&[], |s| s.bytes())
 }
 
 impl Peers {
@@ -84,17 +129,36 @@ impl Peers {
             ServerError::Startup(format!("cannot listen for peers on {}: {e}", own.peer_addr))
         })?;
         tracing::info!(addr = %own.peer_addr, member = me, "listening for peers");
-        let known = Rc::new(RefCell::new(HashSet::new()));
+        if config.peer_secret.is_none() {
+            tracing::warn!(
+                addr = %own.peer_addr,
+                "NO PEER SECRET: anyone who can reach this peer port can act as a member of \
+                 this ensemble (rewrite data, expire sessions, stop it for good). Give every \
+                 member the same --peer-secret-file (docs/CONFIGURATION.md)"
+            );
+        }
+        let accepted = Rc::new(Accepted::default());
         {
-            let (inbox, shared, known) = (inbox.clone(), shared.clone(), known.clone());
+            let (inbox, shared, accepted) = (inbox.clone(), shared.clone(), accepted.clone());
             glommio::spawn_local(async move {
                 loop {
                     match listener.accept().await {
                         Ok(stream) => {
-                            let (inbox, shared, known) =
-                                (inbox.clone(), shared.clone(), known.clone());
+                            if accepted.handshaking.get() >= MAX_HANDSHAKING {
+                                shared.metrics.peer_connections_refused.inc();
+                                tracing::debug!(
+                                    "peer connection closed: {MAX_HANDSHAKING} handshakes already under way"
+                                );
+                                continue;
+                            }
+                            // Counted from now: tasks spawned in a burst run only later.
+                            let counted = Handshaking::new(accepted.clone());
+                            let (inbox, shared, accepted) =
+                                (inbox.clone(), shared.clone(), accepted.clone());
                             glommio::spawn_local(async move {
-                                if let Err(why) = receive(stream, &shared, &known, &inbox).await {
+                                if let Err(why) =
+                                    receive(stream, counted, &shared, &accepted, &inbox).await
+                                {
                                     tracing::info!("peer connection closed: {why}");
                                 }
                             })
@@ -121,7 +185,7 @@ impl Peers {
         };
         let peers = Peers {
             links: RefCell::new(HashMap::new()),
-            known,
+            accepted,
             shared: shared.clone(),
             dial,
         };
@@ -144,7 +208,12 @@ impl Peers {
                 .entry(id)
                 .or_insert_with(|| (addr, (self.dial)(id, addr)));
         }
-        *self.known.borrow_mut() = members.iter().map(|(id, _)| *id).collect();
+        *self.accepted.known.borrow_mut() = members.iter().map(|(id, _)| *id).collect();
+        // A removed member's connections close (dropping their senders).
+        self.accepted
+            .links
+            .borrow_mut()
+            .retain(|id, _| members.iter().any(|(m, _)| m == id));
     }
 
     /// Where member `id` listens for peers.
@@ -198,10 +267,6 @@ async fn dial<E: From<PeerEvent>>(
     inbox: &async_channel::Sender<E>,
 ) {
     let mut backoff = Duration::from_millis(50);
-    let mut hello = Vec::new();
-    if peer::encode(&PeerMsg::Hello { from: me, to }, &mut hello).is_err() {
-        return;
-    }
     let mut logged_failure = false;
     loop {
         if queue.is_closed() {
@@ -221,7 +286,19 @@ async fn dial<E: From<PeerEvent>>(
             }
         };
         let _ = stream.set_nodelay(true);
-        if stream.write_all(&hello).await.is_err() {
+        if let Err(why) = within(
+            HANDSHAKE_TIMEOUT,
+            dial_handshake(&mut stream, me, to, shared),
+        )
+        .await
+        .and_then(|r| r)
+        {
+            if !logged_failure {
+                tracing::warn!(peer = to, %addr, "peer handshake failed (retrying): {why}");
+                logged_failure = true;
+            }
+            glommio::timer::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
             continue;
         }
         tracing::info!(peer = to, %addr, "peer link up");
@@ -251,53 +328,217 @@ async fn dial<E: From<PeerEvent>>(
     }
 }
 
-/// Reads the frames one peer sends on a connection it dialed.
-async fn receive<E: From<PeerEvent>>(
-    stream: TcpStream,
+/// The dialer's half of the handshake: hello, check the acceptor's proof, send ours.
+async fn dial_handshake(
+    stream: &mut TcpStream,
+    me: u64,
+    to: u64,
     shared: &Shared,
-    known: &RefCell<HashSet<u64>>,
-    inbox: &async_channel::Sender<E>,
 ) -> Result<(), String> {
+    let dial_nonce = rand::random();
+    let mut frame = Vec::new();
+    encode(
+        &PeerMsg::Hello {
+            from: me,
+            to,
+            nonce: dial_nonce,
+        },
+        &mut frame,
+    )?;
+    stream.write_all(&frame).await.map_err(|e| e.to_string())?;
+    let PeerMsg::Challenge { nonce, mac } = read_msg(stream, peer::MAX_HANDSHAKE_FRAME).await?
+    else {
+        return Err("the peer did not answer with a challenge".into());
+    };
+    let exchange = Exchange {
+        from: me,
+        to,
+        dial_nonce,
+        accept_nonce: nonce,
+    };
+    let key = secret(shared);
+    exchange
+        .verify_accept(key, &mac)
+        .map_err(|e| e.to_string())?;
+    encode(
+        &PeerMsg::Proof {
+            mac: exchange.dial_mac(key),
+        },
+        &mut frame,
+    )?;
+    stream.write_all(&frame).await.map_err(|e| e.to_string())
+}
+
+/// The acceptor's half: the dialer names itself and us, proves it holds the secret after we
+/// proved it. Returns the member it authenticated.
+async fn accept_handshake(
+    stream: &mut TcpStream,
+    shared: &Shared,
+    accepted: &Accepted,
+    remote: &str,
+) -> Result<u64, String> {
     let me = shared.config.server_id;
-    let remote = stream.peer_addr().map_or("?".into(), |a| a.to_string());
-    let _ = stream.set_nodelay(true);
-    let mut r = BufReader::with_capacity(256 << 10, stream);
-    let from = match read_msg(&mut r).await? {
-        PeerMsg::Hello { from, to } if to != me => {
+    let (from, dial_nonce) = match read_msg(stream, peer::MAX_HANDSHAKE_FRAME).await? {
+        PeerMsg::Hello { from, to, .. } if to != me => {
             return Err(format!(
                 "{remote} (member {from}) dialed member {to}, but this is member {me}: check the member lists"
             ))
         }
-        PeerMsg::Hello { from, .. } if !known.borrow().contains(&from) || from == me => {
+        PeerMsg::Hello { from, .. } if !accepted.known.borrow().contains(&from) || from == me => {
             return Err(format!("{remote} claims to be member {from}, which is not a peer of this member"))
         }
-        PeerMsg::Hello { from, .. } => from,
+        PeerMsg::Hello { from, nonce, .. } => (from, nonce),
         _ => return Err(format!("{remote} did not start with a hello")),
     };
-    let mut snapshot: Option<Vec<u8>> = None;
+    let exchange = Exchange {
+        from,
+        to: me,
+        dial_nonce,
+        accept_nonce: rand::random(),
+    };
+    let key = secret(shared);
+    let mut frame = Vec::new();
+    encode(
+        &PeerMsg::Challenge {
+            nonce: exchange.accept_nonce,
+            mac: exchange.accept_mac(key),
+        },
+        &mut frame,
+    )?;
+    stream.write_all(&frame).await.map_err(|e| e.to_string())?;
+    let PeerMsg::Proof { mac } = read_msg(stream, peer::MAX_HANDSHAKE_FRAME).await? else {
+        return Err(format!("{remote} (member {from}) sent no proof"));
+    };
+    exchange
+        .verify_dial(key, &mac)
+        .map_err(|e| format!("{remote} claims to be member {from}: {e}"))?;
+    Ok(from)
+}
+
+/// Counts a connection in its handshake while it lives.
+struct Handshaking(Rc<Accepted>);
+
+impl Handshaking {
+    fn new(accepted: Rc<Accepted>) -> Self {
+        accepted.handshaking.set(accepted.handshaking.get() + 1);
+        Handshaking(accepted)
+    }
+}
+
+impl Drop for Handshaking {
+    fn drop(&mut self) {
+        self.0.handshaking.set(self.0.handshaking.get() - 1);
+    }
+}
+
+/// Authenticates a connection a peer dialed, then reads its frames until it closes, a newer
+/// connection from the same member replaces it, or the member leaves the configuration.
+async fn receive<E: From<PeerEvent>>(
+    mut stream: TcpStream,
+    counted: Handshaking,
+    shared: &Shared,
+    accepted: &Accepted,
+    inbox: &async_channel::Sender<E>,
+) -> Result<(), String> {
+    let remote = stream.peer_addr().map_or("?".into(), |a| a.to_string());
+    let _ = stream.set_nodelay(true);
+    let from = {
+        let _counted = counted;
+        let result = within(
+            HANDSHAKE_TIMEOUT,
+            accept_handshake(&mut stream, shared, accepted, &remote),
+        )
+        .await
+        .map_err(|_| format!("{remote} did not complete the handshake in time"))
+        .and_then(|r| r);
+        if result.is_err() {
+            shared.metrics.peer_auth_failures.inc();
+        }
+        result?
+    };
+    let number = accepted.next_link.get();
+    accepted.next_link.set(number + 1);
+    let (closer, closed) = async_channel::bounded::<()>(1);
+    {
+        let mut links = accepted.links.borrow_mut();
+        let mine = links.entry(from).or_default();
+        mine.push_back((number, closer));
+        while mine.len() > MAX_LINKS_PER_MEMBER {
+            // Dropping the sender closes the oldest connection.
+            mine.pop_front();
+            shared.metrics.peer_connections_refused.inc();
+        }
+    }
+    let frames = receive_frames(stream, from, shared, accepted, inbox);
+    let replaced = async {
+        let _ = closed.recv().await;
+        Err(format!(
+            "member {from}: closed (a newer connection replaced it, or it left the configuration)"
+        ))
+    };
+    let result = futures_lite::future::or(frames, replaced).await;
+    if let Some(mine) = accepted.links.borrow_mut().get_mut(&from) {
+        mine.retain(|(n, _)| *n != number);
+    }
+    result
+}
+
+async fn receive_frames<E: From<PeerEvent>>(
+    stream: TcpStream,
+    from: u64,
+    shared: &Shared,
+    accepted: &Accepted,
+    inbox: &async_channel::Sender<E>,
+) -> Result<(), String> {
+    let mut r = BufReader::with_capacity(256 << 10, stream);
+    // Set while this connection holds `accepted.snapshot_incoming`.
+    let mut snapshot: Option<SnapshotIn> = None;
     loop {
-        let msg = read_msg(&mut r)
+        let msg = read_msg(&mut r, peer::MAX_FRAME)
             .await
             .map_err(|e| format!("from member {from}: {e}"))?;
         shared.metrics.peer_frames_received.inc();
         let event = match msg {
             PeerMsg::SnapshotChunk(bytes) => {
-                let data = snapshot.get_or_insert_with(Vec::new);
+                if snapshot.is_none() {
+                    if shared.leader_id.load(Ordering::Relaxed) != from {
+                        shared.metrics.peer_frames_refused.inc();
+                        return Err(format!(
+                            "member {from} streamed a snapshot but is not the leader"
+                        ));
+                    }
+                    if accepted.snapshot_incoming.get() {
+                        shared.metrics.peer_frames_refused.inc();
+                        return Err(format!(
+                            "member {from} streamed a snapshot while another one is arriving"
+                        ));
+                    }
+                    snapshot = Some(SnapshotIn::new(accepted));
+                }
+                let data = &mut snapshot.as_mut().expect("set just above").data;
                 if (data.len() + bytes.len()) as u64 > MAX_SNAPSHOT_BYTES {
                     return Err(format!(
-                        "member {from} streamed a snapshot over the size limit"
+                        "member {from} streamed a snapshot over the size limit ({MAX_SNAPSHOT_BYTES} bytes)"
                     ));
                 }
                 data.extend_from_slice(&bytes);
                 continue;
             }
             PeerMsg::Raft(msg) if msg.get_msg_type() == MessageType::MsgSnapshot => {
-                let Some(data) = snapshot.take() else {
+                let Some(mut incoming) = snapshot.take() else {
                     return Err(format!(
                         "member {from} sent a snapshot message without its data"
                     ));
                 };
-                PeerEvent::Snapshot { from, data, msg }
+                PeerEvent::Snapshot {
+                    from,
+                    data: std::mem::take(&mut incoming.data),
+                    msg,
+                }
+            }
+            PeerMsg::Hello { .. } | PeerMsg::Challenge { .. } | PeerMsg::Proof { .. } => {
+                shared.metrics.peer_frames_refused.inc();
+                return Err(format!("member {from} repeated its handshake"));
             }
             msg => PeerEvent::Msg { from, msg },
         };
@@ -307,30 +548,66 @@ async fn receive<E: From<PeerEvent>>(
     }
 }
 
+/// A snapshot arriving on one connection; holds the one-at-a-time flag while it lives.
+struct SnapshotIn<'a> {
+    accepted: &'a Accepted,
+    data: Vec<u8>,
+}
+
+impl<'a> SnapshotIn<'a> {
+    fn new(accepted: &'a Accepted) -> Self {
+        accepted.snapshot_incoming.set(true);
+        SnapshotIn {
+            accepted,
+            data: Vec::new(),
+        }
+    }
+}
+
+impl Drop for SnapshotIn<'_> {
+    fn drop(&mut self) {
+        self.accepted.snapshot_incoming.set(false);
+    }
+}
+
+fn encode(msg: &PeerMsg, frame: &mut Vec<u8>) -> Result<(), String> {
+    frame.clear();
+    peer::encode(msg, frame).map_err(|e| e.to_string())
+}
+
+/// `fut`, or an error once `limit` has passed.
+async fn within<T>(
+    limit: Duration,
+    fut: impl std::future::Future<Output = T>,
+) -> Result<T, String> {
+    futures_lite::future::or(async { Ok(fut.await) }, async {
+        glommio::timer::sleep(limit).await;
+        Err(format!("no progress in {limit:?}"))
+    })
+    .await
+}
+
 /// Streams the state of `view` (at `meta.index`) to member `to` at `addr` on a connection of
 /// its own, then `msg` (raft's MsgSnapshot) to end it. Blocking: runs on a thread, so the
 /// leader's executor (and its clients) never wait for a large transfer.
 pub fn send_snapshot(
     me: u64,
     to: u64,
+    key: &[u8],
     addr: SocketAddr,
     view: &crate::machine::View,
     meta: &crate::snapshot::Meta,
     msg: raft::eraftpb::Message,
 ) -> Result<u64, String> {
     use std::io::Write;
-    let stream = std::net::TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
         .map_err(|e| format!("connect to {addr}: {e}"))?;
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(Duration::from_secs(30)));
+    let _ = stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
+    dial_handshake_blocking(&mut stream, me, to, key)?;
     let mut out = std::io::BufWriter::with_capacity(WRITE_BATCH, stream);
     let mut frame = Vec::new();
-    let encode = |msg: &PeerMsg, frame: &mut Vec<u8>| {
-        frame.clear();
-        peer::encode(msg, frame).map_err(|e| e.to_string())
-    };
-    encode(&PeerMsg::Hello { from: me, to }, &mut frame)?;
-    out.write_all(&frame).map_err(|e| e.to_string())?;
     let mut chunk = Vec::with_capacity(SNAPSHOT_CHUNK);
     let flush = |chunk: &mut Vec<u8>, out: &mut std::io::BufWriter<std::net::TcpStream>| {
         let mut frame = Vec::with_capacity(chunk.len() + 8);
@@ -355,19 +632,86 @@ pub fn send_snapshot(
     Ok(summary.bytes)
 }
 
-async fn read_msg(r: &mut BufReader<TcpStream>) -> Result<PeerMsg, String> {
+/// The dialer's handshake on a blocking stream (the snapshot sender's thread).
+fn dial_handshake_blocking(
+    stream: &mut std::net::TcpStream,
+    me: u64,
+    to: u64,
+    key: &[u8],
+) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let dial_nonce = rand::random();
+    let mut frame = Vec::new();
+    encode(
+        &PeerMsg::Hello {
+            from: me,
+            to,
+            nonce: dial_nonce,
+        },
+        &mut frame,
+    )?;
+    stream.write_all(&frame).map_err(|e| e.to_string())?;
     let mut header = [0; 4];
-    r.read_exact(&mut header).await.map_err(|e| e.to_string())?;
+    stream.read_exact(&mut header).map_err(|e| e.to_string())?;
     let len = peer::frame_len(header).map_err(|e| e.to_string())?;
+    if len > peer::MAX_HANDSHAKE_FRAME {
+        return Err(format!("a handshake frame of {len} bytes"));
+    }
+    let mut body = vec![0; len];
+    stream.read_exact(&mut body).map_err(|e| e.to_string())?;
+    let PeerMsg::Challenge { nonce, mac } = peer::decode(&body).map_err(|e| e.to_string())? else {
+        return Err("the peer did not answer with a challenge".into());
+    };
+    let exchange = Exchange {
+        from: me,
+        to,
+        dial_nonce,
+        accept_nonce: nonce,
+    };
+    exchange
+        .verify_accept(key, &mac)
+        .map_err(|e| e.to_string())?;
+    encode(
+        &PeerMsg::Proof {
+            mac: exchange.dial_mac(key),
+        },
+        &mut frame,
+    )?;
+    stream.write_all(&frame).map_err(|e| e.to_string())
+}
+
+/// Reads one frame of at most `limit` bytes. Waiting for a frame to begin has no deadline (a
+/// link may idle); once it has begun, every read must make progress within
+/// `FRAME_STALL_TIMEOUT`.
+async fn read_msg<R: futures_lite::AsyncRead + Unpin>(
+    r: &mut R,
+    limit: usize,
+) -> Result<PeerMsg, String> {
+    let mut header = [0; 4];
+    let n = r.read(&mut header[..1]).await.map_err(|e| e.to_string())?;
+    if n == 0 {
+        return Err("connection closed".into());
+    }
+    within(FRAME_STALL_TIMEOUT, r.read_exact(&mut header[1..]))
+        .await?
+        .map_err(|e| e.to_string())?;
+    let len = peer::frame_len(header).map_err(|e| e.to_string())?;
+    if len > limit {
+        return Err(format!("a frame of {len} bytes where at most {limit} fit"));
+    }
     // Memory follows the bytes that arrive, not the length a peer announces.
     let mut body = Vec::with_capacity(len.min(READ_CHUNK));
-    (&mut *r)
-        .take(len as u64)
-        .read_to_end(&mut body)
-        .await
-        .map_err(|e| e.to_string())?;
-    if body.len() != len {
-        return Err(format!("connection closed inside a frame of {len} bytes"));
+    while body.len() < len {
+        let start = body.len();
+        body.resize(start + (len - start).min(READ_CHUNK), 0);
+        let n = within(FRAME_STALL_TIMEOUT, r.read(&mut body[start..]))
+            .await
+            .map_err(|e| format!("inside a frame of {len} bytes: {e}"))?
+            .map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err(format!("connection closed inside a frame of {len} bytes"));
+        }
+        body.truncate(start + n);
     }
     peer::decode(&body).map_err(|e| e.to_string())
 }

@@ -531,6 +531,24 @@ impl Sequencer {
             }
             PeerMsg::Forward(commands) => {
                 let n = commands.len() as u64;
+                // A member forwards its own clients' writes, nothing else: a command made on
+                // another member, server-internal, or sessionless (but a new session's) is
+                // refused whole.
+                let foreign = commands.iter().find(|c| {
+                    Origin(c.origin).member() != from
+                        || c.op.is_internal()
+                        || (c.session == 0 && !matches!(c.op, Op::CreateSession { .. }))
+                });
+                if let Some(c) = foreign {
+                    self.shared.metrics.peer_frames_refused.inc();
+                    tracing::warn!(
+                        peer = from,
+                        origin_member = Origin(c.origin).member(),
+                        session = c.session,
+                        "refused a forward that is not this member's to send"
+                    );
+                    return;
+                }
                 if self.consensus.is_leader() {
                     self.shared.metrics.forwarded_in.add(n);
                     self.pending.extend(commands);
@@ -549,7 +567,10 @@ impl Sequencer {
                 self.digests.leader(index, digest);
                 self.check_digests();
             }
-            PeerMsg::Hello { .. } | PeerMsg::SnapshotChunk(_) => {}
+            PeerMsg::Hello { .. }
+            | PeerMsg::Challenge { .. }
+            | PeerMsg::Proof { .. }
+            | PeerMsg::SnapshotChunk(_) => {}
         }
     }
 
@@ -1254,10 +1275,11 @@ impl Sequencer {
             "member is behind the log this leader keeps; sending a snapshot"
         );
         let (me, tx) = (self.shared.config.server_id, self.inbox_tx.clone());
+        let key = super::peer::secret(&self.shared).to_vec();
         let spawned = std::thread::Builder::new()
             .name("rk-snapshot-send".into())
             .spawn(move || {
-                let result = super::peer::send_snapshot(me, to, addr, &view, &meta, msg);
+                let result = super::peer::send_snapshot(me, to, &key, addr, &view, &meta, msg);
                 let _ = tx.send_blocking(Event::SnapshotSent { to, result });
             });
         if let Err(e) = spawned {

@@ -18,6 +18,7 @@ clamped to [400 ms, 4000 ms] and expiry tests finish quickly.
 --member flags, ZooKeeper QuorumPeerMain with a zoo.cfg + myid each).
 """
 
+import base64
 import collections
 import os
 import re
@@ -461,7 +462,9 @@ class EnsembleMember(Server):
         view = self.ensemble.view(self.id)
         if self.target == "ringkeeper":
             join = ["--join"] if self.join else []
-            return ringkeeper_member_command(self.id, self.port, self.data_dir, view, self.ttl_enabled) + self.extra_args + join
+            secret = ["--peer-secret-file", str(self.ensemble.secret_file)] if self.ensemble.secret_file else []
+            return (ringkeeper_member_command(self.id, self.port, self.data_dir, view, self.ttl_enabled)
+                    + secret + self.extra_args + join)
         return zookeeper_member_command(self.id, self.port, self.data_dir, view, self.observer, self.ttl_enabled)
 
     def wipe(self):
@@ -490,7 +493,11 @@ class Ensemble:
     by their hello message, not their address. (ZooKeeper's leader election
     connects back to the address a peer announces, bypassing such proxies.)"""
 
-    def __init__(self, name, size=3, observers=0, target=TARGET, extra_args=(), proxied=False, ttl_enabled=True, spares=0):
+    def __init__(self, name, size=3, observers=0, target=TARGET, extra_args=(), proxied=False, ttl_enabled=True, spares=0,
+                 secret=True):
+        """`secret`: ringkeeper members authenticate each other with a shared secret
+        (a random file, `secret_file`), as scripts/ensemble.sh sets them up; False
+        runs them without one (the peer port open to anyone)."""
         assert size >= 1 and observers >= 0
         assert not proxied or target == "ringkeeper", "partitions (proxied=True) need ringkeeper"
         self.name = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:60]
@@ -499,6 +506,12 @@ class Ensemble:
         self.extra_args = list(extra_args)
         self.ttl_enabled = ttl_enabled
         self.proxied = proxied
+        self.secret_file = None
+        if secret and target == "ringkeeper":
+            fd, path = tempfile.mkstemp(prefix="rk-compat-%s-" % self.name, suffix=".secret")
+            os.write(fd, base64.b64encode(os.urandom(32)) + b"\n")
+            os.close(fd)
+            self.secret_file = Path(path)
         used = set()
 
         def port():

@@ -20,6 +20,7 @@ from kazoo.exceptions import KazooException, NodeExistsError
 from kazoo.handlers.threading import KazooTimeoutError
 
 import harness
+import peerwire
 import zkwire
 from harness import NOT_SERVING, Ensemble, WriterThread, make_kazoo, parse_kv, wait_until
 
@@ -345,9 +346,8 @@ def test_garbage_on_a_peer_port_changes_nothing(ensemble, kz):
     port = ens.peer_ports[leader.id]
     payloads = [
         b"GET / HTTP/1.0\r\n\r\n",
-        # a hello from a member that does not exist: [len][kind 1][magic][from][to]
-        (21).to_bytes(4, "little") + b"\x01" + (0x524B5031).to_bytes(4, "little")
-        + (99).to_bytes(8, "little") + leader.id.to_bytes(8, "little"),
+        # a hello from a member that does not exist
+        peerwire.hello(99, leader.id)[0],
         (256 << 20).to_bytes(4, "little") + b"\x02" + b"\x00" * 1000,
     ]
     for p in payloads:
