@@ -736,10 +736,12 @@ def test_check_standalone_replies_ok(golden_servers):
     assert not rec.closed
 
 
-# ZooKeeper's default whitelist is `srvr` only; ringkeeper's adds ruok, stat, mntr, conf, isro,
-# envi, cons and wchs on purpose. The words both treat the same: srvr (answered) and the words
-# neither enables by default (refused with ZooKeeper's message).
-REFUSED_BY_BOTH = ["dump", "wchc", "wchp", "dirs", "gtmk", "crst", "srst", "hash"]
+# ZooKeeper's default whitelist is `srvr` only; ringkeeper's adds ruok and isro on purpose (they
+# reveal nothing). The words both treat the same: srvr (answered) and the words neither enables
+# by default (refused with ZooKeeper's message), among them every word that shows session ids,
+# client addresses, paths or raft positions.
+REFUSED_BY_BOTH = ["stat", "mntr", "conf", "envi", "cons", "wchs",
+                   "dump", "wchc", "wchp", "dirs", "gtmk", "crst", "srst", "hash"]
 
 
 @pytest.mark.timeout(180)
