@@ -96,13 +96,15 @@ struct Accepted {
     known: RefCell<HashSet<u64>>,
     /// Connections in their handshake now.
     handshaking: Cell<usize>,
-    /// Authenticated connections per member, oldest first: a number, and a sender whose
-    /// drop closes that connection.
-    links: RefCell<HashMap<u64, VecDeque<(u64, async_channel::Sender<()>)>>>,
+    /// Authenticated connections per member, oldest first.
+    links: RefCell<HashMap<u64, VecDeque<LinkIn>>>,
     next_link: Cell<u64>,
     /// A snapshot is being received on some connection.
     snapshot_incoming: Cell<bool>,
 }
+
+/// An authenticated connection: its number, and a sender whose drop closes it.
+type LinkIn = (u64, async_channel::Sender<()>);
 
 /// The ensemble's secret as the HMAC key (empty without one: see `proto::peer_auth`).
 pub(super) fn secret(shared: &Shared) -> &[u8] {
