@@ -191,3 +191,35 @@ pub struct Applied {
     /// True when this was a retry answered from the idempotency table (nothing applied).
     pub duplicate: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_leaders_own_operations_are_internal() {
+        let internal = [
+            Op::ExpireSessions { sessions: vec![1] },
+            Op::DeleteContainer { path: "/c".into() },
+            Op::SetConfig {
+                members: "server.1=a:1:2:participant;3".into(),
+            },
+        ];
+        assert!(internal.iter().all(Op::is_internal));
+        let client = [
+            Op::CreateSession {
+                timeout_ms: 4000,
+                passwd: vec![0; 16],
+            },
+            Op::CloseSession,
+            Op::Fail(ErrorCode::Unimplemented),
+            Op::Reconfig(ReconfigOp {
+                joining: None,
+                leaving: Some("2".into()),
+                new_members: None,
+                from_config: -1,
+            }),
+        ];
+        assert!(!client.iter().any(Op::is_internal));
+    }
+}
