@@ -1062,6 +1062,9 @@ metrics! {
         slow_consumers,
         /// Connections closed with no session after the sessionless timeout.
         handshake_timeouts,
+        /// Connections closed for a ConnectRequest over MAX_CONNECT_REQUEST_BYTES or one
+        /// that does not decode (or that closed midway).
+        connect_requests_refused,
         /// Times a listener stopped accepting because the descriptor budget was spent or
         /// accept found no descriptor (episodes, not tries).
         accept_pauses,

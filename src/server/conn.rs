@@ -224,7 +224,7 @@ async fn write_loop(
                     Err(_) => break,
                 }
             }
-            std::mem::replace(&mut buf, Vec::new())
+            std::mem::take(&mut buf)
         };
         let written = frame.len();
         let ok = sink.write_all(&frame).await.is_ok() && sink.flush().await.is_ok();
@@ -281,9 +281,15 @@ async fn read_loop(
         conn.send_bytes(text.into_bytes());
         return Err(format!("four-letter word {cmd} answered"));
     }
-    let payload = read_frame(&conn, &mut r, first, MAX_CONNECT_REQUEST_BYTES).await?;
-    let request =
-        ConnectRequest::decode(&payload).map_err(|e| format!("bad ConnectRequest: {e}"))?;
+    let refused = |why: String| {
+        conn.shard.shared.metrics.connect_requests_refused.inc();
+        why
+    };
+    let payload = read_frame(&conn, &mut r, first, MAX_CONNECT_REQUEST_BYTES)
+        .await
+        .map_err(refused)?;
+    let request = ConnectRequest::decode(&payload)
+        .map_err(|e| refused(format!("bad ConnectRequest: {e}")))?;
     conn.handshake(request).await?;
 
     loop {

@@ -39,19 +39,24 @@ def rss_bytes(pid):
     raise AssertionError("no VmRSS for pid %d" % pid)
 
 
-def can_handshake(server):
+def can_handshake(server, source=None):
     try:
-        with zkwire.connect(server.addr, timeout=2.0) as c:
+        with zkwire.RawConn(server.addr, timeout=2.0, source=source) as c:
+            if c.handshake().timeout <= 0:
+                return False
             c.close_session()
             return True
     except (OSError, zkwire.Closed, zkwire.ProtocolError):
         return False
 
 
-def stalled_connections(addr, payloads):
+def stalled_connections(addr, payloads, source="127.0.0.1"):
     socks = []
     for p in payloads:
-        s = socket.create_connection(addr, timeout=10)
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.settimeout(10)
+        s.bind((source, 0))
+        s.connect(addr)
         if p:
             s.sendall(p)
         socks.append(s)
@@ -100,21 +105,28 @@ def test_partial_connect_requests_are_closed(server_factory):
         server = server_factory()  # ZooKeeper's sessionless timeout: 10 s, no flag
         limit, wait = None, 60.0
 
+    # each shape from an address of its own, all at once
     payloads = connect_payloads()
-    for what, payload in payloads.items():
-        socks = stalled_connections(server.addr, [payload] * (limit or 2))
-        try:
+    stalled = {}
+    try:
+        for k, (what, payload) in enumerate(payloads.items()):
+            source = "127.0.0.%d" % (20 + k)
+            stalled[what] = (source, stalled_connections(server.addr, [payload] * (limit or 2), source))
+        deadline = time.monotonic() + wait
+        for what, (_, socks) in stalled.items():
             for s in socks:
-                assert is_closed_by_peer(s, wait), "%s: the connection stayed open" % what
-        finally:
+                left = max(0.1, deadline - time.monotonic())
+                assert is_closed_by_peer(s, left), "%s: the connection stayed open" % what
+    finally:
+        for _, socks in stalled.values():
             for s in socks:
                 s.close()
-        # every slot of the address is free again: a real client connects
-        assert wait_until(lambda: can_handshake(server), 30, 0.2, "a handshake after %s" % what)
+    # every slot of each address is free again: a real client connects from it
+    for what, (source, _) in stalled.items():
+        assert wait_until(lambda: can_handshake(server, source), 30, 0.2,
+                          "a handshake from the address that sent %s" % what)
     if TARGET == "ringkeeper":
-        # (not len(payloads) * limit: a stalled connection opened right after the previous
-        # handshake closed can find that one's slot not yet freed, and is refused at once)
-        assert int(mntr(server)["rk_handshake_timeouts"]) >= len(payloads)
+        assert int(mntr(server)["rk_handshake_timeouts"]) >= len(payloads) * limit
 
 
 @ringkeeper_only
