@@ -1054,6 +1054,22 @@ metrics! {
         link_full,
         /// Times a connection hit max_outstanding_per_conn and its reads paused.
         reads_paused,
+        /// Times a connection's reads paused because its queued replies passed
+        /// max_send_queue_bytes (or its shard's passed its share of the total).
+        send_queue_pauses,
+        /// Connections closed because their queued replies and events passed the hard cap
+        /// (slow consumers).
+        slow_consumers,
+        /// Connections closed with no session after the sessionless timeout.
+        handshake_timeouts,
+        /// Connections closed for a ConnectRequest over MAX_CONNECT_REQUEST_BYTES or one
+        /// that does not decode (or that closed midway).
+        connect_requests_refused,
+        /// Times a listener stopped accepting because the descriptor budget was spent or
+        /// accept found no descriptor (episodes, not tries).
+        accept_pauses,
+        /// addauth calls refused (identity limit, credential size, unknown scheme).
+        auth_refused,
         /// Proposal rounds skipped because the log had too much waiting for the disk.
         log_backpressure,
         /// Four-letter words answered.

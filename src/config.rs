@@ -31,6 +31,9 @@ const MAX_SEGMENT_BYTES: u64 = 1 << 40;
 const SEGMENT_ALIGN: u64 = 4096;
 const MAX_INTERVAL_MS: u64 = 86_400_000;
 const MAX_OUTSTANDING_PER_CONN: u32 = 1_000_000;
+/// Bounds of `max_send_queue_bytes`, in bytes.
+const MIN_SEND_QUEUE_BYTES: usize = 64 << 10;
+const MAX_SEND_QUEUE_BYTES: usize = 16 << 20;
 
 /// Every setting of a member, resolved and validated.
 #[derive(Clone, Debug, PartialEq)]
@@ -72,6 +75,9 @@ pub struct Config {
     pub sessionless_timeout_ms: u64,
     /// Requests a connection may have in flight before the server stops reading from it.
     pub max_outstanding_per_conn: u32,
+    /// Bytes of replies queued for a connection beyond which the server stops reading its
+    /// requests until the client reads them.
+    pub max_send_queue_bytes: usize,
     /// Size of one preallocated log segment file.
     pub log_segment_bytes: u64,
     /// A snapshot is taken after this many transactions (ZooKeeper's snapCount) ...
@@ -126,6 +132,7 @@ impl Default for Config {
             container_check_interval_ms: 1000,
             sessionless_timeout_ms: 10_000,
             max_outstanding_per_conn: 1000,
+            max_send_queue_bytes: 4 << 20,
             log_segment_bytes: 64 << 20,
             snap_count: 100_000,
             snap_bytes: 256 << 20,
@@ -245,6 +252,9 @@ pub struct ServeArgs {
     /// Requests in flight per connection before reads pause [default: 1000].
     #[arg(long, value_name = "N")]
     pub max_outstanding_per_conn: Option<u32>,
+    /// Queued reply bytes per connection before its reads pause [default: 4194304].
+    #[arg(long, value_name = "BYTES")]
+    pub max_send_queue_bytes: Option<usize>,
     /// Log segment size in bytes, a multiple of 4096 [default: 67108864].
     #[arg(long, value_name = "BYTES")]
     pub log_segment_bytes: Option<u64>,
@@ -297,6 +307,7 @@ pub struct ConfigLayer {
     pub container_check_interval_ms: Option<u64>,
     pub sessionless_timeout_ms: Option<u64>,
     pub max_outstanding_per_conn: Option<u32>,
+    pub max_send_queue_bytes: Option<usize>,
     pub log_segment_bytes: Option<u64>,
     pub snap_count: Option<u64>,
     pub snap_bytes: Option<u64>,
@@ -416,6 +427,7 @@ impl ConfigLayer {
             container_check_interval_ms,
             sessionless_timeout_ms,
             max_outstanding_per_conn,
+            max_send_queue_bytes,
             log_segment_bytes,
             snap_count,
             snap_bytes,
@@ -456,6 +468,7 @@ impl ConfigLayer {
             container_check_interval_ms: args.container_check_interval,
             sessionless_timeout_ms: args.sessionless_timeout,
             max_outstanding_per_conn: args.max_outstanding_per_conn,
+            max_send_queue_bytes: args.max_send_queue_bytes,
             log_segment_bytes: args.log_segment_bytes,
             snap_count: args.snap_count,
             snap_bytes: args.snap_bytes,
@@ -589,6 +602,9 @@ impl Config {
             max_outstanding_per_conn: merged
                 .max_outstanding_per_conn
                 .unwrap_or(d.max_outstanding_per_conn),
+            max_send_queue_bytes: merged
+                .max_send_queue_bytes
+                .unwrap_or(d.max_send_queue_bytes),
             log_segment_bytes: merged.log_segment_bytes.unwrap_or(d.log_segment_bytes),
             snap_count: merged.snap_count.unwrap_or(d.snap_count),
             snap_bytes: merged.snap_bytes.unwrap_or(d.snap_bytes),
@@ -656,6 +672,12 @@ impl Config {
             return Err(invalid(format!(
                 "max_outstanding_per_conn must be 1-{MAX_OUTSTANDING_PER_CONN} (got {})",
                 self.max_outstanding_per_conn
+            )));
+        }
+        if !(MIN_SEND_QUEUE_BYTES..=MAX_SEND_QUEUE_BYTES).contains(&self.max_send_queue_bytes) {
+            return Err(invalid(format!(
+                "max_send_queue_bytes must be {MIN_SEND_QUEUE_BYTES}-{MAX_SEND_QUEUE_BYTES} (got {})",
+                self.max_send_queue_bytes
             )));
         }
         let seg = self.log_segment_bytes;

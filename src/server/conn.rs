@@ -15,6 +15,8 @@ use async_channel::{Receiver, Sender};
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use glommio::net::TcpStream;
 
+use super::descriptors::DescriptorPermit;
+use super::identities::{Identities, IdentityError, MAX_SESSION_IDENTITIES};
 use super::read::{self, ReadCtx};
 use super::shard::Shard;
 use super::stats::ConnCounters;
@@ -26,12 +28,20 @@ use crate::proto::records::{
 use crate::proto::types::{opcode, ErrorCode, EventType, Id, SessionId};
 use crate::txn::{Applied, Command, Op, OpResult, ReconfigOp, WriteOp};
 
-/// Bytes queued for a client that is not reading before the connection is dropped.
-const MAX_QUEUED_BYTES: usize = 64 << 20;
-/// Requests of one connection in flight (writes at the sequencer plus reads queued behind
-/// them); beyond it the connection's socket is not read until replies drain.
-const MAX_PENDING: usize = 1024;
+/// Bytes of replies and events queued for one connection beyond which it is closed as a slow
+/// consumer. Reading stops long before (at `max_send_queue_bytes`), so only watch events,
+/// which cannot wait, and replies already computed get this far.
+pub const SLOW_CONSUMER_BYTES: usize = 64 << 20;
+/// Bytes of replies and events queued for all connections of the server (split evenly
+/// between its shards) beyond which every connection of a shard stops reading requests
+/// until its writers drain below it.
+pub const SEND_QUEUE_TOTAL_BYTES: usize = 512 << 20;
+/// Largest ConnectRequest accepted, in bytes (a real one is under 64: protocol version,
+/// zxid, timeout, session id, a 16-byte password, read-only flag).
+pub const MAX_CONNECT_REQUEST_BYTES: usize = 1024;
 const READ_BUFFER: usize = 64 << 10;
+/// Frames smaller than this are copied together into one write; larger ones go as they are.
+const COALESCE_BYTES: usize = 64 << 10;
 
 enum Pending {
     /// A write at the sequencer; `reply` is filled when it is applied and sent once
@@ -64,7 +74,7 @@ enum Pending {
 struct ConnState {
     session: SessionId,
     timeout_ms: i32,
-    ids: Vec<Id>,
+    ids: Identities,
     pending: VecDeque<Pending>,
     closing: bool,
     /// The client's lastZxidSeen at handshake, until its first write carries it (see
@@ -79,7 +89,11 @@ pub struct ConnHandle {
     shard: Rc<Shard>,
     state: RefCell<ConnState>,
     out: Sender<Vec<u8>>,
+    /// Bytes sent to the writer and not written yet (also counted in the shard's total).
     queued_bytes: Cell<usize>,
+    /// `drain` left ready reads unanswered because too much was queued: the writer (or the
+    /// shard, when its total drops) calls it again.
+    held: Cell<bool>,
     /// Fired to stop the read loop.
     stop: Sender<()>,
     /// Wakes a read loop that paused because too much was pending.
@@ -91,7 +105,9 @@ pub struct ConnHandle {
 }
 
 /// Serve one accepted connection until it closes.
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+///
+/// `_permit` is the descriptor the socket takes, given back when the connection ends.
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, _permit: DescriptorPermit) {
     let peer = match stream.peer_addr() {
         Ok(p) => p,
         Err(_) => return,
@@ -118,13 +134,14 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         state: RefCell::new(ConnState {
             session: 0,
             timeout_ms: 0,
-            ids: vec![Id::new("ip", peer.ip().to_string())],
+            ids: Identities::new(Id::new("ip", peer.ip().to_string())),
             pending: VecDeque::new(),
             closing: false,
             seen_zxid: i64::MAX,
         }),
         out: out_tx,
         queued_bytes: Cell::new(0),
+        held: Cell::new(false),
         stop: stop_tx,
         resume: resume_tx,
         received: Cell::new(0),
@@ -148,7 +165,25 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         let _ = stop_rx.recv().await;
         Ok(())
     };
-    if let Err(reason) = futures_lite::future::or(reader, stopped).await {
+    // Every byte before a session exists (the ConnectRequest, a four-letter word, a partial
+    // frame after it) and the handshake itself must fit in the sessionless timeout; a
+    // session's own timeout covers the rest.
+    let sessionless = Duration::from_millis(shard.shared.config.sessionless_timeout_ms);
+    let deadline = async {
+        glommio::timer::sleep(sessionless).await;
+        if conn.session() != 0 {
+            return futures_lite::future::pending().await;
+        }
+        shard.shared.metrics.handshake_timeouts.inc();
+        tracing::info!(
+            peer = %peer,
+            timeout_ms = sessionless.as_millis() as u64,
+            "closing a connection with no session after the sessionless timeout"
+        );
+        Err("no session within the sessionless timeout".to_string())
+    };
+    let watched = futures_lite::future::or(stopped, deadline);
+    if let Err(reason) = futures_lite::future::or(reader, watched).await {
         tracing::debug!(peer = %peer, "closing connection: {reason}");
     }
     let (session, left) = {
@@ -163,6 +198,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         glommio::timer::sleep(Duration::from_secs(2)).await;
     })
     .await;
+    // What the writer did not get to write is no longer queued.
+    shard.outbound_sub(conn.queued_bytes.replace(0));
     shard.shared.metrics.alive_connections.sub(1);
     shard.shared.release(peer.ip());
     shard.shared.metrics.connections_closed.inc();
@@ -173,20 +210,31 @@ async fn write_loop(
     mut sink: futures_lite::io::WriteHalf<TcpStream>,
     frames: Receiver<Vec<u8>>,
 ) {
-    let mut buf = Vec::with_capacity(64 << 10);
+    let mut buf = Vec::with_capacity(COALESCE_BYTES);
     while let Ok(first) = frames.recv().await {
-        buf.clear();
-        buf.extend_from_slice(&first);
-        // Coalesce everything already queued into one write.
-        while let Ok(more) = frames.try_recv() {
-            buf.extend_from_slice(&more);
-            if buf.len() >= 1 << 20 {
-                break;
+        let frame = if first.len() >= COALESCE_BYTES || frames.is_empty() {
+            first
+        } else {
+            // Coalesce small frames already queued into one write.
+            buf.clear();
+            buf.extend_from_slice(&first);
+            while buf.len() < COALESCE_BYTES {
+                match frames.try_recv() {
+                    Ok(more) => buf.extend_from_slice(&more),
+                    Err(_) => break,
+                }
             }
+            std::mem::take(&mut buf)
+        };
+        let written = frame.len();
+        let ok = sink.write_all(&frame).await.is_ok() && sink.flush().await.is_ok();
+        if frame.capacity() <= 2 * COALESCE_BYTES {
+            buf = frame; // keep the coalescing buffer; drop a large one
+        } else if buf.capacity() == 0 {
+            buf = Vec::with_capacity(COALESCE_BYTES);
         }
-        conn.queued_bytes
-            .set(conn.queued_bytes.get().saturating_sub(buf.len()));
-        if sink.write_all(&buf).await.is_err() || sink.flush().await.is_err() {
+        conn.written(written);
+        if !ok {
             let _ = conn.stop.try_send(());
             return;
         }
@@ -207,9 +255,9 @@ async fn read_frame(
     conn: &ConnHandle,
     r: &mut Reader,
     len_bytes: [u8; 4],
+    max: usize,
 ) -> Result<Vec<u8>, String> {
     let len = i32::from_be_bytes(len_bytes);
-    let max = conn.shard.shared.config.max_packet_bytes;
     if len < 0 || len as usize > max {
         return Err(format!("frame length {len} outside 0..={max}"));
     }
@@ -225,38 +273,51 @@ async fn read_loop(
     mut r: Reader,
     resume: Receiver<()>,
 ) -> Result<(), String> {
-    let sessionless = Duration::from_millis(conn.shard.shared.config.sessionless_timeout_ms);
+    // `serve` bounds everything before the session exists by the sessionless timeout.
     let mut first = [0u8; 4];
-    let got_first = futures_lite::future::or(
-        async { read_exact(&mut r, &mut first).await.map(|_| true) },
-        async {
-            glommio::timer::sleep(sessionless).await;
-            Ok(false)
-        },
-    )
-    .await?;
-    if !got_first {
-        return Err("no handshake within the sessionless timeout".into());
-    }
+    read_exact(&mut r, &mut first).await?;
     if let Some(cmd) = four_letter_word(&first) {
         let text = conn.shard.four_letter(cmd).await;
         conn.send_bytes(text.into_bytes());
         return Err(format!("four-letter word {cmd} answered"));
     }
-    let payload = read_frame(&conn, &mut r, first).await?;
-    let request =
-        ConnectRequest::decode(&payload).map_err(|e| format!("bad ConnectRequest: {e}"))?;
+    let refused = |why: String| {
+        conn.shard.shared.metrics.connect_requests_refused.inc();
+        why
+    };
+    let payload = read_frame(&conn, &mut r, first, MAX_CONNECT_REQUEST_BYTES)
+        .await
+        .map_err(refused)?;
+    let request = ConnectRequest::decode(&payload)
+        .map_err(|e| refused(format!("bad ConnectRequest: {e}")))?;
     conn.handshake(request).await?;
 
     loop {
         let mut len = [0u8; 4];
         read_exact(&mut r, &mut len).await?;
-        let payload = read_frame(&conn, &mut r, len).await?;
+        let max = conn.shard.shared.config.max_packet_bytes;
+        let payload = read_frame(&conn, &mut r, len, max).await?;
         let (header, req) =
             decode_request(&payload).map_err(|e| format!("bad request header: {e}"))?;
+        drop(payload);
         conn.handle(header, req)?;
-        while conn.state.borrow().pending.len() >= MAX_PENDING {
-            conn.shard.shared.metrics.reads_paused.inc();
+        let max_pending = conn.shard.shared.config.max_outstanding_per_conn as usize;
+        let mut paused = false;
+        loop {
+            let full = conn.state.borrow().pending.len() >= max_pending;
+            let backlog = conn.send_queue_full();
+            if !full && !backlog {
+                break;
+            }
+            if !paused {
+                paused = true;
+                if full {
+                    conn.shard.shared.metrics.reads_paused.inc();
+                } else {
+                    // As ZooKeeper stops reading a connection whose outgoing buffer is full.
+                    conn.shard.shared.metrics.send_queue_pauses.inc();
+                }
+            }
             if resume.recv().await.is_err() {
                 return Err("connection stopped".into());
             }
@@ -273,15 +334,54 @@ impl ConnHandle {
         if bytes.is_empty() {
             return;
         }
-        let queued = self.queued_bytes.get() + bytes.len();
-        self.queued_bytes.set(queued);
-        self.sent.set(self.sent.get() + 1);
-        self.shard.shared.metrics.packets_sent.inc();
-        if queued > MAX_QUEUED_BYTES {
-            self.close("client is not reading its replies");
+        let len = bytes.len();
+        let queued = self.queued_bytes.get() + len;
+        if queued > SLOW_CONSUMER_BYTES {
+            if !self.state.borrow().closing {
+                self.shard.shared.metrics.slow_consumers.inc();
+                tracing::warn!(
+                    peer = %self.peer,
+                    session = format!("{:#x}", self.session()),
+                    queued = self.queued_bytes.get(),
+                    limit = SLOW_CONSUMER_BYTES,
+                    "closing a slow consumer: it does not read its replies and events"
+                );
+            }
+            self.close("slow consumer");
             return;
         }
-        let _ = self.out.try_send(bytes);
+        if self.out.try_send(bytes).is_err() {
+            return; // the connection is gone
+        }
+        self.queued_bytes.set(queued);
+        self.shard.outbound_add(len);
+        self.sent.set(self.sent.get() + 1);
+        self.shard.shared.metrics.packets_sent.inc();
+    }
+
+    /// Whether this connection (or its shard) has so much queued for clients that no more
+    /// requests are read, and no more held reads answered, until the writers drain.
+    fn send_queue_full(&self) -> bool {
+        self.queued_bytes.get() >= self.shard.shared.config.max_send_queue_bytes
+            || self.shard.outbound_full()
+    }
+
+    /// The writer wrote `n` bytes (or gave up on them).
+    fn written(self: &Rc<Self>, n: usize) {
+        self.queued_bytes
+            .set(self.queued_bytes.get().saturating_sub(n));
+        self.shard.outbound_sub(n);
+        if !self.send_queue_full() {
+            self.room();
+        }
+    }
+
+    /// There may be room in the send queue again: resume the read loop and held reads.
+    pub fn room(self: &Rc<Self>) {
+        let _ = self.resume.try_send(());
+        if self.held.replace(false) {
+            self.drain();
+        }
     }
 
     pub fn send_event(&self, event: EventType, path: &str) {
@@ -422,7 +522,7 @@ impl ConnHandle {
                     received: Instant::now(),
                     reply: None,
                 });
-                let auth = st.ids.clone();
+                let auth = st.ids.as_slice().to_vec();
                 drop(st);
                 self.shard.shared.metrics.writes.inc();
                 self.shard.submit(Command {
@@ -497,7 +597,7 @@ impl ConnHandle {
                     watches: &mut self.shard.watches.borrow_mut(),
                     conn: self.id as u64,
                     session: st.session,
-                    ids: &st.ids,
+                    ids: st.ids.as_slice(),
                 };
                 read::answer(&mut ctx, &header, req, &mut frames);
             }
@@ -509,30 +609,46 @@ impl ConnHandle {
     }
 
     fn authenticate(&self, scheme: &str, auth: &[u8]) -> ErrorCode {
+        let result = self.add_identity(scheme, auth);
+        if let Err(e) = &result {
+            self.shard.shared.metrics.auth_refused.inc();
+            tracing::info!(
+                peer = %self.peer,
+                session = format!("{:#x}", self.session()),
+                scheme,
+                "addauth refused: {e}"
+            );
+        }
+        result.map_or(ErrorCode::AuthFailed, |()| ErrorCode::Ok)
+    }
+
+    fn add_identity(&self, scheme: &str, auth: &[u8]) -> Result<(), AuthError> {
         let mut st = self.state.borrow_mut();
         match scheme {
             "digest" => {
+                Identities::check_credential(auth)?;
                 let text = String::from_utf8_lossy(auth);
                 let id = crate::tree::acl::digest_id(&text);
-                if let Some(sup) = &self.shard.shared.config.super_digest {
-                    if &id == sup && !st.ids.iter().any(|i| i.scheme == "super") {
-                        st.ids.push(Id::new("super", ""));
-                    }
-                }
+                let is_super = self.shard.shared.config.super_digest.as_ref() == Some(&id);
                 let id = Id::new("digest", id);
-                if !st.ids.contains(&id) {
-                    // Digests first in the order added, ip last (whoAmI shows this order).
-                    let at = st
-                        .ids
-                        .iter()
-                        .position(|i| i.scheme == "ip")
-                        .unwrap_or(st.ids.len());
-                    st.ids.insert(at, id);
+                let sup = Id::new("super", "");
+                let missing = usize::from(!st.ids.contains(&id))
+                    + usize::from(is_super && !st.ids.contains(&sup));
+                if st.ids.len() + missing > MAX_SESSION_IDENTITIES {
+                    return Err(IdentityError::TooMany {
+                        limit: MAX_SESSION_IDENTITIES,
+                    }
+                    .into());
                 }
-                ErrorCode::Ok
+                if is_super {
+                    st.ids.add_last(sup)?;
+                }
+                // Digests first in the order added, ip last (whoAmI shows this order).
+                st.ids.add(id)?;
+                Ok(())
             }
-            "ip" => ErrorCode::Ok, // the connection's own address is already an identity
-            _ => ErrorCode::AuthFailed,
+            "ip" => Ok(()), // the connection's own address is already an identity
+            other => Err(AuthError::UnknownScheme(other.to_string())),
         }
     }
 
@@ -649,6 +765,10 @@ impl ConnHandle {
                         let ready = view_zxid >= *min_zxid;
                         if !ready {
                             self.shard.wait_for_view(self.id);
+                        } else if self.send_queue_full() {
+                            // Its reply may be large: answer it once the writer drains.
+                            self.held.set(true);
+                            break;
                         }
                         ready
                     }
@@ -692,6 +812,15 @@ impl ConnHandle {
             self.close("session ended");
         }
     }
+}
+
+/// Why an `addauth` was refused (answered AuthFailed).
+#[derive(Debug, thiserror::Error)]
+enum AuthError {
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error("unknown scheme {0:?}")]
+    UnknownScheme(String),
 }
 
 /// The log command for a request that writes, or None for one answered locally.

@@ -12,6 +12,8 @@
 //! watches of that Update, so a read never observes a change whose event it has not been sent.
 
 mod conn;
+pub mod descriptors;
+mod identities;
 mod peer;
 mod read;
 mod sequencer;
@@ -177,6 +179,10 @@ pub struct Shared {
     /// Open connections per client address, for `max_client_cnxns` (touched only when a
     /// connection opens or closes).
     pub per_ip: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, u32>>,
+    /// Descriptors that sockets opened from outside (client connections, peer links) may
+    /// take; the rest of the process limit is kept for the log and snapshots
+    /// (`descriptors` module).
+    pub descriptors: Arc<descriptors::DescriptorBudget>,
 }
 
 impl Shared {
@@ -222,6 +228,7 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
     block_termination_signals();
 
     let shards = config.shards.max(1);
+    let descriptors = descriptor_budget(shards);
     let instance = new_instance(config.server_id);
     let shared = Arc::new(Shared {
         config,
@@ -237,6 +244,7 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         shard_conns: (0..shards).map(|_| Default::default()).collect(),
         started_at: std::time::SystemTime::now(),
         per_ip: Default::default(),
+        descriptors,
     });
     spawn_signal_watcher(shared.clone());
 
@@ -305,6 +313,45 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Raise the descriptor limit to the hard limit and make the budget sockets draw from.
+fn descriptor_budget(shards: usize) -> Arc<descriptors::DescriptorBudget> {
+    let soft = match descriptors::raise_nofile_limit() {
+        Ok(lim) => {
+            if lim.soft != lim.was {
+                tracing::info!(from = lim.was, to = lim.soft, "raised the open-files limit");
+            }
+            lim.soft
+        }
+        Err(e) => {
+            tracing::warn!("cannot raise the open-files limit: {e}");
+            // SAFETY: getrlimit writes into a locally owned struct.
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+            lim.rlim_cur
+        }
+    };
+    let open = descriptors::open_descriptors();
+    let capacity = descriptors::budget_capacity(soft, open, shards);
+    tracing::info!(
+        limit = soft,
+        open,
+        reserved = descriptors::RESERVED_DESCRIPTORS,
+        connections = capacity,
+        "descriptor budget"
+    );
+    if capacity < 16 {
+        tracing::warn!(
+            limit = soft,
+            connections = capacity,
+            "the open-files limit leaves almost no descriptors for connections: raise `ulimit -n`"
+        );
+    }
+    descriptors::DescriptorBudget::new(capacity)
 }
 
 /// Every shard binds the client port with SO_REUSEPORT (glommio always sets it), so a second

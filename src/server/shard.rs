@@ -12,6 +12,7 @@ use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver, SharedS
 use glommio::net::TcpListener;
 
 use super::conn::{self, ConnHandle};
+use super::descriptors::{is_exhaustion, AcceptBackoff, ACCEPT_BACKOFF_MIN};
 use super::{Origin, ServerError, Shared, ToSequencer, ToShard, Update};
 use crate::machine::View;
 use crate::proto::types::SessionId;
@@ -38,6 +39,10 @@ pub struct Shard {
     view_waiters: RefCell<std::collections::HashSet<u32>>,
     to_seq: ConnectedSender<ToSequencer>,
     next_conn: Cell<u32>,
+    /// Bytes queued for the clients of this shard, not written yet.
+    outbound: Cell<usize>,
+    /// This shard's part of `conn::SEND_QUEUE_TOTAL_BYTES`.
+    outbound_limit: usize,
 }
 
 impl Shard {
@@ -68,6 +73,33 @@ impl Shard {
             })
             .detach();
         }
+    }
+
+    pub fn outbound_add(&self, n: usize) {
+        self.outbound.set(self.outbound.get() + n);
+    }
+
+    /// Bytes were written (or dropped with their connection). When that takes the shard's
+    /// total back under its limit, every connection may read again (and answer held reads):
+    /// woken from a task of its own, so no caller is re-entered.
+    pub fn outbound_sub(self: &Rc<Self>, n: usize) {
+        let was_full = self.outbound_full();
+        self.outbound.set(self.outbound.get().saturating_sub(n));
+        if was_full && !self.outbound_full() {
+            let shard = self.clone();
+            glommio::spawn_local(async move {
+                let conns: Vec<Rc<ConnHandle>> = shard.conns.borrow().values().cloned().collect();
+                for c in conns {
+                    c.room();
+                }
+            })
+            .detach();
+        }
+    }
+
+    /// Whether this shard's connections together have more queued than its limit.
+    pub fn outbound_full(&self) -> bool {
+        self.outbound.get() >= self.outbound_limit
     }
 
     pub fn wait_for_view(&self, conn: u32) {
@@ -237,6 +269,56 @@ impl Shard {
     }
 }
 
+/// Take connections while the descriptor budget lasts. When it is spent, or `accept` finds
+/// no descriptor (EMFILE/ENFILE), stop taking them (they wait in the kernel's backlog) and
+/// try again after a short, growing pause; log and count once per episode.
+async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    let budget = shard.shared.descriptors.clone();
+    let mut backoff = AcceptBackoff::default();
+    loop {
+        let Some(permit) = budget.try_acquire() else {
+            pause_accepting(&shard, &mut backoff, "the descriptor budget is spent").await;
+            continue;
+        };
+        match listener.accept().await {
+            Ok(stream) => {
+                if let Some(tries) = backoff.resumed() {
+                    tracing::info!(
+                        shard = shard.id,
+                        tries,
+                        "accepting client connections again"
+                    );
+                }
+                let shard = shard.clone();
+                glommio::spawn_local(conn::serve(shard, stream, permit)).detach();
+            }
+            Err(e) if is_exhaustion(e.raw_os_error()) => {
+                drop(permit);
+                pause_accepting(&shard, &mut backoff, "no file descriptor left").await;
+            }
+            Err(e) => {
+                drop(permit);
+                tracing::warn!(shard = shard.id, "accept failed: {e}");
+                glommio::timer::sleep(ACCEPT_BACKOFF_MIN).await;
+            }
+        }
+    }
+}
+
+async fn pause_accepting(shard: &Shard, backoff: &mut AcceptBackoff, why: &str) {
+    let (delay, first) = backoff.pause();
+    if first {
+        shard.shared.metrics.accept_pauses.inc();
+        tracing::warn!(
+            shard = shard.id,
+            budget = shard.shared.descriptors.capacity(),
+            in_use = shard.shared.descriptors.in_use(),
+            "not accepting client connections for now: {why}"
+        );
+    }
+    glommio::timer::sleep(delay).await;
+}
+
 pub async fn run(
     id: u16,
     shared: Arc<Shared>,
@@ -270,6 +352,8 @@ pub async fn run(
         view_waiters: RefCell::new(Default::default()),
         to_seq,
         next_conn: Cell::new(rand::random::<u32>().max(1)),
+        outbound: Cell::new(0),
+        outbound_limit: conn::SEND_QUEUE_TOTAL_BYTES / shared.config.shards.max(1),
     });
     shard.handle_update(&first);
 
@@ -282,23 +366,7 @@ pub async fn run(
     if id == 0 {
         tracing::info!(addr = %shared.config.client_addr, shards = shared.config.shards, "listening");
     }
-    let acceptor = {
-        let shard = shard.clone();
-        glommio::spawn_local(async move {
-            loop {
-                match listener.accept().await {
-                    Ok(stream) => {
-                        let shard = shard.clone();
-                        glommio::spawn_local(conn::serve(shard, stream)).detach();
-                    }
-                    Err(e) => {
-                        tracing::warn!("accept failed: {e}");
-                        glommio::timer::sleep(Duration::from_millis(10)).await;
-                    }
-                }
-            }
-        })
-    };
+    let acceptor = glommio::spawn_local(accept_loop(shard.clone(), listener));
     let toucher = {
         let shard = shard.clone();
         glommio::spawn_local(async move {

@@ -283,9 +283,12 @@ class RawConn:
     event came before the reply that caused it.
     """
 
-    def __init__(self, addr, timeout=10.0):
+    def __init__(self, addr, timeout=10.0, source=None):
+        """`source`: the local address to connect from (e.g. another 127.0.0.x)."""
         self.addr = addr
-        self.sock = socket.create_connection(addr, timeout=timeout)
+        self.sock = socket.create_connection(
+            addr, timeout=timeout, source_address=(source, 0) if source else None
+        )
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.timeout = timeout
         self.next_xid = 1
