@@ -179,10 +179,13 @@ pub struct Shared {
     /// Open connections per client address, for `max_client_cnxns` (touched only when a
     /// connection opens or closes).
     pub per_ip: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, u32>>,
-    /// Descriptors that sockets opened from outside (client connections, peer links) may
-    /// take; the rest of the process limit is kept for the log and snapshots
-    /// (`descriptors` module).
+    /// Descriptors that client connections may take; the rest of the process limit is kept
+    /// for the log and snapshots (`descriptors` module), and for peers:
     pub descriptors: Arc<descriptors::DescriptorBudget>,
+    /// Descriptors that connections peers dial to this member may take (none standalone):
+    /// carved out of the process limit apart from the clients', so a flood of clients never
+    /// cuts a member off from its ensemble.
+    pub peer_descriptors: Arc<descriptors::DescriptorBudget>,
 }
 
 impl Shared {
@@ -228,7 +231,12 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
     block_termination_signals();
 
     let shards = config.shards.max(1);
-    let descriptors = descriptor_budget(shards);
+    let peer_allowance = if config.members.is_empty() {
+        0
+    } else {
+        peer::INBOUND_DESCRIPTORS
+    };
+    let descriptors = descriptor_budget(shards, peer_allowance);
     let instance = new_instance(config.server_id);
     let shared = Arc::new(Shared {
         config,
@@ -245,6 +253,7 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
         started_at: std::time::SystemTime::now(),
         per_ip: Default::default(),
         descriptors,
+        peer_descriptors: descriptors::DescriptorBudget::new(peer_allowance),
     });
     spawn_signal_watcher(shared.clone());
 
@@ -316,7 +325,7 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
 }
 
 /// Raise the descriptor limit to the hard limit and make the budget sockets draw from.
-fn descriptor_budget(shards: usize) -> Arc<descriptors::DescriptorBudget> {
+fn descriptor_budget(shards: usize, peers: usize) -> Arc<descriptors::DescriptorBudget> {
     let soft = match descriptors::raise_nofile_limit() {
         Ok(lim) => {
             if lim.soft != lim.was {
@@ -336,11 +345,12 @@ fn descriptor_budget(shards: usize) -> Arc<descriptors::DescriptorBudget> {
         }
     };
     let open = descriptors::open_descriptors();
-    let capacity = descriptors::budget_capacity(soft, open, shards);
+    let capacity = descriptors::budget_capacity(soft, open, shards).saturating_sub(peers);
     tracing::info!(
         limit = soft,
         open,
         reserved = descriptors::RESERVED_DESCRIPTORS,
+        peers,
         connections = capacity,
         "descriptor budget"
     );

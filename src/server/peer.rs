@@ -32,6 +32,7 @@ use glommio::net::{TcpListener, TcpStream};
 
 use raft::eraftpb::MessageType;
 
+use super::descriptors::{is_exhaustion, AcceptBackoff, ACCEPT_BACKOFF_MIN};
 use super::{ServerError, Shared};
 use crate::proto::peer::{self, PeerMsg};
 use crate::proto::peer_auth::Exchange;
@@ -53,6 +54,10 @@ const MAX_SNAPSHOT_BYTES: u64 = 8 << 30;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections accepted and not yet authenticated; more are closed at once.
 const MAX_HANDSHAKING: usize = 16;
+/// Descriptors set aside for connections peers dial to this member (`Shared::
+/// peer_descriptors`): the handshakes, and `MAX_LINKS_PER_MEMBER` for each of up to 28 other
+/// members. When they are spent the listener pauses, as the client listener does.
+pub const INBOUND_DESCRIPTORS: usize = 128;
 /// Authenticated connections from one member: its link, a snapshot stream, and reconnects
 /// racing the close of their predecessors.
 const MAX_LINKS_PER_MEMBER: usize = 4;
@@ -143,9 +148,16 @@ impl Peers {
         {
             let (inbox, shared, accepted) = (inbox.clone(), shared.clone(), accepted.clone());
             glommio::spawn_local(async move {
+                let budget = shared.peer_descriptors.clone();
+                let mut backoff = AcceptBackoff::default();
                 loop {
+                    let Some(permit) = budget.try_acquire() else {
+                        pause_accepting(&shared, &mut backoff).await;
+                        continue;
+                    };
                     match listener.accept().await {
                         Ok(stream) => {
+                            backoff.resumed();
                             if accepted.handshaking.get() >= MAX_HANDSHAKING {
                                 shared.metrics.peer_connections_refused.inc();
                                 tracing::debug!(
@@ -158,6 +170,7 @@ impl Peers {
                             let (inbox, shared, accepted) =
                                 (inbox.clone(), shared.clone(), accepted.clone());
                             glommio::spawn_local(async move {
+                                let _permit = permit;
                                 if let Err(why) =
                                     receive(stream, counted, &shared, &accepted, &inbox).await
                                 {
@@ -166,9 +179,14 @@ impl Peers {
                             })
                             .detach();
                         }
+                        Err(e) if is_exhaustion(e.raw_os_error()) => {
+                            drop(permit);
+                            pause_accepting(&shared, &mut backoff).await;
+                        }
                         Err(e) => {
+                            drop(permit);
                             tracing::warn!("peer accept failed: {e}");
-                            glommio::timer::sleep(Duration::from_millis(10)).await;
+                            glommio::timer::sleep(ACCEPT_BACKOFF_MIN).await;
                         }
                     }
                 }
@@ -256,6 +274,20 @@ impl Peers {
             self.send(id, msg);
         }
     }
+}
+
+/// The listener cannot take another connection: wait a little (longer each time), logged and
+/// counted once per episode.
+async fn pause_accepting(shared: &Shared, backoff: &mut AcceptBackoff) {
+    let (delay, first) = backoff.pause();
+    if first {
+        shared.metrics.accept_pauses.inc();
+        tracing::warn!(
+            budget = shared.peer_descriptors.capacity(),
+            "not accepting peer connections for now: no descriptor left for them"
+        );
+    }
+    glommio::timer::sleep(delay).await;
 }
 
 /// Keeps a connection to member `to` and writes every queued frame to it, reconnecting with
