@@ -1066,6 +1066,9 @@ metrics! {
         peer_link_failures,
         /// Peer frames received.
         peer_frames_received,
+        /// raft messages from other members refused before raft saw them: undecodable, of a
+        /// kind members never send, or inconsistent with this member's state.
+        peer_messages_refused,
         /// Writes this member forwarded to the leader / received from other members.
         forwarded_out,
         forwarded_in,

@@ -17,6 +17,9 @@ use raft::eraftpb::{ConfChangeV2, ConfState, Entry, EntryType, HardState, Messag
 use raft::storage::MemStorage;
 use raft::{Config, GetEntriesContext, RaftState, RawNode, SnapshotStatus, StateRole, Storage};
 
+use crate::proto::raft_wire::{self, Refusal};
+use crate::raft_guard;
+
 /// Who votes and who only listens (raft learners, ZooKeeper observers).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Membership {
@@ -117,6 +120,8 @@ pub enum ConsensusError {
     ChangeInProgress,
     #[error("a configuration change entry does not decode: {0}")]
     BadConfChange(String),
+    #[error("refused: {0}")]
+    Refused(#[from] Refusal),
 }
 
 /// An entry recovered from the log at start-up.
@@ -170,8 +175,7 @@ pub fn entry_payload(data: &[u8], conf_change: bool) -> Result<Cow<'_, [u8]>, Co
 }
 
 fn decode_conf_change(data: &[u8]) -> Result<ConfChangeV2, ConsensusError> {
-    protobuf::Message::parse_from_bytes(data)
-        .map_err(|e| ConsensusError::BadConfChange(e.to_string()))
+    raft_wire::decode_conf_change(data).map_err(|e| ConsensusError::BadConfChange(e.0))
 }
 
 /// Everything one `poll` asks the shell to do, in this order: send `messages` now; persist
@@ -424,8 +428,36 @@ impl Consensus {
         }
     }
 
-    pub fn step(&mut self, mut msg: Message) -> Result<(), ConsensusError> {
+    /// What `raft_guard` checks a peer's message against.
+    fn local(&self) -> raft_guard::Local {
+        let raft = &self.node.raft;
+        raft_guard::Local {
+            id: raft.id,
+            term: raft.term,
+            leader: raft.leader_id,
+            is_leader: self.is_leader(),
+            leader_votes: raft.prs().conf().voters().contains(raft.leader_id),
+            last_index: raft.raft_log.last_index(),
+        }
+    }
+
+    /// Whether `msg`, received on member `from`'s link, would be stepped (see `step`); the
+    /// shell asks before it spends time on a snapshot's data.
+    pub fn check(&self, from: u64, msg: &Message) -> Result<(), ConsensusError> {
+        raft_guard::admit(&self.local(), from, msg)?;
+        Ok(())
+    }
+
+    /// A raft message that arrived on member `from`'s link (the member the link authenticated).
+    /// It is checked first (`raft_guard::admit`, which runs `proto::raft_wire::check` too; the
+    /// decoder has already checked every entry's payload): a message that fails is refused
+    /// (`ConsensusError::Refused`) and raft-rs never sees it.
+    pub fn step(&mut self, from: u64, mut msg: Message) -> Result<(), ConsensusError> {
         use raft::eraftpb::MessageType as T;
+        match raft_guard::admit(&self.local(), from, &msg)? {
+            raft_guard::Admit::Step => {}
+            raft_guard::Admit::StepAsPlainVote => msg.context = Default::default(),
+        }
         match msg.get_msg_type() {
             T::MsgHeartbeat => {
                 // A leader sends the commit index it believes this member has reached. A member
@@ -804,7 +836,8 @@ mod tests {
                     }
                     for m in mail {
                         if let Some(n) = self.nodes.iter_mut().find(|n| n.node.raft.id == m.to) {
-                            let _ = n.step(m);
+                            let from = m.from;
+                            n.step(from, m).expect("a member's own message is admitted");
                         }
                     }
                 }

@@ -4,5 +4,6 @@ pub mod frame;
 pub mod jute;
 pub mod path;
 pub mod peer;
+pub mod raft_wire;
 pub mod records;
 pub mod types;

@@ -359,10 +359,11 @@ impl Sim {
             return Ok(()); // cut while in flight
         }
         let (seed, id) = (self.cfg.seed, self.members[to].id);
+        let sender = self.members[from].id;
         let Some(node) = self.members[to].node.as_mut() else {
             return Ok(());
         };
-        if let Err(e) = node.consensus.step(msg) {
+        if let Err(e) = node.consensus.step(sender, msg) {
             // Raft refuses some messages by design (e.g. from a peer it does not know); the
             // ensemble shell would log and drop them.
             self.note_major(format!("member {id}: step refused: {e}"));
