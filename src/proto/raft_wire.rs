@@ -29,6 +29,10 @@ use crate::txn::Batch;
 /// member, at every restart, since the term is persisted).
 pub const MAX_TERM: u64 = i32::MAX as u64;
 
+/// The highest log index a peer may name. No log reaches 2^63 entries; raft-rs adds to indexes
+/// (the next index, the index after a snapshot) without checking for overflow.
+pub const MAX_INDEX: u64 = i64::MAX as u64;
+
 /// The vote context raft-rs uses for an election after a leader transfer (it lets the vote
 /// bypass the leader lease).
 pub const CAMPAIGN_TRANSFER: &[u8] = b"CampaignTransfer";
@@ -605,6 +609,17 @@ pub fn check(m: &eraftpb::Message) -> Result<(), Refusal> {
     if m.term > MAX_TERM {
         return refuse(format!("{t:?} at term {} (above {MAX_TERM})", m.term));
     }
+    let snapshot_index = m.snapshot.as_ref().map_or(0, |s| s.get_metadata().index);
+    let highest_index = [m.index, m.commit, m.reject_hint, snapshot_index]
+        .into_iter()
+        .chain(m.entries.iter().map(|e| e.index))
+        .max()
+        .unwrap_or(0);
+    if highest_index > MAX_INDEX {
+        return refuse(format!(
+            "{t:?} names index {highest_index} (above {MAX_INDEX})"
+        ));
+    }
     if t != T::MsgReadIndex && (m.log_term > m.term || m.commit_term > m.term) {
         return refuse(format!(
             "{t:?} at term {} names a later term (log term {}, commit term {})",
@@ -1095,6 +1110,15 @@ mod tests {
         let mut m = ok.clone();
         m.index = u64::MAX;
         assert!(refused(&m), "index overflow");
+        let mut m = ok.clone();
+        m.index = MAX_INDEX - 1;
+        for (i, e) in m.entries.iter_mut().enumerate() {
+            e.index = MAX_INDEX + i as u64;
+        }
+        assert!(refused(&m), "indexes past MAX_INDEX");
+        let mut m = messages().remove(4);
+        m.commit = u64::MAX;
+        assert!(refused(&m), "commit past MAX_INDEX");
         let mut m = ok.clone();
         m.entries[0].data = vec![1, 2, 3].into();
         assert!(refused(&m), "a batch that does not decode");
