@@ -942,8 +942,10 @@ mod tests {
         assert_eq!(g.node(leader).membership(), &m(&swapped));
     }
 
-    /// Each node's (term, leader, last index, commit index, log).
-    fn state(g: &Group) -> Vec<(u64, Option<u64>, u64, u64, Vec<(u64, u64)>)> {
+    /// A node's (term, leader, last index, commit index, log's (index, term)).
+    type NodeState = (u64, Option<u64>, u64, u64, Vec<(u64, u64)>);
+
+    fn state(g: &Group) -> Vec<NodeState> {
         g.nodes
             .iter()
             .map(|n| {

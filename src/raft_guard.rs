@@ -86,42 +86,38 @@ pub fn admit(local: &Local, link: u64, m: &Message) -> Result<Admit, Refusal> {
                 ));
             }
         }
-        T::MsgTimeoutNow => {
-            if !same_term || local.leader != m.from || local.is_leader {
-                return refuse(format!(
-                    "MsgTimeoutNow from member {} at term {}, but the leader is {} at term {}",
-                    m.from, m.term, local.leader, local.term
-                ));
-            }
+        T::MsgTimeoutNow if !same_term || local.leader != m.from || local.is_leader => {
+            return refuse(format!(
+                "MsgTimeoutNow from member {} at term {}, but the leader is {} at term {}",
+                m.from, m.term, local.leader, local.term
+            ));
         }
-        T::MsgRequestVote if m.context == CAMPAIGN_TRANSFER => {
-            if local.leader != 0 && local.leader_votes {
-                return Ok(Admit::StepAsPlainVote);
-            }
+        T::MsgRequestVote
+            if m.context == CAMPAIGN_TRANSFER && local.leader != 0 && local.leader_votes =>
+        {
+            return Ok(Admit::StepAsPlainVote);
         }
-        T::MsgAppendResponse if local.is_leader && same_term => {
-            if m.index > local.last_index || (m.reject && m.reject_hint > m.index) {
-                return refuse(format!(
-                    "MsgAppendResponse for index {} (hint {}) past the log's end {}",
-                    m.index, m.reject_hint, local.last_index
-                ));
-            }
+        T::MsgAppendResponse
+            if local.is_leader
+                && same_term
+                && (m.index > local.last_index || (m.reject && m.reject_hint > m.index)) =>
+        {
+            return refuse(format!(
+                "MsgAppendResponse for index {} (hint {}) past the log's end {}",
+                m.index, m.reject_hint, local.last_index
+            ));
         }
-        T::MsgHeartbeatResponse if local.is_leader && same_term => {
-            if m.commit > local.last_index {
-                return refuse(format!(
-                    "MsgHeartbeatResponse with commit {} past the log's end {}",
-                    m.commit, local.last_index
-                ));
-            }
+        T::MsgHeartbeatResponse if local.is_leader && same_term && m.commit > local.last_index => {
+            return refuse(format!(
+                "MsgHeartbeatResponse with commit {} past the log's end {}",
+                m.commit, local.last_index
+            ));
         }
-        T::MsgReadIndexResp => {
-            if local.leader != m.from || local.is_leader {
-                return refuse(format!(
-                    "MsgReadIndexResp from member {}, but the leader is {}",
-                    m.from, local.leader
-                ));
-            }
+        T::MsgReadIndexResp if local.leader != m.from || local.is_leader => {
+            return refuse(format!(
+                "MsgReadIndexResp from member {}, but the leader is {}",
+                m.from, local.leader
+            ));
         }
         _ => {}
     }

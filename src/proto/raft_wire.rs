@@ -630,22 +630,20 @@ pub fn check(m: &eraftpb::Message) -> Result<(), Refusal> {
         return refuse(format!("{t:?} with fields ringkeeper never sets"));
     }
     match t {
-        T::MsgRequestVote => {
-            if !m.context.is_empty() && m.context != CAMPAIGN_TRANSFER {
-                return refuse("a vote request with an unknown context");
-            }
+        T::MsgRequestVote if !m.context.is_empty() && m.context != CAMPAIGN_TRANSFER => {
+            return refuse("a vote request with an unknown context")
         }
+        T::MsgRequestVote => {}
         T::MsgHeartbeat | T::MsgHeartbeatResponse => {} // a ReadIndex context
         _ if !m.context.is_empty() => return refuse(format!("{t:?} with a context")),
         _ => {}
     }
     match t {
         T::MsgAppend => check_append(m)?,
-        T::MsgReadIndex | T::MsgReadIndexResp => {
-            if m.entries.len() != 1 {
-                return refuse(format!("{t:?} with {} entries", m.entries.len()));
-            }
+        T::MsgReadIndex | T::MsgReadIndexResp if m.entries.len() != 1 => {
+            return refuse(format!("{t:?} with {} entries", m.entries.len()))
         }
+        T::MsgReadIndex | T::MsgReadIndexResp => {}
         _ if !m.entries.is_empty() => return refuse(format!("{t:?} with entries")),
         _ => {}
     }
