@@ -1090,6 +1090,9 @@ metrics! {
         /// Peer frames refused after authentication (a forward that is not a member's to send,
         /// a snapshot not from the leader).
         peer_frames_refused,
+        /// raft messages from other members refused before raft saw them: undecodable, of a
+        /// kind members never send, or inconsistent with this member's state.
+        peer_messages_refused,
         /// Writes this member forwarded to the leader / received from other members.
         forwarded_out,
         forwarded_in,

@@ -17,6 +17,9 @@ use raft::eraftpb::{ConfChangeV2, ConfState, Entry, EntryType, HardState, Messag
 use raft::storage::MemStorage;
 use raft::{Config, GetEntriesContext, RaftState, RawNode, SnapshotStatus, StateRole, Storage};
 
+use crate::proto::raft_wire::{self, Refusal};
+use crate::raft_guard;
+
 /// Who votes and who only listens (raft learners, ZooKeeper observers).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Membership {
@@ -117,6 +120,8 @@ pub enum ConsensusError {
     ChangeInProgress,
     #[error("a configuration change entry does not decode: {0}")]
     BadConfChange(String),
+    #[error("refused: {0}")]
+    Refused(#[from] Refusal),
 }
 
 /// An entry recovered from the log at start-up.
@@ -170,8 +175,7 @@ pub fn entry_payload(data: &[u8], conf_change: bool) -> Result<Cow<'_, [u8]>, Co
 }
 
 fn decode_conf_change(data: &[u8]) -> Result<ConfChangeV2, ConsensusError> {
-    protobuf::Message::parse_from_bytes(data)
-        .map_err(|e| ConsensusError::BadConfChange(e.to_string()))
+    raft_wire::decode_conf_change(data).map_err(|e| ConsensusError::BadConfChange(e.0))
 }
 
 /// Everything one `poll` asks the shell to do, in this order: send `messages` now; persist
@@ -424,8 +428,36 @@ impl Consensus {
         }
     }
 
-    pub fn step(&mut self, mut msg: Message) -> Result<(), ConsensusError> {
+    /// What `raft_guard` checks a peer's message against.
+    fn local(&self) -> raft_guard::Local {
+        let raft = &self.node.raft;
+        raft_guard::Local {
+            id: raft.id,
+            term: raft.term,
+            leader: raft.leader_id,
+            is_leader: self.is_leader(),
+            leader_votes: raft.prs().conf().voters().contains(raft.leader_id),
+            last_index: raft.raft_log.last_index(),
+        }
+    }
+
+    /// Whether `msg`, received on member `from`'s link, would be stepped (see `step`); the
+    /// shell asks before it spends time on a snapshot's data.
+    pub fn check(&self, from: u64, msg: &Message) -> Result<(), ConsensusError> {
+        raft_guard::admit(&self.local(), from, msg)?;
+        Ok(())
+    }
+
+    /// A raft message that arrived on member `from`'s link (the member the link authenticated).
+    /// It is checked first (`raft_guard::admit`, which runs `proto::raft_wire::check` too; the
+    /// decoder has already checked every entry's payload): a message that fails is refused
+    /// (`ConsensusError::Refused`) and raft-rs never sees it.
+    pub fn step(&mut self, from: u64, mut msg: Message) -> Result<(), ConsensusError> {
         use raft::eraftpb::MessageType as T;
+        match raft_guard::admit(&self.local(), from, &msg)? {
+            raft_guard::Admit::Step => {}
+            raft_guard::Admit::StepAsPlainVote => msg.context = Default::default(),
+        }
         match msg.get_msg_type() {
             T::MsgHeartbeat => {
                 // A leader sends the commit index it believes this member has reached. A member
@@ -746,6 +778,34 @@ mod tests {
         ));
     }
 
+    /// `m` encoded as a peer frame and decoded again: the message, or why it was refused.
+    fn wire(m: &Message) -> Result<Message, String> {
+        use crate::proto::peer::{decode, encode, PeerMsg};
+        let mut buf = Vec::new();
+        encode(&PeerMsg::Raft(m.clone()), &mut buf).unwrap();
+        match decode(&buf[4..]).unwrap() {
+            PeerMsg::Raft(m) => Ok(m),
+            PeerMsg::RaftRefused(reason) => Err(reason),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A batch as the leader proposes it (entries that do not decode are refused).
+    fn batch(n: i32) -> Vec<u8> {
+        let b = crate::txn::Batch {
+            time_ms: 1,
+            commands: vec![crate::txn::Command {
+                session: 0x100,
+                xid: n,
+                origin: 1,
+                auth: vec![],
+                seen_zxid: i64::MAX,
+                op: crate::txn::Op::CloseSession,
+            }],
+        };
+        rkyv::to_bytes::<rkyv::rancor::Error>(&b).unwrap().to_vec()
+    }
+
     /// Members wired together in memory: every ready persisted at once, every message
     /// delivered, every committed entry applied (configuration changes included).
     struct Group {
@@ -803,8 +863,12 @@ mod tests {
                         break;
                     }
                     for m in mail {
+                        // Through the wire, as between real members: nothing a member sends
+                        // may be refused.
+                        let m = wire(&m).expect("a member's own message decodes");
                         if let Some(n) = self.nodes.iter_mut().find(|n| n.node.raft.id == m.to) {
-                            let _ = n.step(m);
+                            let from = m.from;
+                            n.step(from, m).expect("a member's own message is admitted");
                         }
                     }
                 }
@@ -854,11 +918,11 @@ mod tests {
         g.run(2 * ELECTION_TICKS);
         assert_eq!(g.leader(), Some(next));
         assert_eq!(g.node(next).membership(), &m(&rest));
-        g.node(next).propose(b"after".to_vec()).unwrap();
+        g.node(next).propose(batch(7)).unwrap();
         g.run(2);
         for id in rest.clone() {
             let i = (id - 1) as usize;
-            assert_eq!(g.applied[i].last().map(Vec::as_slice), Some(&b"after"[..]));
+            assert_eq!(g.applied[i].last(), Some(&batch(7)));
         }
 
         // Two voters at once: in through joint consensus, and out of it by itself.
@@ -876,5 +940,141 @@ mod tests {
         assert!(!g.node(leader).is_joint());
         assert!(!g.node(leader).conf_change_pending());
         assert_eq!(g.node(leader).membership(), &m(&swapped));
+    }
+
+    /// A node's (term, leader, last index, commit index, log's (index, term)).
+    type NodeState = (u64, Option<u64>, u64, u64, Vec<(u64, u64)>);
+
+    fn state(g: &Group) -> Vec<NodeState> {
+        g.nodes
+            .iter()
+            .map(|n| {
+                let raft = &n.node.raft;
+                let log = (1..=n.last_index())
+                    .map(|i| (i, raft.raft_log.term(i).unwrap_or(0)))
+                    .collect();
+                (
+                    n.term(),
+                    n.leader_id(),
+                    n.last_index(),
+                    n.commit_index(),
+                    log,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_group_survives_hostile_messages() {
+        use raft::eraftpb::MessageType as T;
+        let mut g = Group::new(&[1, 2, 3]);
+        g.run(5 * ELECTION_TICKS);
+        let leader = g.leader().expect("a leader");
+        g.node(leader).propose(batch(1)).unwrap();
+        g.run(2);
+        let others: Vec<u64> = [1, 2, 3].into_iter().filter(|&id| id != leader).collect();
+        let (victim, attacker) = (others[0], others[1]);
+        let before = state(&g);
+        let term = g.node(victim).term();
+        let last = g.node(victim).last_index();
+        let current = term;
+        let msg = |t: T, to: u64, term: u64| Message {
+            msg_type: t,
+            from: attacker,
+            to,
+            term,
+            log_term: term.min(current),
+            index: last,
+            ..Default::default()
+        };
+        let entry = |index: u64, term: u64, data: Vec<u8>| Entry {
+            index,
+            term,
+            data: data.into(),
+            ..Default::default()
+        };
+
+        // Refused where they are decoded.
+        let mut at_decode = Vec::new();
+        for t in [
+            T::MsgHeartbeat,
+            T::MsgAppend,
+            T::MsgRequestVote,
+            T::MsgRequestPreVote,
+        ] {
+            for to in [victim, leader] {
+                at_decode.push(msg(t, to, u64::MAX));
+            }
+        }
+        // An undecodable entry from a "leader" at a later term.
+        let mut m = msg(T::MsgAppend, victim, term + 1);
+        m.log_term = term;
+        m.entries = vec![entry(last + 1, term + 1, vec![0xde, 0xad])].into();
+        at_decode.push(m);
+        // Entries that do not follow one another.
+        let mut m = msg(T::MsgAppend, victim, term + 1);
+        m.log_term = term;
+        m.entries = vec![
+            entry(last + 2, term + 1, batch(2)),
+            entry(last + 1, term + 1, batch(3)),
+        ]
+        .into();
+        at_decode.push(m);
+        for m in &at_decode {
+            assert!(wire(m).is_err(), "{m:?} decoded");
+            // And, should a message skip decoding, at step (the entries' data excepted, which
+            // only the decoder reads).
+            if m.entries.iter().all(|e| e.data.len() > 2) || m.term == u64::MAX {
+                assert!(matches!(
+                    g.node(m.to).step(attacker, m.clone()),
+                    Err(ConsensusError::Refused(_))
+                ));
+            }
+        }
+
+        // Well-formed, refused against the member's state.
+        let mut at_step = Vec::new();
+        // A well-formed entry at the leader's own term from a member that is not the leader.
+        let mut m = msg(T::MsgAppend, victim, term);
+        m.log_term = term;
+        m.entries = vec![entry(last + 1, term, batch(4))].into();
+        at_step.push(m);
+        at_step.push(msg(T::MsgHeartbeat, victim, term));
+        at_step.push(msg(T::MsgTimeoutNow, victim, term));
+        at_step.push(msg(T::MsgTimeoutNow, leader, term));
+        // Another member's name on the attacker's link.
+        let mut m = msg(T::MsgHeartbeat, victim, term);
+        m.from = leader;
+        at_step.push(m);
+        for m in at_step {
+            let m = wire(&m).expect("well-formed");
+            let to = m.to;
+            assert!(
+                matches!(
+                    g.node(to).step(attacker, m.clone()),
+                    Err(ConsensusError::Refused(_))
+                ),
+                "{m:?} stepped"
+            );
+        }
+        // A vote claiming a leader transfer: stepped as an ordinary vote, which the lease
+        // ignores.
+        let mut m = msg(T::MsgRequestVote, victim, term + 1);
+        m.log_term = term;
+        m.index = last + 10;
+        m.context = raft_wire::CAMPAIGN_TRANSFER.into();
+        let m = wire(&m).expect("well-formed");
+        g.node(victim).step(attacker, m).unwrap();
+
+        g.run(1);
+        assert_eq!(state(&g), before, "no change of term, leader or log");
+        g.run(3 * ELECTION_TICKS);
+        assert_eq!(g.leader(), Some(leader));
+        g.node(leader).propose(batch(5)).unwrap();
+        g.run(2);
+        for applied in &g.applied {
+            assert_eq!(applied.last(), Some(&batch(5)));
+            assert!(!applied.contains(&batch(4)));
+        }
     }
 }

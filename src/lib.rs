@@ -16,6 +16,7 @@ pub mod inspect;
 pub mod log;
 pub mod machine;
 pub mod proto;
+pub mod raft_guard;
 pub mod reconfig;
 pub mod server;
 pub mod session;

@@ -5,10 +5,10 @@
 //! starts with the handshake of `proto::peer_auth` (`Hello` from the member that dialed,
 //! `Challenge` back, `Proof`); every later frame flows from the dialer to the acceptor.
 
-use protobuf::Message as _;
 use raft::eraftpb::Message;
 
 use crate::proto::peer_auth::{Nonce, Tag, MAC_BYTES, NONCE_BYTES};
+use crate::proto::raft_wire;
 use crate::proto::types::SessionId;
 use crate::txn::{Batch, Command};
 
@@ -45,21 +45,18 @@ pub enum PeerProtoError {
 #[derive(Debug, PartialEq)]
 pub enum PeerMsg {
     /// First frame of a connection: who dialed, whom it meant to reach, and its nonce.
-    Hello {
-        from: u64,
-        to: u64,
-        nonce: Nonce,
-    },
+    Hello { from: u64, to: u64, nonce: Nonce },
     /// The acceptor's answer to a hello: its nonce, and its proof of the secret.
-    Challenge {
-        nonce: Nonce,
-        mac: Tag,
-    },
+    Challenge { nonce: Nonce, mac: Tag },
     /// The dialer's proof of the secret, ending the handshake.
-    Proof {
-        mac: Tag,
-    },
+    Proof { mac: Tag },
+    /// A raft message, decoded (prost, `raft_wire`) and structurally checked; `Consensus::step`
+    /// checks it against this member's state.
     Raft(Message),
+    /// A RAFT frame that was refused at decoding (it does not decode, or fails the checks of
+    /// `raft_wire::decode`), with the reason: the receiver logs and counts it; the link stays.
+    /// Never sent.
+    RaftRefused(String),
     /// Writes a member's clients sent, for the leader to propose, in the order received.
     Forward(Vec<Command>),
     /// Sessions with activity at the sender since its last report (with their timeouts), for
@@ -72,10 +69,7 @@ pub enum PeerMsg {
     /// any other member are answered SessionMoved).
     Attached(SessionId),
     /// The leader's tree digest after applying entry `index`, for members to compare.
-    Digest {
-        index: u64,
-        digest: u64,
-    },
+    Digest { index: u64, digest: u64 },
 }
 
 /// Appends one frame to `out`.
@@ -101,8 +95,7 @@ pub fn encode(msg: &PeerMsg, out: &mut Vec<u8>) -> Result<(), PeerProtoError> {
         }
         PeerMsg::Raft(m) => {
             out.push(RAFT);
-            m.write_to_vec(out)
-                .map_err(|_| PeerProtoError::Malformed("raft"))?;
+            raft_wire::encode(m, out);
         }
         PeerMsg::Forward(commands) => {
             out.push(FORWARD);
@@ -113,6 +106,10 @@ pub fn encode(msg: &PeerMsg, out: &mut Vec<u8>) -> Result<(), PeerProtoError> {
             let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&batch)
                 .map_err(|_| PeerProtoError::Malformed("forward"))?;
             out.extend_from_slice(&bytes);
+        }
+        PeerMsg::RaftRefused(_) => {
+            out.truncate(start);
+            return Err(PeerProtoError::Malformed("refused raft"));
         }
         PeerMsg::Digest { index, digest } => {
             out.push(DIGEST);
@@ -190,9 +187,10 @@ pub fn decode(body: &[u8]) -> Result<PeerMsg, PeerProtoError> {
         PROOF => Ok(PeerMsg::Proof {
             mac: array(payload).ok_or(PeerProtoError::Malformed("proof"))?,
         }),
-        RAFT => Message::parse_from_bytes(payload)
-            .map(PeerMsg::Raft)
-            .map_err(|_| PeerProtoError::Malformed("raft")),
+        RAFT => Ok(match raft_wire::decode(payload) {
+            Ok(m) => PeerMsg::Raft(m),
+            Err(refusal) => PeerMsg::RaftRefused(refusal.0),
+        }),
         FORWARD => Batch::decode(payload)
             .map(|b| PeerMsg::Forward(b.commands))
             .map_err(|_| PeerProtoError::Malformed("forward")),
@@ -275,10 +273,19 @@ mod tests {
         m.from = 1;
         m.to = 2;
         m.term = 7;
+        m.index = 4;
+        m.log_term = 7;
+        let batch = Batch {
+            time_ms: 1,
+            commands: vec![],
+        };
         m.entries = vec![raft::eraftpb::Entry {
             index: 5,
             term: 7,
-            data: vec![1, 2, 3].into(),
+            data: rkyv::to_bytes::<rkyv::rancor::Error>(&batch)
+                .unwrap()
+                .to_vec()
+                .into(),
             ..Default::default()
         }]
         .into();
@@ -309,7 +316,10 @@ mod tests {
         assert!(decode(&[PROOF; 40]).is_err());
         assert!(decode(&[TOUCH, 1, 2, 3]).is_err());
         assert!(decode(&[FORWARD, 1, 2, 3, 4, 5, 6, 7, 8]).is_err());
-        assert!(decode(&[RAFT, 0xff, 0xff, 0xff]).is_err());
+        assert!(matches!(
+            decode(&[RAFT, 0xff, 0xff, 0xff]),
+            Ok(PeerMsg::RaftRefused(_))
+        ));
         assert!(frame_len(((MAX_FRAME + 1) as u32).to_le_bytes()).is_err());
         assert!(frame_len([0; 4]).is_err());
     }

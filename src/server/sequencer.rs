@@ -16,7 +16,9 @@ use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver, SharedS
 use super::peer::{PeerEvent, Peers};
 use super::{Diag, Origin, ServerError, Shared, ToSequencer, ToShard, Update};
 use crate::config::MemberSpec;
-use crate::consensus::{is_conf_change, Consensus, Membership, Output, Role, StoredEntry, TICK_MS};
+use crate::consensus::{
+    is_conf_change, Consensus, ConsensusError, Membership, Output, Role, StoredEntry, TICK_MS,
+};
 use crate::log::{snapshots, LogRecord, Wal, WalOptions};
 use crate::machine::{Machine, MachineConfig};
 use crate::proto::peer::PeerMsg;
@@ -498,8 +500,14 @@ impl Sequencer {
                 match result {
                     Ok((index, machine)) => {
                         self.incoming = Some((index, *machine));
-                        if let Err(e) = self.consensus.step(*msg) {
-                            tracing::warn!("the leader's snapshot message was refused: {e}");
+                        // `receive_snapshot` checked that the link's member sent it.
+                        let from = msg.from;
+                        match self.consensus.step(from, *msg) {
+                            Err(ConsensusError::Refused(r)) => self.refused(from, &r.0),
+                            Err(e) => {
+                                tracing::warn!("the leader's snapshot message was refused: {e}")
+                            }
+                            Ok(()) => {}
                         }
                     }
                     Err(e) => tracing::error!("a snapshot from the leader was not usable: {e}"),
@@ -524,11 +532,12 @@ impl Sequencer {
                 // without the state.
                 tracing::warn!(peer = from, "a snapshot message without data; ignored");
             }
-            PeerMsg::Raft(m) => {
-                if let Err(e) = self.consensus.step(m) {
-                    tracing::debug!(peer = from, "raft message ignored: {e}");
-                }
-            }
+            PeerMsg::Raft(m) => match self.consensus.step(from, m) {
+                Err(ConsensusError::Refused(r)) => self.refused(from, &r.0),
+                Err(e) => tracing::debug!(peer = from, "raft message ignored: {e}"),
+                Ok(()) => {}
+            },
+            PeerMsg::RaftRefused(reason) => self.refused(from, &reason),
             PeerMsg::Forward(commands) => {
                 let n = commands.len() as u64;
                 // A member forwards its own clients' writes, nothing else: a command made on
@@ -571,6 +580,19 @@ impl Sequencer {
             | PeerMsg::Challenge { .. }
             | PeerMsg::Proof { .. }
             | PeerMsg::SnapshotChunk(_) => {}
+        }
+    }
+
+    /// A raft message from member `from` was refused (`proto::raft_wire`, `raft_guard`):
+    /// counted, and logged unless a flood of them would flood the log.
+    fn refused(&self, from: u64, reason: &str) {
+        let metrics = &self.shared.metrics;
+        metrics.peer_messages_refused.inc();
+        let n = metrics.peer_messages_refused.get();
+        if crate::raft_guard::worth_warning(n) {
+            tracing::warn!(peer = from, refused = n, "raft message refused: {reason}");
+        } else {
+            tracing::debug!(peer = from, "raft message refused: {reason}");
         }
     }
 
@@ -1294,6 +1316,12 @@ impl Sequencer {
     fn receive_snapshot(&mut self, from: u64, data: Vec<u8>, msg: raft::eraftpb::Message) {
         if self.installing {
             return; // the leader sends it again
+        }
+        if msg.from != from {
+            return self.refused(from, "a snapshot message naming another sender");
+        }
+        if let Err(e) = self.consensus.check(from, &msg) {
+            return self.refused(from, &e.to_string());
         }
         self.installing = true;
         let index = msg.get_snapshot().get_metadata().index;

@@ -359,12 +359,30 @@ impl Sim {
             return Ok(()); // cut while in flight
         }
         let (seed, id) = (self.cfg.seed, self.members[to].id);
+        let sender = self.members[from].id;
         let Some(node) = self.members[to].node.as_mut() else {
             return Ok(());
         };
-        if let Err(e) = node.consensus.step(msg) {
-            // Raft refuses some messages by design (e.g. from a peer it does not know); the
-            // ensemble shell would log and drop them.
+        // Through the wire codec, as between real members: a member's own message always
+        // decodes (a structural check that refused one would split the ensemble). Checks
+        // against the receiver's state may refuse a stale one (`step` below).
+        let msg = {
+            use ringkeeper::proto::peer::{decode, encode, PeerMsg};
+            let mut buf = Vec::new();
+            encode(&PeerMsg::Raft(msg), &mut buf).map_err(|e| e.to_string())?;
+            match decode(&buf[4..]).map_err(|e| e.to_string())? {
+                PeerMsg::Raft(m) => m,
+                other => {
+                    return Err(format!(
+                        "member {id}: {sender}'s message refused: {other:?}"
+                    ))
+                }
+            }
+        };
+        if let Err(e) = node.consensus.step(sender, msg) {
+            // Raft refuses some messages by design (e.g. from a peer it does not know), and
+            // `raft_guard` stale ones (a ReadIndex answer from a deposed leader); the ensemble
+            // shell would log and drop them.
             self.note_major(format!("member {id}: step refused: {e}"));
             return Ok(());
         }

@@ -252,7 +252,8 @@ impl Sim {
         let node = self.members[m].node.as_mut().expect("checked");
         node.installing = false;
         node.incoming = Some((r.index, machine));
-        if let Err(e) = node.consensus.step(r.msg) {
+        let sender = r.msg.from;
+        if let Err(e) = node.consensus.step(sender, r.msg) {
             self.note_major(format!(
                 "member {id}: the leader's snapshot was refused: {e}"
             ));

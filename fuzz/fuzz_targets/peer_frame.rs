@@ -1,0 +1,67 @@
+//! Arbitrary bytes as peer frames from other members: each is decoded (`proto::peer::decode`),
+//! and every raft message that passes the decoder's checks is stepped, as the sequencer does,
+//! into a real in-memory `Consensus` (member 2 of three, a follower with a short log), which is
+//! then driven as the shell drives it (ticks, readies persisted at once, committed entries
+//! applied, configuration changes included). Nothing may panic. Run with `scripts/fuzz.sh`.
+//!
+//! Input: a sequence of `[link u8][len u16 LE][frame body]`, where `link % 4` is the member the
+//! link authenticated (0: a member the group does not know) and the body is the frame's kind
+//! and payload (`proto::peer`'s framing without the length).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use ringkeeper::consensus::{is_conf_change, Consensus, Membership, StoredEntry};
+use ringkeeper::proto::peer::{decode, PeerMsg};
+
+fn member() -> Consensus {
+    let entries = (1..=3)
+        .map(|index| StoredEntry {
+            index,
+            term: if index < 3 { 1 } else { 2 },
+            data: Vec::new(),
+            conf_change: false,
+        })
+        .collect();
+    let members = Membership {
+        voters: vec![1, 2, 3],
+        learners: vec![],
+        joint: None,
+    };
+    Consensus::new(2, &members, None, entries, Some((2, 1, 1))).expect("a valid start")
+}
+
+/// What the sequencer does with each ready, persisting at once.
+fn drain(c: &mut Consensus) {
+    for _ in 0..8 {
+        let Ok(Some(out)) = c.poll() else { return };
+        for e in &out.committed {
+            if is_conf_change(e) {
+                let _ = c.apply_conf_change(e);
+            }
+        }
+        if let Some(last) = out.committed.last() {
+            let _ = c.applied(last.index);
+        }
+        if out.must_persist {
+            c.persisted(out.number);
+        }
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut consensus: Option<Consensus> = None;
+    let mut rest = data;
+    while let [link, a, b, tail @ ..] = rest {
+        let len = (u16::from_le_bytes([*a, *b]) as usize).min(tail.len());
+        let (body, next) = tail.split_at(len);
+        rest = next;
+        let Ok(PeerMsg::Raft(m)) = decode(body) else {
+            continue;
+        };
+        let c = consensus.get_or_insert_with(member);
+        let _ = c.step(u64::from(link % 4), m);
+        drain(c);
+        c.tick();
+        drain(c);
+    }
+});
