@@ -65,6 +65,10 @@ pub struct Config {
     pub sessionless_timeout_ms: u64,
     /// Requests a connection may have in flight before the server stops reading from it.
     pub max_outstanding_per_conn: u32,
+    /// Watched paths one session may hold on this member (0: no watches).
+    pub max_watches_per_session: usize,
+    /// Watched (session, path) pairs on this member, all sessions together.
+    pub max_watches: usize,
     /// Size of one preallocated log segment file.
     pub log_segment_bytes: u64,
     /// A snapshot is taken after this many transactions (ZooKeeper's snapCount) ...
@@ -118,6 +122,8 @@ impl Default for Config {
             container_check_interval_ms: 1000,
             sessionless_timeout_ms: 10_000,
             max_outstanding_per_conn: 1000,
+            max_watches_per_session: crate::watch::DEFAULT_MAX_WATCHES_PER_SESSION,
+            max_watches: crate::watch::DEFAULT_MAX_WATCHES_TOTAL,
             log_segment_bytes: 64 << 20,
             snap_count: 100_000,
             snap_bytes: 256 << 20,
@@ -233,6 +239,12 @@ pub struct ServeArgs {
     /// Requests in flight per connection before reads pause [default: 1000].
     #[arg(long, value_name = "N")]
     pub max_outstanding_per_conn: Option<u32>,
+    /// Watched paths per session; past it a watch request fails QuotaExceeded [default: 524288].
+    #[arg(long, value_name = "N")]
+    pub max_watches_per_session: Option<usize>,
+    /// Watches on this member, all sessions together [default: 4194304].
+    #[arg(long, value_name = "N")]
+    pub max_watches: Option<usize>,
     /// Log segment size in bytes, a multiple of 4096 [default: 67108864].
     #[arg(long, value_name = "BYTES")]
     pub log_segment_bytes: Option<u64>,
@@ -284,6 +296,8 @@ pub struct ConfigLayer {
     pub container_check_interval_ms: Option<u64>,
     pub sessionless_timeout_ms: Option<u64>,
     pub max_outstanding_per_conn: Option<u32>,
+    pub max_watches_per_session: Option<usize>,
+    pub max_watches: Option<usize>,
     pub log_segment_bytes: Option<u64>,
     pub snap_count: Option<u64>,
     pub snap_bytes: Option<u64>,
@@ -402,6 +416,8 @@ impl ConfigLayer {
             container_check_interval_ms,
             sessionless_timeout_ms,
             max_outstanding_per_conn,
+            max_watches_per_session,
+            max_watches,
             log_segment_bytes,
             snap_count,
             snap_bytes,
@@ -441,6 +457,8 @@ impl ConfigLayer {
             container_check_interval_ms: args.container_check_interval,
             sessionless_timeout_ms: args.sessionless_timeout,
             max_outstanding_per_conn: args.max_outstanding_per_conn,
+            max_watches_per_session: args.max_watches_per_session,
+            max_watches: args.max_watches,
             log_segment_bytes: args.log_segment_bytes,
             snap_count: args.snap_count,
             snap_bytes: args.snap_bytes,
@@ -567,6 +585,10 @@ impl Config {
             max_outstanding_per_conn: merged
                 .max_outstanding_per_conn
                 .unwrap_or(d.max_outstanding_per_conn),
+            max_watches_per_session: merged
+                .max_watches_per_session
+                .unwrap_or(d.max_watches_per_session),
+            max_watches: merged.max_watches.unwrap_or(d.max_watches),
             log_segment_bytes: merged.log_segment_bytes.unwrap_or(d.log_segment_bytes),
             snap_count: merged.snap_count.unwrap_or(d.snap_count),
             snap_bytes: merged.snap_bytes.unwrap_or(d.snap_bytes),

@@ -155,6 +155,8 @@ pub const ROLE_LOOKING: u8 = 4;
 pub struct Shared {
     pub config: Config,
     pub metrics: Metrics,
+    /// Watched (connection, path) pairs of every shard together, against `max_watches`.
+    pub watch_budget: Arc<crate::watch::WatchBudget>,
     /// This process's `Origin` instance bits.
     pub instance: u32,
     pub shutdown: AtomicBool,
@@ -224,6 +226,7 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
     let shards = config.shards.max(1);
     let instance = new_instance(config.server_id);
     let shared = Arc::new(Shared {
+        watch_budget: crate::watch::WatchBudget::new(config.max_watches),
         config,
         metrics: Metrics::default(),
         instance,
