@@ -251,6 +251,19 @@ impl WatchRegistry {
     /// otherwise nothing is registered and the caller must fail the request (never a silent
     /// drop). Another kind on a path the connection already watches always fits.
     pub fn register(&mut self, conn: ConnId, path: &str, kind: WatchKind) -> Result<(), Refused> {
+        self.register_shared(conn, path, None, kind)
+    }
+
+    /// [`register`](Self::register), reusing `shared` (the tree's own copy of `path`, for a
+    /// node that exists) when the registry holds no copy yet: a watch on an existing node then
+    /// allocates no path string of its own.
+    pub fn register_shared(
+        &mut self,
+        conn: ConnId,
+        path: &str,
+        shared: Option<&Arc<str>>,
+        kind: WatchKind,
+    ) -> Result<(), Refused> {
         let old = self.bits(conn, path);
         let new = match kind {
             WatchKind::Persistent => (old & !RECURSIVE) | PERSISTENT,
@@ -275,7 +288,10 @@ impl WatchRegistry {
                 return Err(Refused { error, first });
             }
         }
-        let key = self.intern(path);
+        let key = match shared {
+            Some(key) if **key == *path && !self.by_path.contains_key(path) => key.clone(),
+            _ => self.intern(path),
+        };
         self.set(conn, &key, old, new);
         Ok(())
     }
@@ -1149,6 +1165,27 @@ mod tests {
         let a = reg.by_conn[&1].iter().next().unwrap().clone();
         let b = reg.by_conn[&2].iter().next().unwrap().clone();
         assert!(Arc::ptr_eq(&a, &b));
+    }
+
+    #[test]
+    fn a_shared_path_is_reused_not_copied() {
+        let mut reg = WatchRegistry::default();
+        let tree_key: Arc<str> = Arc::from("/node");
+        reg.register_shared(1, "/node", Some(&tree_key), WatchKind::Data)
+            .unwrap();
+        reg.register(2, "/node", WatchKind::Child).unwrap();
+        for conn in [1, 2] {
+            assert!(Arc::ptr_eq(
+                reg.by_conn[&conn].iter().next().unwrap(),
+                &tree_key
+            ));
+        }
+        // A key that is not the path is never used.
+        let other: Arc<str> = Arc::from("/other");
+        reg.register_shared(1, "/x", Some(&other), WatchKind::Data)
+            .unwrap();
+        assert!(reg.check(1, "/x", WatcherType::Data));
+        assert!(!reg.check(1, "/other", WatcherType::Any));
     }
 
     #[test]

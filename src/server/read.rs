@@ -369,7 +369,8 @@ pub fn encode_write_reply(out: &mut Vec<u8>, xid: i32, op: i32, applied: &Applie
 /// Registers a watch, or says why not ([`WATCH_LIMIT_ERROR`]): every refusal is counted, the
 /// first of each connection (its session on this member) is logged.
 fn add_watch(ctx: &mut ReadCtx<'_>, path: &str, kind: WatchKind) -> Result<(), ErrorCode> {
-    let Err(refused) = ctx.watches.register(ctx.conn, path, kind) else {
+    let shared = ctx.view.tree().get_entry(path).map(|(key, _)| key);
+    let Err(refused) = ctx.watches.register_shared(ctx.conn, path, shared, kind) else {
         return Ok(());
     };
     ctx.metrics.watches_refused.inc();
