@@ -310,6 +310,9 @@ impl WatchRegistry {
         triggers: &[Trigger],
         may_read: &mut dyn FnMut(ConnId, &[Acl]) -> bool,
     ) -> Fired {
+        if self.by_path.is_empty() && self.recursive.is_empty() {
+            return Fired::default();
+        }
         let mut out = Vec::new();
         let mut filtered = 0;
         let mut hits: BTreeSet<ConnId> = BTreeSet::new();
