@@ -16,10 +16,11 @@
 //! persistent watch as a whole.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::Mutex;
 
-use crate::proto::types::Acl;
+use crate::proto::types::{Acl, SessionId};
 use crate::proto::types::{AddWatchMode, EventType, WatcherType};
 use crate::txn::Trigger;
 
@@ -131,6 +132,11 @@ impl WatchError {
 pub struct WatchBudget {
     limit: usize,
     used: AtomicUsize,
+    /// Sessions refused a watch at least once, until they end: later refusals are counted
+    /// but not logged. Member-wide, as a resumed session may land on another shard. Touched
+    /// only on a refusal and, while not empty, when a session ends.
+    refused: Mutex<HashSet<SessionId>>,
+    any_refused: AtomicBool,
 }
 
 impl WatchBudget {
@@ -138,6 +144,8 @@ impl WatchBudget {
         Arc::new(WatchBudget {
             limit,
             used: AtomicUsize::new(0),
+            refused: Mutex::new(HashSet::new()),
+            any_refused: AtomicBool::new(false),
         })
     }
 
@@ -161,14 +169,24 @@ impl WatchBudget {
     fn give_back(&self, n: usize) {
         self.used.fetch_sub(n, Ordering::Relaxed);
     }
-}
 
-/// A refused registration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Refused {
-    pub error: WatchError,
-    /// The connection's first refusal (log it once per session, count every one).
-    pub first: bool,
+    /// Whether this is `session`'s first refusal on this member (log once per session, count
+    /// every one).
+    pub fn first_refusal(&self, session: SessionId) -> bool {
+        let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        self.any_refused.store(true, Ordering::Relaxed);
+        refused.insert(session)
+    }
+
+    /// A session ended: if its id ever came back, its first refusal would be logged again.
+    pub fn forget_session(&self, session: SessionId) {
+        if self.any_refused.load(Ordering::Relaxed) {
+            let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+            refused.remove(&session);
+            self.any_refused
+                .store(!refused.is_empty(), Ordering::Relaxed);
+        }
+    }
 }
 
 /// What one `fire` produced.
@@ -206,8 +224,6 @@ pub struct WatchRegistry {
     max_per_conn: usize,
     /// The member-wide count, shared with the other shards.
     budget: Arc<WatchBudget>,
-    /// Connections refused a watch at least once (their next refusals are not logged).
-    refused: HashSet<ConnId>,
     /// Reused by `fire` to avoid an allocation per trigger.
     scratch: Vec<(ConnId, u8)>,
 }
@@ -239,7 +255,6 @@ impl WatchRegistry {
             child_side: 0,
             max_per_conn,
             budget,
-            refused: HashSet::new(),
             scratch: Vec::new(),
         }
     }
@@ -250,7 +265,12 @@ impl WatchRegistry {
     /// A new watched path must fit both the connection's limit and the member's budget;
     /// otherwise nothing is registered and the caller must fail the request (never a silent
     /// drop). Another kind on a path the connection already watches always fits.
-    pub fn register(&mut self, conn: ConnId, path: &str, kind: WatchKind) -> Result<(), Refused> {
+    pub fn register(
+        &mut self,
+        conn: ConnId,
+        path: &str,
+        kind: WatchKind,
+    ) -> Result<(), WatchError> {
         self.register_shared(conn, path, None, kind)
     }
 
@@ -263,7 +283,7 @@ impl WatchRegistry {
         path: &str,
         shared: Option<&Arc<str>>,
         kind: WatchKind,
-    ) -> Result<(), Refused> {
+    ) -> Result<(), WatchError> {
         let old = self.bits(conn, path);
         let new = match kind {
             WatchKind::Persistent => (old & !RECURSIVE) | PERSISTENT,
@@ -284,8 +304,7 @@ impl WatchRegistry {
                 None
             };
             if let Some(error) = error {
-                let first = self.refused.insert(conn);
-                return Err(Refused { error, first });
+                return Err(error);
             }
         }
         let key = match shared {
@@ -375,9 +394,13 @@ impl WatchRegistry {
         true
     }
 
+    /// The member-wide budget this registry takes from.
+    pub fn budget(&self) -> &Arc<WatchBudget> {
+        &self.budget
+    }
+
     /// Forgets every watch of a closed connection; returns how many paths it watched.
     pub fn remove_conn(&mut self, conn: ConnId) -> usize {
-        self.refused.remove(&conn);
         let Some(paths) = self.by_conn.remove(&conn) else {
             return 0;
         };
@@ -1033,8 +1056,8 @@ mod tests {
         );
     }
 
-    fn refused(error: WatchError, first: bool) -> Result<(), Refused> {
-        Err(Refused { error, first })
+    fn refused(error: WatchError) -> Result<(), WatchError> {
+        Err(error)
     }
 
     #[test]
@@ -1045,11 +1068,10 @@ mod tests {
         // Another kind on an already watched path is not a new path.
         reg.register(1, "/b", WatchKind::Child).unwrap();
         let full = WatchError::TooManyWatches { limit: 2 };
-        assert_eq!(reg.register(1, "/c", WatchKind::Data), refused(full, true));
-        // Every kind counts, persistent and recursive included; only the first refusal of a
-        // connection says `first`.
+        assert_eq!(reg.register(1, "/c", WatchKind::Data), refused(full));
+        // Every kind counts, persistent and recursive included.
         for kind in [WatchKind::Persistent, WatchKind::PersistentRecursive] {
-            assert_eq!(reg.register(1, "/c", kind), refused(full, false));
+            assert_eq!(reg.register(1, "/c", kind), refused(full));
         }
         assert!(!reg.check(1, "/c", WatcherType::Any), "nothing registered");
         reg.register(2, "/c", WatchKind::Data).unwrap();
@@ -1060,11 +1082,27 @@ mod tests {
             [ev(1, NodeDataChanged, "/a")]
         );
         reg.register(1, "/c", WatchKind::Data).unwrap();
-        // A closed connection's next life starts with a fresh "first".
+        // A closed connection's watches make room for the next one.
         reg.remove_conn(1);
         reg.register(1, "/x", WatchKind::Data).unwrap();
         reg.register(1, "/y", WatchKind::Data).unwrap();
-        assert_eq!(reg.register(1, "/z", WatchKind::Data), refused(full, true));
+        assert_eq!(reg.register(1, "/z", WatchKind::Data), refused(full));
+    }
+
+    #[test]
+    fn first_refusal_once_per_session_until_it_ends() {
+        let budget = WatchBudget::new(1);
+        assert!(budget.first_refusal(0x100));
+        assert!(
+            !budget.first_refusal(0x100),
+            "same session, even on another connection or shard"
+        );
+        assert!(budget.first_refusal(0x200));
+        budget.forget_session(0x100);
+        assert!(budget.first_refusal(0x100));
+        budget.forget_session(0x100);
+        budget.forget_session(0x200);
+        assert!(!budget.any_refused.load(Ordering::Relaxed));
     }
 
     #[test]
@@ -1078,11 +1116,8 @@ mod tests {
         b.register(7, "/b", WatchKind::PersistentRecursive).unwrap();
         assert_eq!(budget.used(), 3);
         let full = WatchError::MemberFull { limit: 3 };
-        assert_eq!(a.register(2, "/c", WatchKind::Exist), refused(full, true));
-        assert_eq!(
-            b.register(7, "/c", WatchKind::Persistent),
-            refused(full, true)
-        );
+        assert_eq!(a.register(2, "/c", WatchKind::Exist), refused(full));
+        assert_eq!(b.register(7, "/c", WatchKind::Persistent), refused(full));
         // Each way a pair goes gives its unit back: a one-shot firing, removeWatches,
         // a closed connection, a dropped registry.
         fire(&mut b, &[t("/a", NodeDataChanged)]);

@@ -367,22 +367,21 @@ pub fn encode_write_reply(out: &mut Vec<u8>, xid: i32, op: i32, applied: &Applie
 }
 
 /// Registers a watch, or says why not ([`WATCH_LIMIT_ERROR`]): every refusal is counted, the
-/// first of each connection (its session on this member) is logged.
+/// first of each session (on this member, until the session ends) is logged.
 fn add_watch(ctx: &mut ReadCtx<'_>, path: &str, kind: WatchKind) -> Result<(), ErrorCode> {
     let shared = ctx.view.tree().get_entry(path).map(|(key, _)| key);
     let Err(refused) = ctx.watches.register_shared(ctx.conn, path, shared, kind) else {
         return Ok(());
     };
     ctx.metrics.watches_refused.inc();
-    if refused.first {
+    if ctx.watches.budget().first_refusal(ctx.session) {
         tracing::warn!(
             session = format!("{:#x}", ctx.session),
             conn = ctx.conn,
             path,
             kind = ?kind,
-            setting = refused.error.setting(),
-            "watch refused: {}; this and later refusals for this session answer QuotaExceeded (logged once)",
-            refused.error
+            setting = refused.setting(),
+            "watch refused: {refused}; this and later refusals for this session answer QuotaExceeded (logged once)"
         );
     }
     Err(WATCH_LIMIT_ERROR)

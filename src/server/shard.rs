@@ -182,6 +182,7 @@ impl Shard {
                 c.on_applied(applied);
             }
             for ended in &applied.ended_sessions {
+                self.shared.watch_budget.forget_session(*ended);
                 let conn = self.sessions.borrow().get(ended).copied();
                 if let Some(c) = conn.and_then(|id| conns.get(&id)) {
                     c.session_ended(*ended);
