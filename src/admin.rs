@@ -1043,6 +1043,11 @@ metrics! {
         snapshot_failures,
         /// Watch notifications sent.
         watch_events,
+        /// Watch registrations refused by max_watches_per_session or max_watches (each one
+        /// answered QuotaExceeded).
+        watches_refused,
+        /// Watch events not delivered because the watcher may not READ the node they name.
+        watch_events_filtered,
         /// Connections accepted / refused by max_client_cnxns / closed.
         connections_accepted,
         connections_rejected,

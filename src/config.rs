@@ -78,6 +78,10 @@ pub struct Config {
     /// Bytes of replies queued for a connection beyond which the server stops reading its
     /// requests until the client reads them.
     pub max_send_queue_bytes: usize,
+    /// Watched paths one session may hold on this member (0: no watches).
+    pub max_watches_per_session: usize,
+    /// Watched (session, path) pairs on this member, all sessions together.
+    pub max_watches: usize,
     /// Size of one preallocated log segment file.
     pub log_segment_bytes: u64,
     /// A snapshot is taken after this many transactions (ZooKeeper's snapCount) ...
@@ -133,6 +137,8 @@ impl Default for Config {
             sessionless_timeout_ms: 10_000,
             max_outstanding_per_conn: 1000,
             max_send_queue_bytes: 4 << 20,
+            max_watches_per_session: crate::watch::DEFAULT_MAX_WATCHES_PER_SESSION,
+            max_watches: crate::watch::DEFAULT_MAX_WATCHES_TOTAL,
             log_segment_bytes: 64 << 20,
             snap_count: 100_000,
             snap_bytes: 256 << 20,
@@ -255,6 +261,12 @@ pub struct ServeArgs {
     /// Queued reply bytes per connection before its reads pause [default: 4194304].
     #[arg(long, value_name = "BYTES")]
     pub max_send_queue_bytes: Option<usize>,
+    /// Watched paths per session; past it a watch request fails QuotaExceeded [default: 524288].
+    #[arg(long, value_name = "N")]
+    pub max_watches_per_session: Option<usize>,
+    /// Watches on this member, all sessions together [default: 4194304].
+    #[arg(long, value_name = "N")]
+    pub max_watches: Option<usize>,
     /// Log segment size in bytes, a multiple of 4096 [default: 67108864].
     #[arg(long, value_name = "BYTES")]
     pub log_segment_bytes: Option<u64>,
@@ -308,6 +320,8 @@ pub struct ConfigLayer {
     pub sessionless_timeout_ms: Option<u64>,
     pub max_outstanding_per_conn: Option<u32>,
     pub max_send_queue_bytes: Option<usize>,
+    pub max_watches_per_session: Option<usize>,
+    pub max_watches: Option<usize>,
     pub log_segment_bytes: Option<u64>,
     pub snap_count: Option<u64>,
     pub snap_bytes: Option<u64>,
@@ -428,6 +442,8 @@ impl ConfigLayer {
             sessionless_timeout_ms,
             max_outstanding_per_conn,
             max_send_queue_bytes,
+            max_watches_per_session,
+            max_watches,
             log_segment_bytes,
             snap_count,
             snap_bytes,
@@ -469,6 +485,8 @@ impl ConfigLayer {
             sessionless_timeout_ms: args.sessionless_timeout,
             max_outstanding_per_conn: args.max_outstanding_per_conn,
             max_send_queue_bytes: args.max_send_queue_bytes,
+            max_watches_per_session: args.max_watches_per_session,
+            max_watches: args.max_watches,
             log_segment_bytes: args.log_segment_bytes,
             snap_count: args.snap_count,
             snap_bytes: args.snap_bytes,
@@ -605,6 +623,10 @@ impl Config {
             max_send_queue_bytes: merged
                 .max_send_queue_bytes
                 .unwrap_or(d.max_send_queue_bytes),
+            max_watches_per_session: merged
+                .max_watches_per_session
+                .unwrap_or(d.max_watches_per_session),
+            max_watches: merged.max_watches.unwrap_or(d.max_watches),
             log_segment_bytes: merged.log_segment_bytes.unwrap_or(d.log_segment_bytes),
             snap_count: merged.snap_count.unwrap_or(d.snap_count),
             snap_bytes: merged.snap_bytes.unwrap_or(d.snap_bytes),

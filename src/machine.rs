@@ -599,9 +599,11 @@ fn create(
         _ => (NodeKind::Normal, 0),
     };
     let parent_key = parent_key.clone();
+    let parent_acl = parent.acl_arc().clone();
+    let node_acl = cx.acls.intern(&acl_list);
     let new = NewNode {
         data: req.data.as_deref().map(Arc::from),
-        acl: cx.acls.intern(&acl_list),
+        acl: node_acl.clone(),
         ephemeral_owner: owner,
         kind,
         zxid: cx.zxid,
@@ -616,10 +618,12 @@ fn create(
     cx.triggers.push(Trigger {
         path: key.clone(),
         event: EventType::NodeCreated,
+        acl: node_acl,
     });
     cx.triggers.push(Trigger {
         path: parent_key,
         event: EventType::NodeChildrenChanged,
+        acl: parent_acl,
     });
     Ok((key, stat))
 }
@@ -627,12 +631,13 @@ fn create(
 /// Unlinks a childless node, keeps its owner's ephemeral set in step, and queues the node's
 /// NodeDeleted before the parent's NodeChildrenChanged.
 fn remove_node(state: &mut State, cx: &mut Ctx<'_>, parent_path: &str, p: &str) {
-    let (Some((parent_key, _)), Some((key, _))) =
+    let (Some((parent_key, parent)), Some((key, node))) =
         (state.tree.get_entry(parent_path), state.tree.get_entry(p))
     else {
         debug_assert!(false, "remove_node of {p} without node or parent");
         return;
     };
+    let (parent_acl, node_acl) = (parent.acl_arc().clone(), node.acl_arc().clone());
     let (parent_key, key) = (parent_key.clone(), key.clone());
     if let Some(node) = state.tree.remove(&parent_key, &key, cx.zxid) {
         let owner = node.ephemeral_owner();
@@ -645,10 +650,12 @@ fn remove_node(state: &mut State, cx: &mut Ctx<'_>, parent_path: &str, p: &str) 
     cx.triggers.push(Trigger {
         path: key,
         event: EventType::NodeDeleted,
+        acl: node_acl,
     });
     cx.triggers.push(Trigger {
         path: parent_key,
         event: EventType::NodeChildrenChanged,
+        acl: parent_acl,
     });
 }
 
@@ -684,6 +691,7 @@ fn set_data(state: &mut State, cx: &mut Ctx<'_>, req: &SetDataRequest) -> OpOutc
         return Err(BadVersion);
     }
     let key = key.clone();
+    let acl = node.acl_arc().clone();
     let data = req.data.as_deref().map(Arc::from);
     let stat = state
         .tree
@@ -692,6 +700,7 @@ fn set_data(state: &mut State, cx: &mut Ctx<'_>, req: &SetDataRequest) -> OpOutc
     cx.triggers.push(Trigger {
         path: key,
         event: EventType::NodeDataChanged,
+        acl,
     });
     Ok(stat)
 }
@@ -701,6 +710,10 @@ fn set_data(state: &mut State, cx: &mut Ctx<'_>, req: &SetDataRequest) -> OpOutc
 fn set_config(state: &mut State, cx: &mut Ctx<'_>, members: &str) -> (Vec<u8>, Stat) {
     let data = format!("{members}version={:x}", cx.zxid).into_bytes();
     let key: Arc<str> = Arc::from(crate::reconfig::CONFIG_NODE);
+    let acl = state
+        .tree
+        .get(&key)
+        .map_or_else(|| Arc::from(Vec::new()), |n| n.acl_arc().clone());
     let stat = state
         .tree
         .set_data(&key, Some(Arc::from(&data[..])), cx.zxid, cx.time_ms)
@@ -708,6 +721,7 @@ fn set_config(state: &mut State, cx: &mut Ctx<'_>, members: &str) -> (Vec<u8>, S
     cx.triggers.push(Trigger {
         path: key,
         event: EventType::NodeDataChanged,
+        acl,
     });
     (data, stat)
 }

@@ -174,6 +174,12 @@ pub enum MultiResult {
 pub struct Trigger {
     pub path: std::sync::Arc<str>,
     pub event: crate::proto::types::EventType,
+    /// The ACL of the node the event names, as of this change (ZooKeeper's `DataTree` passes
+    /// the same to `triggerWatch`, ZOOKEEPER-4799): the new node's for NodeCreated, the removed
+    /// node's for NodeDeleted, the node's for NodeDataChanged, the parent's for
+    /// NodeChildrenChanged. Watchers that may not READ it get no event. Interned: a clone is a
+    /// reference count.
+    pub acl: std::sync::Arc<[crate::proto::types::Acl]>,
 }
 
 /// The result of applying one command.

@@ -15,9 +15,12 @@
 //! watch leaves its data half firing. Here the kinds are independent and `remove` drops a
 //! persistent watch as a whole.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::Mutex;
 
+use crate::proto::types::{Acl, SessionId};
 use crate::proto::types::{AddWatchMode, EventType, WatcherType};
 use crate::txn::Trigger;
 
@@ -92,13 +95,107 @@ fn exact_mask(event: EventType) -> u8 {
     }
 }
 
-/// Default cap on the number of watched paths one connection may hold.
-pub const DEFAULT_MAX_WATCHES_PER_CONN: usize = 1 << 20;
+/// Default for `max_watches_per_session`: watched paths one session (its connection on this
+/// member) may hold. Generous on purpose: Curator's TreeCache and similar caches set one watch
+/// per node of a subtree (data and child watches on one path count once here), and ZooKeeper
+/// itself has no limit; half a million covers caches of very large subtrees while one
+/// session can hold at most an eighth of the member's total.
+pub const DEFAULT_MAX_WATCHES_PER_SESSION: usize = 1 << 19;
 
+/// Default for `max_watches`: watched (connection, path) pairs on this member, every shard
+/// together. A pair costs about 250-300 bytes (indexes, the shared path, the per-path watcher
+/// map), so this bounds watch memory near 1.2 GiB whatever the clients do.
+pub const DEFAULT_MAX_WATCHES_TOTAL: usize = 1 << 22;
+
+/// Which limit refused a watch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum WatchError {
-    #[error("connection already watches {limit} paths (the per-connection limit)")]
+    #[error("the session already holds {limit} watches (max_watches_per_session)")]
     TooManyWatches { limit: usize },
+    #[error("this member already holds {limit} watches (max_watches)")]
+    MemberFull { limit: usize },
+}
+
+impl WatchError {
+    /// The setting that refused the watch, for logs.
+    pub fn setting(self) -> &'static str {
+        match self {
+            WatchError::TooManyWatches { .. } => "max_watches_per_session",
+            WatchError::MemberFull { .. } => "max_watches",
+        }
+    }
+}
+
+/// The member-wide count of watched (connection, path) pairs, shared by every shard's
+/// registry: each new pair takes one unit, each forgotten pair gives it back.
+#[derive(Debug)]
+pub struct WatchBudget {
+    limit: usize,
+    used: AtomicUsize,
+    /// Sessions refused a watch at least once, until they end: later refusals are counted
+    /// but not logged. Member-wide, as a resumed session may land on another shard. Touched
+    /// only on a refusal and, while not empty, when a session ends.
+    refused: Mutex<HashSet<SessionId>>,
+    any_refused: AtomicBool,
+}
+
+impl WatchBudget {
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(WatchBudget {
+            limit,
+            used: AtomicUsize::new(0),
+            refused: Mutex::new(HashSet::new()),
+            any_refused: AtomicBool::new(false),
+        })
+    }
+
+    /// Pairs held now, every shard together.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    fn try_take(&self) -> bool {
+        self.used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                (u < self.limit).then_some(u + 1)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// Whether this is `session`'s first refusal on this member (log once per session, count
+    /// every one).
+    pub fn first_refusal(&self, session: SessionId) -> bool {
+        let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        self.any_refused.store(true, Ordering::Relaxed);
+        refused.insert(session)
+    }
+
+    /// A session ended: if its id ever came back, its first refusal would be logged again.
+    pub fn forget_session(&self, session: SessionId) {
+        if self.any_refused.load(Ordering::Relaxed) {
+            let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+            refused.remove(&session);
+            self.any_refused
+                .store(!refused.is_empty(), Ordering::Relaxed);
+        }
+    }
+}
+
+/// What one `fire` produced.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Fired {
+    /// `(connection, event, path)` to deliver, in order.
+    pub events: Vec<(ConnId, EventType, Arc<str>)>,
+    /// Events not delivered because their watcher may not READ the node they name.
+    pub filtered: usize,
 }
 
 /// Data-side totals, as `wchs` prints them.
@@ -125,19 +222,31 @@ pub struct WatchRegistry {
     data_side: usize,
     child_side: usize,
     max_per_conn: usize,
+    /// The member-wide count, shared with the other shards.
+    budget: Arc<WatchBudget>,
     /// Reused by `fire` to avoid an allocation per trigger.
     scratch: Vec<(ConnId, u8)>,
 }
 
 impl Default for WatchRegistry {
     fn default() -> Self {
-        WatchRegistry::new(DEFAULT_MAX_WATCHES_PER_CONN)
+        WatchRegistry::new(
+            DEFAULT_MAX_WATCHES_PER_SESSION,
+            WatchBudget::new(DEFAULT_MAX_WATCHES_TOTAL),
+        )
+    }
+}
+
+impl Drop for WatchRegistry {
+    fn drop(&mut self) {
+        self.budget.give_back(self.len());
     }
 }
 
 impl WatchRegistry {
-    /// A registry allowing each connection at most `max_per_conn` watched paths.
-    pub fn new(max_per_conn: usize) -> Self {
+    /// A registry allowing each connection at most `max_per_conn` watched paths, and taking
+    /// every pair from the member-wide `budget`.
+    pub fn new(max_per_conn: usize, budget: Arc<WatchBudget>) -> Self {
         WatchRegistry {
             by_path: HashMap::new(),
             by_conn: HashMap::new(),
@@ -145,16 +254,34 @@ impl WatchRegistry {
             data_side: 0,
             child_side: 0,
             max_per_conn,
+            budget,
             scratch: Vec::new(),
         }
     }
 
     /// Adds a watch. Re-registering an existing kind is a no-op; a persistent mode replaces the
     /// connection's other persistent mode on the same path.
+    ///
+    /// A new watched path must fit both the connection's limit and the member's budget;
+    /// otherwise nothing is registered and the caller must fail the request (never a silent
+    /// drop). Another kind on a path the connection already watches always fits.
     pub fn register(
         &mut self,
         conn: ConnId,
         path: &str,
+        kind: WatchKind,
+    ) -> Result<(), WatchError> {
+        self.register_shared(conn, path, None, kind)
+    }
+
+    /// [`register`](Self::register), reusing `shared` (the tree's own copy of `path`, for a
+    /// node that exists) when the registry holds no copy yet: a watch on an existing node then
+    /// allocates no path string of its own.
+    pub fn register_shared(
+        &mut self,
+        conn: ConnId,
+        path: &str,
+        shared: Option<&Arc<str>>,
         kind: WatchKind,
     ) -> Result<(), WatchError> {
         let old = self.bits(conn, path);
@@ -165,13 +292,25 @@ impl WatchRegistry {
         };
         if old == 0 && new != 0 {
             let held = self.by_conn.get(&conn).map_or(0, BTreeSet::len);
-            if held >= self.max_per_conn {
-                return Err(WatchError::TooManyWatches {
+            let error = if held >= self.max_per_conn {
+                Some(WatchError::TooManyWatches {
                     limit: self.max_per_conn,
-                });
+                })
+            } else if !self.budget.try_take() {
+                Some(WatchError::MemberFull {
+                    limit: self.budget.limit(),
+                })
+            } else {
+                None
+            };
+            if let Some(error) = error {
+                return Err(error);
             }
         }
-        let key = self.intern(path);
+        let key = match shared {
+            Some(key) if **key == *path && !self.by_path.contains_key(path) => key.clone(),
+            _ => self.intern(path),
+        };
         self.set(conn, &key, old, new);
         Ok(())
     }
@@ -179,8 +318,22 @@ impl WatchRegistry {
     /// The notifications for one applied command's triggers, in trigger order; within one
     /// trigger, one event per connection, in ascending connection id. One-shot watches that
     /// fired are removed.
-    pub fn fire(&mut self, triggers: &[Trigger]) -> Vec<(ConnId, EventType, Arc<str>)> {
+    ///
+    /// ACLs at delivery, as ZooKeeper since ZOOKEEPER-4799 (CVE-2024-23944): an event goes to
+    /// a watcher only if `may_read(conn, trigger.acl)` (its connection's identities, now, have
+    /// READ on the node the event names, with the ACL that node had at that change). This holds
+    /// for every kind of watch, as in ZooKeeper's `ServerCnxn.process(event, acl)`: a one-shot
+    /// watch whose event is withheld is consumed all the same, a persistent one stays.
+    pub fn fire(
+        &mut self,
+        triggers: &[Trigger],
+        may_read: &mut dyn FnMut(ConnId, &[Acl]) -> bool,
+    ) -> Fired {
+        if self.by_path.is_empty() && self.recursive.is_empty() {
+            return Fired::default();
+        }
         let mut out = Vec::new();
+        let mut filtered = 0;
         let mut hits: BTreeSet<ConnId> = BTreeSet::new();
         let mut changes = std::mem::take(&mut self.scratch);
         for trigger in triggers {
@@ -208,13 +361,19 @@ impl WatchRegistry {
                     }
                 }
             }
-            out.extend(
-                hits.iter()
-                    .map(|&conn| (conn, trigger.event, trigger.path.clone())),
-            );
+            for &conn in &hits {
+                if may_read(conn, &trigger.acl) {
+                    out.push((conn, trigger.event, trigger.path.clone()));
+                } else {
+                    filtered += 1;
+                }
+            }
         }
         self.scratch = changes;
-        out
+        Fired {
+            events: out,
+            filtered,
+        }
     }
 
     /// checkWatches: whether `conn` holds a watch of that type on exactly `path`.
@@ -235,12 +394,18 @@ impl WatchRegistry {
         true
     }
 
+    /// The member-wide budget this registry takes from.
+    pub fn budget(&self) -> &Arc<WatchBudget> {
+        &self.budget
+    }
+
     /// Forgets every watch of a closed connection; returns how many paths it watched.
     pub fn remove_conn(&mut self, conn: ConnId) -> usize {
         let Some(paths) = self.by_conn.remove(&conn) else {
             return 0;
         };
         let n = paths.len();
+        self.budget.give_back(n);
         for path in paths {
             let Some(watchers) = self.by_path.get_mut(&path) else {
                 continue;
@@ -364,7 +529,9 @@ impl WatchRegistry {
                 }
             }
             if let Some(paths) = self.by_conn.get_mut(&conn) {
-                paths.remove(&**path);
+                if paths.remove(&**path) {
+                    self.budget.give_back(1);
+                }
                 if paths.is_empty() {
                     self.by_conn.remove(&conn);
                 }
@@ -431,20 +598,59 @@ fn ancestors(path: &str) -> impl Iterator<Item = &str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::types::{perms, Id};
     use EventType::*;
 
     fn t(path: &str, event: EventType) -> Trigger {
         Trigger {
             path: Arc::from(path),
             event,
+            acl: Arc::from(Vec::new()),
         }
     }
 
+    /// A trigger on a node only `digest:secret` may READ.
+    fn secret(path: &str, event: EventType) -> Trigger {
+        Trigger {
+            acl: Arc::from(vec![Acl {
+                perms: perms::ALL,
+                id: Id::new("digest", "secret:hash"),
+            }]),
+            ..t(path, event)
+        }
+    }
+
+    fn open_to_all(_: ConnId, _: &[Acl]) -> bool {
+        true
+    }
+
     fn fire(reg: &mut WatchRegistry, triggers: &[Trigger]) -> Vec<(u64, EventType, String)> {
-        reg.fire(triggers)
+        let fired = reg.fire(triggers, &mut open_to_all);
+        assert_eq!(fired.filtered, 0);
+        strings(fired.events)
+    }
+
+    fn strings(events: Vec<(ConnId, EventType, Arc<str>)>) -> Vec<(u64, EventType, String)> {
+        events
             .into_iter()
             .map(|(c, e, p)| (c, e, p.to_string()))
             .collect()
+    }
+
+    /// Fires with connection 1 holding `digest:secret` and every other connection anonymous
+    /// (an `ip` identity only); returns the events and how many were withheld.
+    fn fire_acl(
+        reg: &mut WatchRegistry,
+        triggers: &[Trigger],
+    ) -> (Vec<(u64, EventType, String)>, usize) {
+        let owner = [Id::new("digest", "secret:hash"), Id::new("ip", "127.0.0.1")];
+        let anon = [Id::new("ip", "127.0.0.1")];
+        let mut may_read = |conn: ConnId, acl: &[Acl]| {
+            let ids: &[Id] = if conn == 1 { &owner } else { &anon };
+            crate::tree::acl::check(acl, perms::READ, ids)
+        };
+        let fired = reg.fire(triggers, &mut may_read);
+        (strings(fired.events), fired.filtered)
     }
 
     fn ev(conn: u64, e: EventType, p: &str) -> (u64, EventType, String) {
@@ -850,19 +1056,143 @@ mod tests {
         );
     }
 
+    fn refused(error: WatchError) -> Result<(), WatchError> {
+        Err(error)
+    }
+
     #[test]
     fn per_connection_limit() {
-        let mut reg = WatchRegistry::new(2);
+        let mut reg = WatchRegistry::new(2, WatchBudget::new(100));
         reg.register(1, "/a", WatchKind::Data).unwrap();
         reg.register(1, "/b", WatchKind::Data).unwrap();
         // Another kind on an already watched path is not a new path.
         reg.register(1, "/b", WatchKind::Child).unwrap();
-        assert_eq!(
-            reg.register(1, "/c", WatchKind::Data),
-            Err(WatchError::TooManyWatches { limit: 2 })
-        );
+        let full = WatchError::TooManyWatches { limit: 2 };
+        assert_eq!(reg.register(1, "/c", WatchKind::Data), refused(full));
+        // Every kind counts, persistent and recursive included.
+        for kind in [WatchKind::Persistent, WatchKind::PersistentRecursive] {
+            assert_eq!(reg.register(1, "/c", kind), refused(full));
+        }
+        assert!(!reg.check(1, "/c", WatcherType::Any), "nothing registered");
         reg.register(2, "/c", WatchKind::Data).unwrap();
         assert_eq!(reg.len(), 3);
+        // The watches held before the refusal still fire (and a fired one makes room).
+        assert_eq!(
+            fire(&mut reg, &[t("/a", NodeDataChanged)]),
+            [ev(1, NodeDataChanged, "/a")]
+        );
+        reg.register(1, "/c", WatchKind::Data).unwrap();
+        // A closed connection's watches make room for the next one.
+        reg.remove_conn(1);
+        reg.register(1, "/x", WatchKind::Data).unwrap();
+        reg.register(1, "/y", WatchKind::Data).unwrap();
+        assert_eq!(reg.register(1, "/z", WatchKind::Data), refused(full));
+    }
+
+    #[test]
+    fn first_refusal_once_per_session_until_it_ends() {
+        let budget = WatchBudget::new(1);
+        assert!(budget.first_refusal(0x100));
+        assert!(
+            !budget.first_refusal(0x100),
+            "same session, even on another connection or shard"
+        );
+        assert!(budget.first_refusal(0x200));
+        budget.forget_session(0x100);
+        assert!(budget.first_refusal(0x100));
+        budget.forget_session(0x100);
+        budget.forget_session(0x200);
+        assert!(!budget.any_refused.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn member_budget_is_shared_between_registries_and_given_back() {
+        let budget = WatchBudget::new(3);
+        let mut a = WatchRegistry::new(10, budget.clone());
+        let mut b = WatchRegistry::new(10, budget.clone());
+        a.register(1, "/a", WatchKind::Data).unwrap();
+        a.register(1, "/a", WatchKind::Child).unwrap(); // same pair: no new unit
+        b.register(7, "/a", WatchKind::Data).unwrap();
+        b.register(7, "/b", WatchKind::PersistentRecursive).unwrap();
+        assert_eq!(budget.used(), 3);
+        let full = WatchError::MemberFull { limit: 3 };
+        assert_eq!(a.register(2, "/c", WatchKind::Exist), refused(full));
+        assert_eq!(b.register(7, "/c", WatchKind::Persistent), refused(full));
+        // Each way a pair goes gives its unit back: a one-shot firing, removeWatches,
+        // a closed connection, a dropped registry.
+        fire(&mut b, &[t("/a", NodeDataChanged)]);
+        assert_eq!(budget.used(), 2);
+        a.register(2, "/c", WatchKind::Exist).unwrap();
+        assert!(b.remove(7, "/b", WatcherType::Any));
+        assert_eq!(budget.used(), 2);
+        assert_eq!(a.remove_conn(1), 1);
+        assert_eq!(budget.used(), 1);
+        drop(a);
+        assert_eq!(budget.used(), 0);
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn persistent_and_recursive_events_need_read_on_the_node() {
+        let mut reg = WatchRegistry::default();
+        // conn 2 (anonymous) and conn 1 (the owner) watch everything.
+        for conn in [1, 2] {
+            reg.register(conn, "/", WatchKind::PersistentRecursive)
+                .unwrap();
+            reg.register(conn, "/secret/x", WatchKind::Persistent)
+                .unwrap();
+            reg.register(conn, "/secret", WatchKind::Persistent)
+                .unwrap();
+        }
+        // Creating /secret/x: its own event carries its ACL, the parent's carries /secret's.
+        let create = [
+            secret("/secret/x", NodeCreated),
+            secret("/secret", NodeChildrenChanged),
+        ];
+        let (got, filtered) = fire_acl(&mut reg, &create);
+        assert_eq!(
+            got,
+            [
+                ev(1, NodeCreated, "/secret/x"),
+                ev(1, NodeChildrenChanged, "/secret")
+            ]
+        );
+        assert_eq!(filtered, 2);
+        for event in [NodeDataChanged, NodeDeleted] {
+            let (got, filtered) = fire_acl(&mut reg, &[secret("/secret/x", event)]);
+            assert_eq!(got, [ev(1, event, "/secret/x")]);
+            assert_eq!(filtered, 1);
+        }
+        // A readable node under the same watches still reaches everyone.
+        let (got, filtered) = fire_acl(&mut reg, &[t("/open", NodeCreated)]);
+        assert_eq!(
+            got,
+            [ev(1, NodeCreated, "/open"), ev(2, NodeCreated, "/open")]
+        );
+        assert_eq!(filtered, 0);
+        // The withheld watches stay registered.
+        assert!(reg.check(2, "/secret/x", WatcherType::Any));
+        assert!(reg.check(2, "/", WatcherType::Any));
+    }
+
+    #[test]
+    fn one_shot_watch_withheld_by_acl_is_consumed() {
+        // As in ZooKeeper: triggerWatch removes the one-shot watch, then process() drops the
+        // event the watcher may not read.
+        let mut reg = WatchRegistry::default();
+        reg.register(2, "/secret", WatchKind::Data).unwrap();
+        reg.register(2, "/secret", WatchKind::Child).unwrap();
+        let (got, filtered) = fire_acl(&mut reg, &[secret("/secret", NodeDataChanged)]);
+        assert_eq!((got, filtered), (vec![], 1));
+        assert!(!reg.check(2, "/secret", WatcherType::Data));
+        assert!(
+            reg.check(2, "/secret", WatcherType::Children),
+            "the other kind stays"
+        );
+        // An empty ACL is open to all, as in ZooKeeper's checkACL.
+        let (got, _) = fire_acl(&mut reg, &[t("/secret", NodeChildrenChanged)]);
+        assert_eq!(got, [ev(2, NodeChildrenChanged, "/secret")]);
+        assert!(reg.is_empty());
     }
 
     #[test]
@@ -873,6 +1203,27 @@ mod tests {
         let a = reg.by_conn[&1].iter().next().unwrap().clone();
         let b = reg.by_conn[&2].iter().next().unwrap().clone();
         assert!(Arc::ptr_eq(&a, &b));
+    }
+
+    #[test]
+    fn a_shared_path_is_reused_not_copied() {
+        let mut reg = WatchRegistry::default();
+        let tree_key: Arc<str> = Arc::from("/node");
+        reg.register_shared(1, "/node", Some(&tree_key), WatchKind::Data)
+            .unwrap();
+        reg.register(2, "/node", WatchKind::Child).unwrap();
+        for conn in [1, 2] {
+            assert!(Arc::ptr_eq(
+                reg.by_conn[&conn].iter().next().unwrap(),
+                &tree_key
+            ));
+        }
+        // A key that is not the path is never used.
+        let other: Arc<str> = Arc::from("/other");
+        reg.register_shared(1, "/x", Some(&other), WatchKind::Data)
+            .unwrap();
+        assert!(reg.check(1, "/x", WatcherType::Data));
+        assert!(!reg.check(1, "/other", WatcherType::Any));
     }
 
     #[test]

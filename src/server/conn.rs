@@ -405,6 +405,16 @@ impl ConnHandle {
         self.state.borrow().session
     }
 
+    /// Whether this connection's identities, as they are now, may READ a node with this ACL
+    /// (a watch event naming that node is delivered only then).
+    pub fn may_read(&self, acl: &[crate::proto::types::Acl]) -> bool {
+        crate::tree::acl::check(
+            acl,
+            crate::proto::types::perms::READ,
+            self.state.borrow().ids.as_slice(),
+        )
+    }
+
     pub fn timeout(&self) -> i32 {
         self.state.borrow().timeout_ms
     }
@@ -595,6 +605,7 @@ impl ConnHandle {
                 let mut ctx = ReadCtx {
                     view: &view,
                     watches: &mut self.shard.watches.borrow_mut(),
+                    metrics: &self.shard.shared.metrics,
                     conn: self.id as u64,
                     session: st.session,
                     ids: st.ids.as_slice(),

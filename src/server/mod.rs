@@ -157,6 +157,8 @@ pub const ROLE_LOOKING: u8 = 4;
 pub struct Shared {
     pub config: Config,
     pub metrics: Metrics,
+    /// Watched (connection, path) pairs of every shard together, against `max_watches`.
+    pub watch_budget: Arc<crate::watch::WatchBudget>,
     /// This process's `Origin` instance bits.
     pub instance: u32,
     pub shutdown: AtomicBool,
@@ -239,6 +241,7 @@ pub fn run(mut config: Config) -> Result<(), ServerError> {
     let descriptors = descriptor_budget(shards, peer_allowance);
     let instance = new_instance(config.server_id);
     let shared = Arc::new(Shared {
+        watch_budget: crate::watch::WatchBudget::new(config.max_watches),
         config,
         metrics: Metrics::default(),
         instance,

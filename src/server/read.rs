@@ -16,9 +16,23 @@ use crate::txn::{Applied, OpResult};
 use crate::watch::{WatchKind, WatchRegistry};
 use std::sync::Arc;
 
+/// The answer to a request that would register one watch more than `max_watches_per_session`
+/// or `max_watches` allow: the whole request fails and registers nothing.
+///
+/// QuotaExceeded (-125, ZooKeeper 3.7+'s "exceeded the quota that was set on the path") is
+/// the code clients handle best here: every current client maps it to a named, non-retryable
+/// error (Java `QuotaExceededException`, kazoo `QuotaExceededError`, the C client's
+/// `ZQUOTAEXCEEDED`), so Curator's retry loop and kazoo's retry helpers give up at once instead
+/// of hammering a limit that a retry cannot lift (Throttled, -127, invites exactly that), and
+/// the connection stays usable, so a client is not thrown into a reconnect that re-registers
+/// the same watches through setWatches and is refused again (as closing it would).
+pub const WATCH_LIMIT_ERROR: ErrorCode = ErrorCode::QuotaExceeded;
+
 pub struct ReadCtx<'a> {
     pub view: &'a View,
     pub watches: &'a mut WatchRegistry,
+    /// Counts refused watches (`rk_watches_refused`).
+    pub metrics: &'a crate::admin::Metrics,
     pub conn: u64,
     pub session: SessionId,
     pub ids: &'a [Id],
@@ -49,13 +63,17 @@ pub fn answer(ctx: &mut ReadCtx<'_>, header: &RequestHeader, req: Request, out: 
             match ctx.view.stat(path) {
                 Some(stat) => {
                     if watch {
-                        add_watch(ctx.watches, ctx.conn, path, WatchKind::Data);
+                        if let Err(e) = add_watch(ctx, path, WatchKind::Data) {
+                            return reply(out, e, &ReplyBody::Empty);
+                        }
                     }
                     reply(out, ErrorCode::Ok, &ReplyBody::Stat(stat))
                 }
                 None => {
                     if watch {
-                        add_watch(ctx.watches, ctx.conn, path, WatchKind::Exist);
+                        if let Err(e) = add_watch(ctx, path, WatchKind::Exist) {
+                            return reply(out, e, &ReplyBody::Empty);
+                        }
                     }
                     reply(out, ErrorCode::NoNode, &ReplyBody::Empty)
                 }
@@ -67,7 +85,9 @@ pub fn answer(ctx: &mut ReadCtx<'_>, header: &RequestHeader, req: Request, out: 
                 Err(e) => reply(out, e, &ReplyBody::Empty),
                 Ok(node) => {
                     if watch {
-                        add_watch(ctx.watches, ctx.conn, path, WatchKind::Data);
+                        if let Err(e) = add_watch(ctx, path, WatchKind::Data) {
+                            return reply(out, e, &ReplyBody::Empty);
+                        }
                     }
                     reply(
                         out,
@@ -87,7 +107,9 @@ pub fn answer(ctx: &mut ReadCtx<'_>, header: &RequestHeader, req: Request, out: 
                 Err(e) => reply(out, e, &ReplyBody::Empty),
                 Ok(node) => {
                     if watch {
-                        add_watch(ctx.watches, ctx.conn, path, WatchKind::Child);
+                        if let Err(e) = add_watch(ctx, path, WatchKind::Child) {
+                            return reply(out, e, &ReplyBody::Empty);
+                        }
                     }
                     let children = node.children();
                     if two {
@@ -192,12 +214,20 @@ pub fn answer(ctx: &mut ReadCtx<'_>, header: &RequestHeader, req: Request, out: 
                 Some(AddWatchMode::PersistentRecursive) => WatchKind::PersistentRecursive,
                 None => return reply(out, ErrorCode::MarshallingError, &ReplyBody::Empty),
             };
-            add_watch(ctx.watches, ctx.conn, &path, kind);
-            reply(out, ErrorCode::Ok, &ReplyBody::ErrorResponse(0))
+            match add_watch(ctx, &path, kind) {
+                Ok(()) => reply(out, ErrorCode::Ok, &ReplyBody::ErrorResponse(0)),
+                Err(e) => reply(out, e, &ReplyBody::Empty),
+            }
         }
         Request::SetWatches(sw) => {
-            set_watches(ctx, &sw, out);
-            reply(out, ErrorCode::Ok, &ReplyBody::Empty)
+            // Catch-up events already encoded stay (they are real changes); a path refused by
+            // a limit makes the reply an error, so the client knows a watch it asked for is
+            // not registered (the others are).
+            let err = match set_watches(ctx, &sw, out) {
+                Ok(()) => ErrorCode::Ok,
+                Err(e) => e,
+            };
+            reply(out, err, &ReplyBody::Empty)
         }
         Request::WhoAmI => {
             let entries: Vec<(String, String)> = ctx
@@ -231,23 +261,34 @@ fn readable<'v>(ctx: &ReadCtx<'v>, path: &str) -> Result<&'v crate::tree::Node, 
 }
 
 /// setWatches/setWatches2 after a reconnect: catch up on what changed since `relative_zxid`
-/// with events sent now, register the rest (protocol section 12.5).
-fn set_watches(ctx: &mut ReadCtx<'_>, sw: &SetWatches, out: &mut Vec<u8>) {
+/// with events sent now, register the rest (protocol section 12.5). Every path is tried;
+/// the error is the limit's if any registration was refused.
+///
+/// Catch-up events are not ACL-filtered, as in ZooKeeper (`DataTree.setWatches` calls
+/// `process(event)`, whose ACL is null: ZOOKEEPER-4799 left them alone; they name only paths
+/// the client itself sent). Watches registered here are filtered at delivery like any other.
+fn set_watches(ctx: &mut ReadCtx<'_>, sw: &SetWatches, out: &mut Vec<u8>) -> Result<(), ErrorCode> {
     use crate::proto::records::encode_watch_event;
     let rel = sw.relative_zxid;
+    let mut result = Ok(());
+    let mut register = |ctx: &mut ReadCtx<'_>, path: &str, kind: WatchKind| {
+        if let Err(e) = add_watch(ctx, path, kind) {
+            result = Err(e);
+        }
+    };
     for path in &sw.data {
         match ctx.view.stat(path) {
             None => encode_watch_event(out, EventType::NodeDeleted, path),
             Some(stat) if stat.mzxid > rel => {
                 encode_watch_event(out, EventType::NodeDataChanged, path)
             }
-            Some(_) => add_watch(ctx.watches, ctx.conn, path, WatchKind::Data),
+            Some(_) => register(ctx, path, WatchKind::Data),
         }
     }
     for path in &sw.exist {
         match ctx.view.stat(path) {
             Some(_) => encode_watch_event(out, EventType::NodeCreated, path),
-            None => add_watch(ctx.watches, ctx.conn, path, WatchKind::Exist),
+            None => register(ctx, path, WatchKind::Exist),
         }
     }
     for path in &sw.child {
@@ -256,15 +297,16 @@ fn set_watches(ctx: &mut ReadCtx<'_>, sw: &SetWatches, out: &mut Vec<u8>) {
             Some(stat) if stat.pzxid > rel => {
                 encode_watch_event(out, EventType::NodeChildrenChanged, path)
             }
-            Some(_) => add_watch(ctx.watches, ctx.conn, path, WatchKind::Child),
+            Some(_) => register(ctx, path, WatchKind::Child),
         }
     }
     for path in &sw.persistent {
-        add_watch(ctx.watches, ctx.conn, path, WatchKind::Persistent);
+        register(ctx, path, WatchKind::Persistent);
     }
     for path in &sw.persistent_recursive {
-        add_watch(ctx.watches, ctx.conn, path, WatchKind::PersistentRecursive);
+        register(ctx, path, WatchKind::PersistentRecursive);
     }
+    result
 }
 
 /// The reply to a request that failed to decode (and needs no zxid).
@@ -324,11 +366,25 @@ pub fn encode_write_reply(out: &mut Vec<u8>, xid: i32, op: i32, applied: &Applie
     }
 }
 
-/// Register a watch; a connection over its watch limit keeps working without the new watch.
-fn add_watch(watches: &mut WatchRegistry, conn: u64, path: &str, kind: WatchKind) {
-    if let Err(e) = watches.register(conn, path, kind) {
-        tracing::warn!(conn, path, "watch not registered: {e}");
+/// Registers a watch, or says why not ([`WATCH_LIMIT_ERROR`]): every refusal is counted, the
+/// first of each session (on this member, until the session ends) is logged.
+fn add_watch(ctx: &mut ReadCtx<'_>, path: &str, kind: WatchKind) -> Result<(), ErrorCode> {
+    let shared = ctx.view.tree().get_entry(path).map(|(key, _)| key);
+    let Err(refused) = ctx.watches.register_shared(ctx.conn, path, shared, kind) else {
+        return Ok(());
+    };
+    ctx.metrics.watches_refused.inc();
+    if ctx.watches.budget().first_refusal(ctx.session) {
+        tracing::warn!(
+            session = format!("{:#x}", ctx.session),
+            conn = ctx.conn,
+            path,
+            kind = ?kind,
+            setting = refused.setting(),
+            "watch refused: {refused}; this and later refusals for this session answer QuotaExceeded (logged once)"
+        );
     }
+    Err(WATCH_LIMIT_ERROR)
 }
 
 impl StrSeq for imbl::OrdSet<Arc<str>> {

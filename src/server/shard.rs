@@ -181,8 +181,29 @@ impl Shard {
             if applied.triggers.is_empty() {
                 continue;
             }
-            let fired = self.watches.borrow_mut().fire(&applied.triggers);
-            for (conn, event, path) in fired {
+            // ACLs at delivery (ZOOKEEPER-4799): each trigger carries the ACL its node had at
+            // that change, checked against the watcher's identities as they are now.
+            let mut may_read = |conn: u64, acl: &[crate::proto::types::Acl]| {
+                conns.get(&(conn as u32)).is_some_and(|c| c.may_read(acl))
+            };
+            let fired = self
+                .watches
+                .borrow_mut()
+                .fire(&applied.triggers, &mut may_read);
+            if fired.filtered > 0 {
+                let metrics = &self.shared.metrics;
+                metrics.watch_events_filtered.add(fired.filtered as u64);
+                tracing::trace!(
+                    zxid = applied.zxid,
+                    withheld = fired.filtered,
+                    "watch events not delivered: the watcher may not READ the node (filtered by ACL)"
+                );
+            }
+            self.shared
+                .metrics
+                .watch_events
+                .add(fired.events.len() as u64);
+            for (conn, event, path) in fired.events {
                 if let Some(c) = conns.get(&(conn as u32)) {
                     c.send_event(event, &path);
                 }
@@ -193,6 +214,7 @@ impl Shard {
                 c.on_applied(applied);
             }
             for ended in &applied.ended_sessions {
+                self.shared.watch_budget.forget_session(*ended);
                 let conn = self.sessions.borrow().get(ended).copied();
                 if let Some(c) = conn.and_then(|id| conns.get(&id)) {
                     c.session_ended(*ended);
@@ -343,7 +365,10 @@ pub async fn run(
         shared: shared.clone(),
         view: RefCell::new(first.view.clone()),
         round: Cell::new(0),
-        watches: RefCell::new(WatchRegistry::default()),
+        watches: RefCell::new(WatchRegistry::new(
+            shared.config.max_watches_per_session,
+            shared.watch_budget.clone(),
+        )),
         conns: RefCell::new(HashMap::new()),
         sessions: RefCell::new(HashMap::new()),
         outbox: RefCell::new(Vec::new()),
