@@ -656,6 +656,14 @@ pub fn check(m: &eraftpb::Message) -> Result<(), Refusal> {
 }
 
 fn check_append(m: &eraftpb::Message) -> Result<(), Refusal> {
+    // raft-rs reads the term of an index past its log as 0, so "index 5 at term 0" would match
+    // a 3-entry log and move the commit index past its end (a panic). Only index 0 has term 0.
+    if m.index > 0 && m.log_term == 0 {
+        return refuse(format!(
+            "append after index {} names term 0 for it",
+            m.index
+        ));
+    }
     let mut last_term = m.log_term;
     for (i, e) in m.entries.iter().enumerate() {
         let want = m.index.checked_add(1 + i as u64);
@@ -1117,6 +1125,15 @@ mod tests {
         let mut m = messages().remove(4);
         m.commit = u64::MAX;
         assert!(refused(&m), "commit past MAX_INDEX");
+        // found by the peer_frame fuzz target: raft-rs matched it past its log and panicked
+        let mut m = ok.clone();
+        m.log_term = 0;
+        assert!(refused(&m), "an index after 0 at term 0");
+        m.index = 0;
+        for (i, e) in m.entries.iter_mut().enumerate() {
+            e.index = 1 + i as u64;
+        }
+        assert!(!refused(&m), "the first append of a log: index 0, term 0");
         let mut m = ok.clone();
         m.entries[0].data = vec![1, 2, 3].into();
         assert!(refused(&m), "a batch that does not decode");
