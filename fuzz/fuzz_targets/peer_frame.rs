@@ -34,6 +34,14 @@ fn member() -> Consensus {
 fn drain(c: &mut Consensus) {
     for _ in 0..8 {
         let Ok(Some(out)) = c.poll() else { return };
+        // The shell installs a snapshot's state, and says it applied it, when the ready that
+        // carries it is persisted (the same step: raft never sees the gap in between).
+        if out.must_persist {
+            c.persisted(out.number);
+        }
+        if let Some((index, _)) = out.snapshot {
+            let _ = c.applied(index);
+        }
         for e in &out.committed {
             if is_conf_change(e) {
                 let _ = c.apply_conf_change(e);
@@ -41,9 +49,6 @@ fn drain(c: &mut Consensus) {
         }
         if let Some(last) = out.committed.last() {
             let _ = c.applied(last.index);
-        }
-        if out.must_persist {
-            c.persisted(out.number);
         }
     }
 }

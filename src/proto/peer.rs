@@ -7,7 +7,7 @@
 
 use raft::eraftpb::Message;
 
-use crate::proto::peer_auth::{Nonce, Tag, MAC_BYTES, NONCE_BYTES};
+use crate::proto::peer_auth::{Exchange, Nonce, PeerAuthError, Tag, MAC_BYTES, NONCE_BYTES};
 use crate::proto::raft_wire;
 use crate::proto::types::SessionId;
 use crate::txn::{Batch, Command};
@@ -40,6 +40,58 @@ pub enum PeerProtoError {
     Malformed(&'static str),
     #[error("not a ringkeeper peer (bad hello)")]
     BadHello,
+    #[error("the peer did not answer the hello with a challenge")]
+    NoChallenge,
+    #[error("the connection did not start with a hello")]
+    NoHello,
+    #[error("member {from} dialed member {to}, but this is member {me}: check the member lists")]
+    WrongMember { from: u64, to: u64, me: u64 },
+    #[error("it claims to be member {0}, which is not a peer of this member")]
+    NotAPeer(u64),
+    #[error("member {0} sent no proof")]
+    NoProof(u64),
+    #[error(transparent)]
+    Auth(#[from] PeerAuthError),
+}
+
+/// The dialing side of the handshake (`proto::peer_auth`), without I/O: the hello to send,
+/// then the proof that answers the acceptor's challenge once its MAC checks out.
+pub struct Dialing {
+    from: u64,
+    to: u64,
+    nonce: Nonce,
+}
+
+impl Dialing {
+    /// Member `from` dials member `to`; `nonce` fresh from a random source.
+    pub fn new(from: u64, to: u64, nonce: Nonce) -> Dialing {
+        Dialing { from, to, nonce }
+    }
+
+    pub fn hello(&self) -> PeerMsg {
+        PeerMsg::Hello {
+            from: self.from,
+            to: self.to,
+            nonce: self.nonce,
+        }
+    }
+
+    /// The proof to send, if `answer` is a challenge from a holder of `key`.
+    pub fn proof(&self, key: &[u8], answer: PeerMsg) -> Result<PeerMsg, PeerProtoError> {
+        let PeerMsg::Challenge { nonce, mac } = answer else {
+            return Err(PeerProtoError::NoChallenge);
+        };
+        let exchange = Exchange {
+            from: self.from,
+            to: self.to,
+            dial_nonce: self.nonce,
+            accept_nonce: nonce,
+        };
+        exchange.verify_accept(key, &mac)?;
+        Ok(PeerMsg::Proof {
+            mac: exchange.dial_mac(key),
+        })
+    }
 }
 
 #[derive(Debug, PartialEq)]
@@ -239,6 +291,64 @@ fn array<const N: usize>(bytes: &[u8]) -> Option<[u8; N]> {
     bytes.try_into().ok()
 }
 
+/// The accepting side of the handshake, without I/O: a hello checked against who this member
+/// is and who its peers are, the challenge to answer it with, then the dialer's proof.
+pub struct Accepting {
+    exchange: Exchange,
+}
+
+impl Accepting {
+    /// Member `me` received `hello`; `is_peer` says whether an id is one of its peers (not
+    /// itself); `nonce` fresh from a random source. Returns the challenge to send.
+    pub fn new(
+        me: u64,
+        hello: PeerMsg,
+        is_peer: impl Fn(u64) -> bool,
+        nonce: Nonce,
+        key: &[u8],
+    ) -> Result<(Accepting, PeerMsg), PeerProtoError> {
+        let PeerMsg::Hello {
+            from,
+            to,
+            nonce: dial_nonce,
+        } = hello
+        else {
+            return Err(PeerProtoError::NoHello);
+        };
+        if to != me {
+            return Err(PeerProtoError::WrongMember { from, to, me });
+        }
+        if from == me || !is_peer(from) {
+            return Err(PeerProtoError::NotAPeer(from));
+        }
+        let exchange = Exchange {
+            from,
+            to,
+            dial_nonce,
+            accept_nonce: nonce,
+        };
+        let challenge = PeerMsg::Challenge {
+            nonce,
+            mac: exchange.accept_mac(key),
+        };
+        Ok((Accepting { exchange }, challenge))
+    }
+
+    /// The member the hello named (not proven until `check` passes).
+    pub fn claimed(&self) -> u64 {
+        self.exchange.from
+    }
+
+    /// The member authenticated, if `proof` shows it holds `key`.
+    pub fn check(&self, key: &[u8], proof: PeerMsg) -> Result<u64, PeerProtoError> {
+        let PeerMsg::Proof { mac } = proof else {
+            return Err(PeerProtoError::NoProof(self.exchange.from));
+        };
+        self.exchange.verify_dial(key, &mac)?;
+        Ok(self.exchange.from)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,6 +415,78 @@ mod tests {
             index: 77,
             digest: u64::MAX - 3,
         });
+    }
+
+    const KEY: &[u8] = b"the ensemble's secret, 32 bytes.";
+
+    fn accept(key: &[u8], hello: PeerMsg) -> Result<(Accepting, PeerMsg), PeerProtoError> {
+        Accepting::new(3, hello, |id| [1, 2].contains(&id), [4; NONCE_BYTES], key)
+    }
+
+    #[test]
+    fn a_handshake_between_holders_of_the_key() {
+        let dialing = Dialing::new(2, 3, [8; NONCE_BYTES]);
+        let (accepting, challenge) = accept(KEY, dialing.hello()).unwrap();
+        assert_eq!(accepting.claimed(), 2);
+        let proof = dialing.proof(KEY, challenge).unwrap();
+        assert_eq!(accepting.check(KEY, proof).unwrap(), 2);
+    }
+
+    #[test]
+    fn either_side_refuses_a_peer_without_the_key() {
+        let dialing = Dialing::new(2, 3, [8; NONCE_BYTES]);
+        let (_, challenge) = accept(b"another secret", dialing.hello()).unwrap();
+        assert!(matches!(
+            dialing.proof(KEY, challenge),
+            Err(PeerProtoError::Auth(_))
+        ));
+        let (accepting, challenge) = accept(KEY, dialing.hello()).unwrap();
+        let proof = Dialing::new(2, 3, [8; NONCE_BYTES])
+            .proof(KEY, challenge)
+            .unwrap();
+        let forged = PeerMsg::Proof {
+            mac: [0; MAC_BYTES],
+        };
+        assert!(matches!(
+            accepting.check(KEY, forged),
+            Err(PeerProtoError::Auth(_))
+        ));
+        assert!(accepting.check(KEY, proof).is_ok());
+    }
+
+    #[test]
+    fn hellos_that_are_refused_before_any_proof() {
+        let hello = |from, to| Dialing::new(from, to, [8; NONCE_BYTES]).hello();
+        assert!(matches!(
+            accept(KEY, hello(2, 4)),
+            Err(PeerProtoError::WrongMember {
+                from: 2,
+                to: 4,
+                me: 3
+            })
+        ));
+        assert!(matches!(
+            accept(KEY, hello(9, 3)),
+            Err(PeerProtoError::NotAPeer(9))
+        ));
+        assert!(matches!(
+            accept(KEY, hello(3, 3)),
+            Err(PeerProtoError::NotAPeer(3))
+        ));
+        assert!(matches!(
+            accept(KEY, PeerMsg::Attached(1)),
+            Err(PeerProtoError::NoHello)
+        ));
+        let dialing = Dialing::new(2, 3, [8; NONCE_BYTES]);
+        let (accepting, _) = accept(KEY, dialing.hello()).unwrap();
+        assert!(matches!(
+            accepting.check(KEY, PeerMsg::Attached(1)),
+            Err(PeerProtoError::NoProof(2))
+        ));
+        assert!(matches!(
+            dialing.proof(KEY, PeerMsg::Attached(1)),
+            Err(PeerProtoError::NoChallenge)
+        ));
     }
 
     #[test]

@@ -34,8 +34,7 @@ use raft::eraftpb::MessageType;
 
 use super::descriptors::{is_exhaustion, AcceptBackoff, ACCEPT_BACKOFF_MIN};
 use super::{ServerError, Shared};
-use crate::proto::peer::{self, PeerMsg};
-use crate::proto::peer_auth::Exchange;
+use crate::proto::peer::{self, Accepting, Dialing, PeerMsg};
 
 /// Frames queued for one peer before new ones are dropped.
 const QUEUE_FRAMES: usize = 4096;
@@ -369,37 +368,15 @@ async fn dial_handshake(
     to: u64,
     shared: &Shared,
 ) -> Result<(), String> {
-    let dial_nonce = rand::random();
+    let dialing = Dialing::new(me, to, rand::random());
     let mut frame = Vec::new();
-    encode(
-        &PeerMsg::Hello {
-            from: me,
-            to,
-            nonce: dial_nonce,
-        },
-        &mut frame,
-    )?;
+    encode(&dialing.hello(), &mut frame)?;
     stream.write_all(&frame).await.map_err(|e| e.to_string())?;
-    let PeerMsg::Challenge { nonce, mac } = read_msg(stream, peer::MAX_HANDSHAKE_FRAME).await?
-    else {
-        return Err("the peer did not answer with a challenge".into());
-    };
-    let exchange = Exchange {
-        from: me,
-        to,
-        dial_nonce,
-        accept_nonce: nonce,
-    };
-    let key = secret(shared);
-    exchange
-        .verify_accept(key, &mac)
+    let answer = read_msg(stream, peer::MAX_HANDSHAKE_FRAME).await?;
+    let proof = dialing
+        .proof(secret(shared), answer)
         .map_err(|e| e.to_string())?;
-    encode(
-        &PeerMsg::Proof {
-            mac: exchange.dial_mac(key),
-        },
-        &mut frame,
-    )?;
+    encode(&proof, &mut frame)?;
     stream.write_all(&frame).await.map_err(|e| e.to_string())
 }
 
@@ -411,42 +388,23 @@ async fn accept_handshake(
     accepted: &Accepted,
     remote: &str,
 ) -> Result<u64, String> {
-    let me = shared.config.server_id;
-    let (from, dial_nonce) = match read_msg(stream, peer::MAX_HANDSHAKE_FRAME).await? {
-        PeerMsg::Hello { from, to, .. } if to != me => {
-            return Err(format!(
-                "{remote} (member {from}) dialed member {to}, but this is member {me}: check the member lists"
-            ))
-        }
-        PeerMsg::Hello { from, .. } if !accepted.known.borrow().contains(&from) || from == me => {
-            return Err(format!("{remote} claims to be member {from}, which is not a peer of this member"))
-        }
-        PeerMsg::Hello { from, nonce, .. } => (from, nonce),
-        _ => return Err(format!("{remote} did not start with a hello")),
-    };
-    let exchange = Exchange {
-        from,
-        to: me,
-        dial_nonce,
-        accept_nonce: rand::random(),
-    };
     let key = secret(shared);
+    let hello = read_msg(stream, peer::MAX_HANDSHAKE_FRAME).await?;
+    let (accepting, challenge) = Accepting::new(
+        shared.config.server_id,
+        hello,
+        |id| accepted.known.borrow().contains(&id),
+        rand::random(),
+        key,
+    )
+    .map_err(|e| format!("{remote}: {e}"))?;
     let mut frame = Vec::new();
-    encode(
-        &PeerMsg::Challenge {
-            nonce: exchange.accept_nonce,
-            mac: exchange.accept_mac(key),
-        },
-        &mut frame,
-    )?;
+    encode(&challenge, &mut frame)?;
     stream.write_all(&frame).await.map_err(|e| e.to_string())?;
-    let PeerMsg::Proof { mac } = read_msg(stream, peer::MAX_HANDSHAKE_FRAME).await? else {
-        return Err(format!("{remote} (member {from}) sent no proof"));
-    };
-    exchange
-        .verify_dial(key, &mac)
-        .map_err(|e| format!("{remote} claims to be member {from}: {e}"))?;
-    Ok(from)
+    let proof = read_msg(stream, peer::MAX_HANDSHAKE_FRAME).await?;
+    accepting
+        .check(key, proof)
+        .map_err(|e| format!("{remote} claims to be member {}: {e}", accepting.claimed()))
 }
 
 /// Counts a connection in its handshake while it lives.
@@ -674,16 +632,9 @@ fn dial_handshake_blocking(
     key: &[u8],
 ) -> Result<(), String> {
     use std::io::{Read, Write};
-    let dial_nonce = rand::random();
+    let dialing = Dialing::new(me, to, rand::random());
     let mut frame = Vec::new();
-    encode(
-        &PeerMsg::Hello {
-            from: me,
-            to,
-            nonce: dial_nonce,
-        },
-        &mut frame,
-    )?;
+    encode(&dialing.hello(), &mut frame)?;
     stream.write_all(&frame).map_err(|e| e.to_string())?;
     let mut header = [0; 4];
     stream.read_exact(&mut header).map_err(|e| e.to_string())?;
@@ -693,24 +644,9 @@ fn dial_handshake_blocking(
     }
     let mut body = vec![0; len];
     stream.read_exact(&mut body).map_err(|e| e.to_string())?;
-    let PeerMsg::Challenge { nonce, mac } = peer::decode(&body).map_err(|e| e.to_string())? else {
-        return Err("the peer did not answer with a challenge".into());
-    };
-    let exchange = Exchange {
-        from: me,
-        to,
-        dial_nonce,
-        accept_nonce: nonce,
-    };
-    exchange
-        .verify_accept(key, &mac)
-        .map_err(|e| e.to_string())?;
-    encode(
-        &PeerMsg::Proof {
-            mac: exchange.dial_mac(key),
-        },
-        &mut frame,
-    )?;
+    let answer = peer::decode(&body).map_err(|e| e.to_string())?;
+    let proof = dialing.proof(key, answer).map_err(|e| e.to_string())?;
+    encode(&proof, &mut frame)?;
     stream.write_all(&frame).map_err(|e| e.to_string())
 }
 
