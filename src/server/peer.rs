@@ -300,7 +300,14 @@ async fn dial<E: From<PeerEvent>>(
     inbox: &async_channel::Sender<E>,
 ) {
     let mut backoff = Duration::from_millis(50);
-    let mut logged_failure = false;
+    // Each kind of failure is logged once until the link is up (a peer that cannot be reached
+    // and then refuses the handshake must show the second reason too).
+    #[derive(PartialEq)]
+    enum Failure {
+        Connect,
+        Handshake,
+    }
+    let mut logged: Option<Failure> = None;
     loop {
         if queue.is_closed() {
             return;
@@ -309,9 +316,9 @@ async fn dial<E: From<PeerEvent>>(
         let mut stream = match connected {
             Ok(s) => s,
             Err(e) => {
-                if !logged_failure {
+                if logged != Some(Failure::Connect) {
                     tracing::info!(peer = to, %addr, "cannot reach peer (retrying): {e}");
-                    logged_failure = true;
+                    logged = Some(Failure::Connect);
                 }
                 glommio::timer::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -326,9 +333,9 @@ async fn dial<E: From<PeerEvent>>(
         .await
         .and_then(|r| r)
         {
-            if !logged_failure {
+            if logged != Some(Failure::Handshake) {
                 tracing::warn!(peer = to, %addr, "peer handshake failed (retrying): {why}");
-                logged_failure = true;
+                logged = Some(Failure::Handshake);
             }
             glommio::timer::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -336,7 +343,7 @@ async fn dial<E: From<PeerEvent>>(
         }
         tracing::info!(peer = to, %addr, "peer link up");
         backoff = Duration::from_millis(50);
-        logged_failure = false;
+        logged = None;
         let mut buf = Vec::with_capacity(WRITE_BATCH);
         loop {
             let Ok(first) = queue.recv().await else {

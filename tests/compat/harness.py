@@ -450,6 +450,7 @@ class EnsembleMember(Server):
         self.id = member_id
         self.observer = observer
         self.join = join  # started with --join: a reconfig adds it to a running ensemble
+        self.secret_file = None  # this member's own secret file instead of the ensemble's
         super().__init__(
             "%s-m%d" % (ensemble.name, member_id),
             ttl_enabled=ensemble.ttl_enabled,
@@ -462,7 +463,8 @@ class EnsembleMember(Server):
         view = self.ensemble.view(self.id)
         if self.target == "ringkeeper":
             join = ["--join"] if self.join else []
-            secret = ["--peer-secret-file", str(self.ensemble.secret_file)] if self.ensemble.secret_file else []
+            secret_file = self.secret_file or self.ensemble.secret_file
+            secret = ["--peer-secret-file", str(secret_file)] if secret_file else []
             return (ringkeeper_member_command(self.id, self.port, self.data_dir, view, self.ttl_enabled)
                     + secret + self.extra_args + join)
         return zookeeper_member_command(self.id, self.port, self.data_dir, view, self.observer, self.ttl_enabled)

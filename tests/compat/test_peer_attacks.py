@@ -248,3 +248,32 @@ def test_without_a_secret_the_peer_port_is_declared_open(ensemble):
     ens.leader()
     for m in ens.members:
         wait_until(lambda: "NO PEER SECRET" in m.log_tail(400), 10, what="the warning in member %d's log" % m.id)
+
+
+@pytest.mark.timeout(120)
+def test_a_member_with_another_secret_is_kept_out(ensemble, kz, tmp_path):
+    """A member started with another secret file neither joins nor disturbs:
+    the other two elect a leader and serve without it, every attempt it makes
+    is refused and counted, and once it has the ensemble's secret it catches
+    up with what was written meanwhile."""
+    ens = ensemble(3, start=False)
+    odd = ens.members[2]
+    odd.secret_file = tmp_path / "other.secret"
+    odd.secret_file.write_bytes(os.urandom(24).hex().encode() + b"\n")
+    odd.start(wait=False)  # first: it finds nobody listening, then refuses them
+    for m in ens.members[:2]:
+        m.start(wait=False)
+    for m in ens.members[:2]:
+        m.wait_ready()
+    c = kz(",".join(m.hosts for m in ens.members[:2]))
+    c.create("/without-3", b"x")
+    wait_until(lambda: all(counter(m, "rk_peer_auth_failures") > 0 for m in ens.members[:2]), 20,
+               what="the others to refuse member 3")
+    assert ens.srvr(odd) is None, "member 3 serves without the ensemble's secret"
+    assert "does not hold this ensemble's secret" in odd.log_tail(400)
+    odd.stop()
+    odd.secret_file = None
+    odd.start()
+    r = kz(odd.hosts)
+    r.sync("/")
+    assert r.get("/without-3")[0] == b"x"
