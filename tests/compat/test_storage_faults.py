@@ -33,7 +33,7 @@ from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError, Throt
 from kazoo.handlers.threading import KazooTimeoutError
 
 import zkwire
-from harness import make_kazoo
+from harness import make_kazoo, wait_until
 
 pytestmark = pytest.mark.ringkeeper_only
 
@@ -721,6 +721,9 @@ def test_sigkill_during_snapshots_rotation_and_purge_loses_nothing(server_factor
             kills.append(moment + ("" if caught else " (not seen)") + (" left %s" % left if left else ""))
             _start(s, "after SIGKILL #%d (%s)" % (kill + 1, kills[-1]))
             _wait_for_acks(writers, 3, 30)
+            # two snapshots per kill, by count rather than by how fast this machine writes
+            wait_until(lambda: s.log_path.read_text(errors="replace").count("snapshot written") >= 2 * (kill + 1),
+                       30, what="two more snapshots after SIGKILL #%d" % (kill + 1))
         stop.set()
         for w in writers:
             w.join(timeout=30)
