@@ -105,12 +105,20 @@ pub enum Op {
 
 impl Op {
     /// Made by the leader itself (its expiry tracker, reaper, or reconfig decision), never
-    /// by a client: a member that forwards one is refused.
-    pub fn is_internal(&self) -> bool {
+    /// by a client.
+    fn is_internal(&self) -> bool {
         matches!(
             self,
             Op::ExpireSessions { .. } | Op::DeleteContainer { .. } | Op::SetConfig { .. }
         )
+    }
+}
+
+impl Command {
+    /// A write a client can have sent: a client operation on its session (or the creation of
+    /// one). Members forward only these; a forward holding anything else is refused.
+    pub fn is_client_write(&self) -> bool {
+        !self.op.is_internal() && (self.session != 0 || matches!(self.op, Op::CreateSession { .. }))
     }
 }
 
@@ -202,8 +210,19 @@ pub struct Applied {
 mod tests {
     use super::*;
 
+    fn command(session: SessionId, op: Op) -> Command {
+        Command {
+            session,
+            xid: 1,
+            origin: 0,
+            auth: vec![],
+            seen_zxid: Zxid::MAX,
+            op,
+        }
+    }
+
     #[test]
-    fn only_the_leaders_own_operations_are_internal() {
+    fn only_clients_writes_can_be_forwarded() {
         let internal = [
             Op::ExpireSessions { sessions: vec![1] },
             Op::DeleteContainer { path: "/c".into() },
@@ -211,12 +230,11 @@ mod tests {
                 members: "server.1=a:1:2:participant;3".into(),
             },
         ];
-        assert!(internal.iter().all(Op::is_internal));
+        for op in internal {
+            assert!(!command(7, op.clone()).is_client_write(), "{op:?}");
+            assert!(!command(0, op.clone()).is_client_write(), "{op:?}");
+        }
         let client = [
-            Op::CreateSession {
-                timeout_ms: 4000,
-                passwd: vec![0; 16],
-            },
             Op::CloseSession,
             Op::Fail(ErrorCode::Unimplemented),
             Op::Reconfig(ReconfigOp {
@@ -226,6 +244,20 @@ mod tests {
                 from_config: -1,
             }),
         ];
-        assert!(!client.iter().any(Op::is_internal));
+        for op in client {
+            assert!(command(7, op.clone()).is_client_write(), "{op:?}");
+            assert!(
+                !command(0, op.clone()).is_client_write(),
+                "sessionless {op:?}"
+            );
+        }
+        let create = Op::CreateSession {
+            timeout_ms: 4000,
+            passwd: vec![0; 16],
+        };
+        assert!(
+            command(0, create).is_client_write(),
+            "a new session has none yet"
+        );
     }
 }

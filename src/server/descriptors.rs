@@ -3,8 +3,10 @@
 //!
 //! A member that runs out of descriptors cannot open its next log segment or snapshot file,
 //! and a log that cannot be written stops the member. So descriptors for sockets that anyone
-//! on the network can open (client connections, and inbound peer links) come from a
-//! [`DescriptorBudget`], which is the process limit less [`RESERVED_DESCRIPTORS`] (plus
+//! on the network can open come from a [`DescriptorBudget`]: client connections from
+//! `Shared::descriptors`, inbound peer links from `Shared::peer_descriptors` (a fixed
+//! allowance carved out of the clients', `server::peer::INBOUND_DESCRIPTORS`). The clients'
+//! budget is the process limit less [`RESERVED_DESCRIPTORS`] (plus
 //! [`DESCRIPTORS_PER_SHARD`] for each executor's rings and listener, and what was open when
 //! the budget was made). Files of the member's own (segments, snapshots, the lock) are not
 //! counted: they live in the reserve.
@@ -12,7 +14,7 @@
 //! # Using the budget
 //!
 //! ```text
-//! let budget: Arc<DescriptorBudget> = shared.descriptors.clone();   // one per process
+//! let budget: Arc<DescriptorBudget> = shared.descriptors.clone();   // one per kind of socket
 //! // before accept() (or connect()) — not after: the accepted socket already is a descriptor
 //! let Some(permit) = budget.try_acquire() else {
 //!     // spent: stop accepting (or dialing) for a while; AcceptBackoff paces the retries

@@ -499,22 +499,25 @@ async fn receive_frames<E: From<PeerEvent>>(
         shared.metrics.peer_frames_received.inc();
         let event = match msg {
             PeerMsg::SnapshotChunk(bytes) => {
-                if snapshot.is_none() {
-                    if shared.leader_id.load(Ordering::Relaxed) != from {
-                        shared.metrics.peer_frames_refused.inc();
-                        return Err(format!(
-                            "member {from} streamed a snapshot but is not the leader"
-                        ));
+                let incoming = match &mut snapshot {
+                    Some(incoming) => incoming,
+                    None => {
+                        if shared.leader_id.load(Ordering::Relaxed) != from {
+                            shared.metrics.peer_frames_refused.inc();
+                            return Err(format!(
+                                "member {from} streamed a snapshot but is not the leader"
+                            ));
+                        }
+                        if accepted.snapshot_incoming.get() {
+                            shared.metrics.peer_frames_refused.inc();
+                            return Err(format!(
+                                "member {from} streamed a snapshot while another one is arriving"
+                            ));
+                        }
+                        snapshot.insert(SnapshotIn::new(accepted))
                     }
-                    if accepted.snapshot_incoming.get() {
-                        shared.metrics.peer_frames_refused.inc();
-                        return Err(format!(
-                            "member {from} streamed a snapshot while another one is arriving"
-                        ));
-                    }
-                    snapshot = Some(SnapshotIn::new(accepted));
-                }
-                let data = &mut snapshot.as_mut().expect("set just above").data;
+                };
+                let data = &mut incoming.data;
                 if (data.len() + bytes.len()) as u64 > MAX_SNAPSHOT_BYTES {
                     return Err(format!(
                         "member {from} streamed a snapshot over the size limit ({MAX_SNAPSHOT_BYTES} bytes)"

@@ -540,14 +540,11 @@ impl Sequencer {
             PeerMsg::RaftRefused(reason) => self.refused(from, &reason),
             PeerMsg::Forward(commands) => {
                 let n = commands.len() as u64;
-                // A member forwards its own clients' writes, nothing else: a command made on
-                // another member, server-internal, or sessionless (but a new session's) is
-                // refused whole.
-                let foreign = commands.iter().find(|c| {
-                    Origin(c.origin).member() != from
-                        || c.op.is_internal()
-                        || (c.session == 0 && !matches!(c.op, Op::CreateSession { .. }))
-                });
+                // A member forwards its own clients' writes, nothing else: a forward with a
+                // command made on another member, or not a client's, is refused whole.
+                let foreign = commands
+                    .iter()
+                    .find(|c| Origin(c.origin).member() != from || !c.is_client_write());
                 if let Some(c) = foreign {
                     self.shared.metrics.peer_frames_refused.inc();
                     tracing::warn!(
@@ -1316,9 +1313,6 @@ impl Sequencer {
     fn receive_snapshot(&mut self, from: u64, data: Vec<u8>, msg: raft::eraftpb::Message) {
         if self.installing {
             return; // the leader sends it again
-        }
-        if msg.from != from {
-            return self.refused(from, "a snapshot message naming another sender");
         }
         if let Err(e) = self.consensus.check(from, &msg) {
             return self.refused(from, &e.to_string());
