@@ -14,6 +14,7 @@
 mod conn;
 pub mod descriptors;
 mod identities;
+mod listener;
 mod peer;
 mod read;
 mod sequencer;

@@ -32,7 +32,7 @@ use glommio::net::{TcpListener, TcpStream};
 
 use raft::eraftpb::MessageType;
 
-use super::descriptors::{is_exhaustion, AcceptBackoff, ACCEPT_BACKOFF_MIN};
+use super::listener::BudgetedListener;
 use super::{ServerError, Shared};
 use crate::proto::peer::{self, Accepting, Dialing, PeerMsg};
 
@@ -147,47 +147,29 @@ impl Peers {
         {
             let (inbox, shared, accepted) = (inbox.clone(), shared.clone(), accepted.clone());
             glommio::spawn_local(async move {
-                let budget = shared.peer_descriptors.clone();
-                let mut backoff = AcceptBackoff::default();
+                let mut listener =
+                    BudgetedListener::new(listener, shared.peer_descriptors.clone(), "peer");
                 loop {
-                    let Some(permit) = budget.try_acquire() else {
-                        pause_accepting(&shared, &mut backoff).await;
+                    let (stream, permit) = listener.accept(&shared).await;
+                    if accepted.handshaking.get() >= MAX_HANDSHAKING {
+                        shared.metrics.peer_connections_refused.inc();
+                        tracing::debug!(
+                            "peer connection closed: {MAX_HANDSHAKING} handshakes already under way"
+                        );
                         continue;
-                    };
-                    match listener.accept().await {
-                        Ok(stream) => {
-                            backoff.resumed();
-                            if accepted.handshaking.get() >= MAX_HANDSHAKING {
-                                shared.metrics.peer_connections_refused.inc();
-                                tracing::debug!(
-                                    "peer connection closed: {MAX_HANDSHAKING} handshakes already under way"
-                                );
-                                continue;
-                            }
-                            // Counted from now: tasks spawned in a burst run only later.
-                            let counted = Handshaking::new(accepted.clone());
-                            let (inbox, shared, accepted) =
-                                (inbox.clone(), shared.clone(), accepted.clone());
-                            glommio::spawn_local(async move {
-                                let _permit = permit;
-                                if let Err(why) =
-                                    receive(stream, counted, &shared, &accepted, &inbox).await
-                                {
-                                    tracing::info!("peer connection closed: {why}");
-                                }
-                            })
-                            .detach();
-                        }
-                        Err(e) if is_exhaustion(e.raw_os_error()) => {
-                            drop(permit);
-                            pause_accepting(&shared, &mut backoff).await;
-                        }
-                        Err(e) => {
-                            drop(permit);
-                            tracing::warn!("peer accept failed: {e}");
-                            glommio::timer::sleep(ACCEPT_BACKOFF_MIN).await;
-                        }
                     }
+                    // Counted from now: tasks spawned in a burst run only later.
+                    let counted = Handshaking::new(accepted.clone());
+                    let (inbox, shared, accepted) =
+                        (inbox.clone(), shared.clone(), accepted.clone());
+                    glommio::spawn_local(async move {
+                        let _permit = permit;
+                        if let Err(why) = receive(stream, counted, &shared, &accepted, &inbox).await
+                        {
+                            tracing::info!("peer connection closed: {why}");
+                        }
+                    })
+                    .detach();
                 }
             })
             .detach();
@@ -273,20 +255,6 @@ impl Peers {
             self.send(id, msg);
         }
     }
-}
-
-/// The listener cannot take another connection: wait a little (longer each time), logged and
-/// counted once per episode.
-async fn pause_accepting(shared: &Shared, backoff: &mut AcceptBackoff) {
-    let (delay, first) = backoff.pause();
-    if first {
-        shared.metrics.accept_pauses.inc();
-        tracing::warn!(
-            budget = shared.peer_descriptors.capacity(),
-            "not accepting peer connections for now: no descriptor left for them"
-        );
-    }
-    glommio::timer::sleep(delay).await;
 }
 
 /// Keeps a connection to member `to` and writes every queued frame to it, reconnecting with

@@ -12,7 +12,7 @@ use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver, SharedS
 use glommio::net::TcpListener;
 
 use super::conn::{self, ConnHandle};
-use super::descriptors::{is_exhaustion, AcceptBackoff, ACCEPT_BACKOFF_MIN};
+use super::listener::BudgetedListener;
 use super::{Origin, ServerError, Shared, ToSequencer, ToShard, Update};
 use crate::machine::View;
 use crate::proto::types::SessionId;
@@ -291,54 +291,14 @@ impl Shard {
     }
 }
 
-/// Take connections while the descriptor budget lasts. When it is spent, or `accept` finds
-/// no descriptor (EMFILE/ENFILE), stop taking them (they wait in the kernel's backlog) and
-/// try again after a short, growing pause; log and count once per episode.
+/// Takes client connections for as long as the shard runs (`listener::BudgetedListener`:
+/// while the descriptor budget lasts).
 async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
-    let budget = shard.shared.descriptors.clone();
-    let mut backoff = AcceptBackoff::default();
+    let mut listener = BudgetedListener::new(listener, shard.shared.descriptors.clone(), "client");
     loop {
-        let Some(permit) = budget.try_acquire() else {
-            pause_accepting(&shard, &mut backoff, "the descriptor budget is spent").await;
-            continue;
-        };
-        match listener.accept().await {
-            Ok(stream) => {
-                if let Some(tries) = backoff.resumed() {
-                    tracing::info!(
-                        shard = shard.id,
-                        tries,
-                        "accepting client connections again"
-                    );
-                }
-                let shard = shard.clone();
-                glommio::spawn_local(conn::serve(shard, stream, permit)).detach();
-            }
-            Err(e) if is_exhaustion(e.raw_os_error()) => {
-                drop(permit);
-                pause_accepting(&shard, &mut backoff, "no file descriptor left").await;
-            }
-            Err(e) => {
-                drop(permit);
-                tracing::warn!(shard = shard.id, "accept failed: {e}");
-                glommio::timer::sleep(ACCEPT_BACKOFF_MIN).await;
-            }
-        }
+        let (stream, permit) = listener.accept(&shard.shared).await;
+        glommio::spawn_local(conn::serve(shard.clone(), stream, permit)).detach();
     }
-}
-
-async fn pause_accepting(shard: &Shard, backoff: &mut AcceptBackoff, why: &str) {
-    let (delay, first) = backoff.pause();
-    if first {
-        shard.shared.metrics.accept_pauses.inc();
-        tracing::warn!(
-            shard = shard.id,
-            budget = shard.shared.descriptors.capacity(),
-            in_use = shard.shared.descriptors.in_use(),
-            "not accepting client connections for now: {why}"
-        );
-    }
-    glommio::timer::sleep(delay).await;
 }
 
 pub async fn run(
