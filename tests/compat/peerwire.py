@@ -71,19 +71,6 @@ def connect(port, sender, receiver, key=None, timeout=5.0):
     return sock
 
 
-def closed_by_peer(sock, timeout=10.0):
-    """True once the other side closed the connection (reads EOF or a reset)."""
-    sock.settimeout(timeout)
-    try:
-        while True:
-            if not sock.recv(4096):
-                return True
-    except (ConnectionError, OSError):
-        return True
-    except socket.timeout:
-        return False
-
-
 # -- protobuf, just enough for raft messages
 
 def _varint(n):

@@ -63,19 +63,6 @@ def stalled_connections(addr, payloads, source="127.0.0.1"):
     return socks
 
 
-def is_closed_by_peer(sock, timeout):
-    """True once the server closes `sock` (EOF or reset) within `timeout`."""
-    sock.settimeout(timeout)
-    try:
-        while True:
-            if not sock.recv(65536):
-                return True
-    except (ConnectionResetError, BrokenPipeError):
-        return True
-    except socket.timeout:
-        return False
-
-
 def connect_payloads():
     req = zkwire.frame(zkwire.connect_request())
     return {
@@ -116,7 +103,7 @@ def test_partial_connect_requests_are_closed(server_factory):
         for what, (_, socks) in stalled.items():
             for s in socks:
                 left = max(0.1, deadline - time.monotonic())
-                assert is_closed_by_peer(s, left), "%s: the connection stayed open" % what
+                assert zkwire.closed_by_peer(s, left), "%s: the connection stayed open" % what
     finally:
         for _, socks in stalled.values():
             for s in socks:
@@ -136,7 +123,7 @@ def test_oversized_connect_request_is_closed(server):
     at once instead of holding a buffer for it."""
     with socket.create_connection(server.addr, timeout=10) as s:
         s.sendall(struct.pack(">i", 1 << 20) + b"\x00" * 64)
-        assert is_closed_by_peer(s, 20)
+        assert zkwire.closed_by_peer(s, 20)
     assert can_handshake(server)
 
 

@@ -109,7 +109,7 @@ def test_strangers_cannot_speak_raft(ensemble, kz):
                 s.sendall(frame * 4)
             except OSError:
                 pass
-            assert pw.closed_by_peer(s), "%s: member %d kept the connection" % (name, target.id)
+            assert zkwire.closed_by_peer(s, 10), "%s: member %d kept the connection" % (name, target.id)
             s.close()
             # no proof at all: the message where the proof belongs
             with socket.create_connection(("127.0.0.1", ens.peer_ports[target.id]), timeout=5) as s:
@@ -119,7 +119,7 @@ def test_strangers_cannot_speak_raft(ensemble, kz):
                     s.sendall(frame)
                 except OSError:
                     pass
-                assert pw.closed_by_peer(s), "%s (no proof): member %d kept the connection" % (name, target.id)
+                assert zkwire.closed_by_peer(s, 10), "%s (no proof): member %d kept the connection" % (name, target.id)
             refused[target.id] += 2
     time.sleep(1.0)  # let anything that did get through do its damage
     check_unharmed(ens, kz, leader, owner, "raft")
@@ -151,7 +151,7 @@ def test_strangers_cannot_forward_expire_touch_or_stream(ensemble, kz):
                 s.sendall(frame)
             except OSError:
                 pass
-            assert pw.closed_by_peer(s), "%s: member %d kept the connection" % (name, target.id)
+            assert zkwire.closed_by_peer(s, 10), "%s: member %d kept the connection" % (name, target.id)
             s.close()
     # snapshot chunks that never end (1 MiB each) to a follower: closed at once
     follower = next(m for m in ens.members if m is not leader)
@@ -192,7 +192,7 @@ def test_half_open_connections_neither_stall_nor_exhaust_a_member(ensemble, kz):
         fc.create("/during-%d" % i, b"x")  # forwarded to the leader and applied here
     open_now = 0
     for s in socks:
-        if not pw.closed_by_peer(s, timeout=15):
+        if not zkwire.closed_by_peer(s, 15):
             open_now += 1
         s.close()
     assert open_now == 0, "%d of %d half-open connections still open" % (open_now, n)
@@ -227,7 +227,7 @@ def test_a_member_with_the_secret_still_cannot_crash_the_others(ensemble, kz):
         s.sendall(pw.frame(pw.SNAPSHOT_CHUNK, b"\0" * 1024))
     except OSError:
         pass
-    assert pw.closed_by_peer(s)
+    assert zkwire.closed_by_peer(s, 10)
     s.close()
     time.sleep(1.0)
     check_unharmed(ens, kz, leader, owner, "member")

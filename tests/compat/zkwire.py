@@ -104,6 +104,20 @@ Event = namedtuple("Event", "type state path")
 ConnectResponse = namedtuple("ConnectResponse", "protocol timeout session_id passwd read_only raw")
 
 
+def closed_by_peer(sock, timeout):
+    """True once the other side of a plain socket closes it (EOF or a reset) within
+    `timeout` (whatever it sends first is read and dropped); False if it stays open."""
+    sock.settimeout(timeout)
+    try:
+        while True:
+            if not sock.recv(65536):
+                return True
+    except socket.timeout:  # an OSError too: it must be caught first
+        return False
+    except OSError:
+        return True
+
+
 class Closed(Exception):
     """The server closed the connection (EOF) where a frame was expected."""
 
