@@ -1105,8 +1105,10 @@ metrics! {
         forwards_dropped,
         /// Writes answered SessionMoved: their session had moved to another member.
         sessions_moved,
-        /// Configuration changes (reconfig, or raft leaving a joint configuration) applied.
+        /// Configuration changes (reconfig, or raft leaving a joint configuration) applied,
+        /// and committed ones skipped because they did not apply (a faulty leader's).
         config_changes,
+        config_changes_refused,
         /// Leader changes this member saw, and the connections it closed because a write of
         /// theirs may have been lost with the old leader.
         leader_changes,

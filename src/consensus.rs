@@ -543,9 +543,15 @@ impl Consensus {
     /// it cannot know (a joining member starts with none; replaying "add me" onto none would
     /// make it a group of one). Replay at start-up applies the change again, so a leader that
     /// restarts drops that part of its log too.
-    pub fn apply_conf_change(&mut self, entry: &Entry) -> Result<Vec<u8>, ConsensusError> {
+    ///
+    /// `Ok(None)`: raft refused the change for this configuration (say, it removes every
+    /// voter). Only a faulty or hostile leader logs one, and every member, applying the same
+    /// log to the same configuration, refuses it alike: it is skipped, not a reason to stop.
+    pub fn apply_conf_change(&mut self, entry: &Entry) -> Result<Option<Vec<u8>>, ConsensusError> {
         let cc = decode_conf_change(&entry.data)?;
-        let cs = self.node.apply_conf_change(&cc)?;
+        let Ok(cs) = self.node.apply_conf_change(&cc) else {
+            return Ok(None);
+        };
         let store = self.node.mut_store();
         store.mem.wl().set_conf_state(cs.clone());
         let index = entry.index;
@@ -553,7 +559,7 @@ impl Consensus {
             store.mem.wl().compact(index)?;
         }
         self.membership = Membership::from(&cs);
-        Ok(cc.context.to_vec())
+        Ok(Some(cc.context.to_vec()))
     }
 
     /// Whether the configuration is joint (old and new voters both vote).
@@ -759,6 +765,33 @@ mod tests {
     }
 
     #[test]
+    fn a_committed_change_that_does_not_apply_is_skipped() {
+        let mut c = Consensus::new(1, &Membership::single(1), None, vec![], None).unwrap();
+        let (mut log, mut applied) = (vec![], vec![]);
+        drain(&mut c, &mut log, &mut applied);
+        // What a hostile leader could log: remove the only voter.
+        let cc = ConfChangeV2 {
+            changes: vec![raft::eraftpb::ConfChangeSingle {
+                change_type: raft::eraftpb::ConfChangeType::RemoveNode,
+                node_id: 1,
+                ..Default::default()
+            }]
+            .into(),
+            ..Default::default()
+        };
+        let entry = Entry {
+            entry_type: EntryType::EntryConfChangeV2,
+            index: c.last_index() + 1,
+            term: c.term(),
+            data: raft_wire::encode_conf_change(&cc).into(),
+            ..Default::default()
+        };
+        assert_eq!(c.apply_conf_change(&entry).unwrap(), None);
+        assert_eq!(c.membership().voters, vec![1]);
+        assert!(c.is_leader());
+    }
+
+    #[test]
     fn propose_on_follower_is_refused() {
         let c = &mut Consensus::new(
             1,
@@ -846,7 +879,7 @@ mod tests {
                             mail.append(&mut out.persisted_messages);
                             for e in &out.committed {
                                 if is_conf_change(e) {
-                                    n.apply_conf_change(e).unwrap();
+                                    n.apply_conf_change(e).unwrap().unwrap();
                                 } else if !e.data.is_empty() {
                                     self.applied[i].push(e.data.to_vec());
                                 }

@@ -23,7 +23,7 @@ use crate::proto::types::{
     opcode, perms, Acl, CheckVersionRequest, CreateMode, CreateRequest, DeleteRequest, ErrorCode,
     EventType, Id, SessionId, SetAclRequest, SetDataRequest, Stat, Zxid,
 };
-use crate::session::{LastWrite, Session, SessionTable};
+use crate::session::{Identified, LastWrite, Session, SessionTable};
 use crate::tree::{acl, NewNode, Node, NodeKind, Tree};
 use crate::txn::{Applied, Batch, Command, MultiResult, Op, OpResult, Trigger, WriteOp};
 
@@ -194,13 +194,14 @@ impl<'a> Ctx<'a> {
         acls: &'a mut AclInterner,
         zxid: Zxid,
         time_ms: i64,
-        cmd: &'a Command,
+        session: SessionId,
+        auth: &'a [Id],
     ) -> Ctx<'a> {
         Ctx {
             zxid,
             time_ms,
-            session: cmd.session,
-            auth: &cmd.auth,
+            session,
+            auth,
             config,
             acls,
             triggers: Vec::new(),
@@ -332,7 +333,7 @@ impl Machine {
             }
             Op::ExpireSessions { sessions } => {
                 applied.zxid = self.next_zxid();
-                let mut cx = Ctx::new(&self.config, &mut self.acls, applied.zxid, time_ms, cmd);
+                let mut cx = Ctx::new(&self.config, &mut self.acls, applied.zxid, time_ms, 0, &[]);
                 let mut ended = Vec::new();
                 for &s in sessions {
                     // An unknown (or repeated) id ends nothing.
@@ -347,7 +348,7 @@ impl Machine {
             }
             Op::DeleteContainer { path } => {
                 applied.zxid = self.next_zxid();
-                let mut cx = Ctx::new(&self.config, &mut self.acls, applied.zxid, time_ms, cmd);
+                let mut cx = Ctx::new(&self.config, &mut self.acls, applied.zxid, time_ms, 0, &[]);
                 applied.result = match delete_container(&mut self.state, &mut cx, path) {
                     Ok(()) => OpResult::Deleted,
                     Err(e) => OpResult::Error(e),
@@ -359,7 +360,7 @@ impl Machine {
             // became of the session that asked (the leader already checked the request).
             Op::SetConfig { members } => {
                 applied.zxid = self.next_zxid();
-                let mut cx = Ctx::new(&self.config, &mut self.acls, applied.zxid, time_ms, cmd);
+                let mut cx = Ctx::new(&self.config, &mut self.acls, applied.zxid, time_ms, 0, &[]);
                 let (data, stat) = set_config(&mut self.state, &mut cx, members);
                 applied.triggers = cx.triggers;
                 applied.result = OpResult::Config { data, stat };
@@ -370,11 +371,21 @@ impl Machine {
 
         // Session requests.
         let hash = op_hash(&cmd.op);
-        let Some(session) = self.state.sessions.get(cmd.session) else {
+        // A write refused for coming from a member the session left records nothing: not
+        // its connection's identities, and not the session's last write (a retry of its real
+        // last write must still be recognised).
+        let mut moved = matches!(cmd.op, Op::Fail(ErrorCode::SessionMoved));
+        let Some(session) = self.state.sessions.get_mut(cmd.session) else {
             applied.zxid = self.next_zxid();
             applied.result = OpResult::Error(ErrorCode::SessionExpired);
             return applied;
         };
+        if !cmd.auth.is_empty() && !moved {
+            session.identified = Some(Arc::new(Identified {
+                origin: cmd.origin,
+                ids: Arc::from(cmd.auth.as_slice()),
+            }));
+        }
         if let Some(last) = session.last_write() {
             if last.xid == cmd.xid && last.op_hash == hash && cmd.seen_zxid < last.zxid {
                 applied.zxid = last.zxid;
@@ -383,10 +394,33 @@ impl Machine {
                 return applied;
             }
         }
+        // The caller's identities: those its connection recorded. A connection that has
+        // recorded none, or whose record another connection of the session replaced, is not
+        // where the session lives any more (ZooKeeper: SessionMoved).
+        let auth: Arc<[Id]> = match session.identities_of(cmd.origin) {
+            Some(ids) => ids.clone(),
+            None if needs_identities(&cmd.op) => {
+                moved = true;
+                Arc::from([])
+            }
+            None => Arc::from([]),
+        };
         applied.zxid = self.next_zxid();
         let zxid = applied.zxid;
-        let mut cx = Ctx::new(&self.config, &mut self.acls, zxid, time_ms, cmd);
-        let result = match &cmd.op {
+        let mut cx = Ctx::new(
+            &self.config,
+            &mut self.acls,
+            zxid,
+            time_ms,
+            cmd.session,
+            &auth,
+        );
+        let op = if moved {
+            &Op::Fail(ErrorCode::SessionMoved)
+        } else {
+            &cmd.op
+        };
+        let result = match op {
             Op::CloseSession => {
                 kill_session(&mut self.state, &mut cx, cmd.session);
                 applied.ended_sessions.push(cmd.session);
@@ -413,9 +447,6 @@ impl Machine {
             | Op::SetConfig { .. } => OpResult::Error(ErrorCode::SystemError),
         };
         applied.triggers = cx.triggers;
-        // A write refused for coming from a member the session left is not the session's
-        // last write: a retry of its real last write must still be recognised.
-        let moved = matches!(cmd.op, Op::Fail(ErrorCode::SessionMoved));
         if let Some(s) = self.state.sessions.get_mut(cmd.session).filter(|_| !moved) {
             s.last = Some(Arc::new(LastWrite {
                 xid: cmd.xid,
@@ -789,6 +820,11 @@ fn delete_container(state: &mut State, cx: &mut Ctx<'_>, p: &str) -> OpOutcome<(
     Ok(())
 }
 
+/// Whether applying `op` checks the caller's identities (ACLs, `auth` ids in a new ACL).
+fn needs_identities(op: &Op) -> bool {
+    matches!(op, Op::Write(_) | Op::SetAcl(_) | Op::Multi(_))
+}
+
 /// A stable 64-bit hash of an op for the idempotency record: FNV-1a over a canonical
 /// little-endian encoding, with data payloads folded in as length + CRC32C (fast on large
 /// data). Identical on every member and every build, unlike `std`'s hashers.
@@ -924,7 +960,7 @@ mod tests {
             session,
             xid,
             origin: 7,
-            auth: vec![],
+            auth: vec![Id::new("ip", "127.0.0.1")],
             seen_zxid: 0,
             op,
         }
@@ -1263,7 +1299,12 @@ mod tests {
             time: i64,
             term: u64,
             names: StdMap<String, SessionId>,
-            auth: StdMap<String, Vec<Id>>,
+            /// Identities per connection (origin): `auth` adds to the session's current one.
+            auth: StdMap<u64, Vec<Id>>,
+            /// Each session's current connection, and what each connection's writes last
+            /// carried: a connection sends its identities once, as the server's do.
+            conns: StdMap<String, u64>,
+            sent: StdMap<u64, Vec<Id>>,
             xids: StdMap<String, i32>,
             current: String,
             next_xid: Option<i32>,
@@ -1468,6 +1509,8 @@ mod tests {
                     term: 0,
                     names: StdMap::new(),
                     auth: StdMap::new(),
+                    conns: StdMap::new(),
+                    sent: StdMap::new(),
                     xids: StdMap::new(),
                     current: String::new(),
                     next_xid: None,
@@ -1585,8 +1628,8 @@ mod tests {
 
             /// Applies one command from the current session (or `session` when given).
             fn submit(&mut self, op: Op, internal: bool) -> Applied {
-                let (session, auth, xid) = if internal {
-                    (0, vec![], 0)
+                let (session, auth, xid, origin) = if internal {
+                    (0, vec![], 0, 0)
                 } else {
                     let cur = self.current.clone();
                     let xid = self.next_xid.take().unwrap_or_else(|| {
@@ -1594,16 +1637,23 @@ mod tests {
                         *x += 1;
                         *x
                     });
-                    (
-                        self.session_id(&cur).unwrap_or(0),
-                        self.auth.get(&cur).cloned().unwrap_or_default(),
-                        xid,
-                    )
+                    let origin = self.origin_of(&cur);
+                    let mut ids = self.auth.get(&origin).cloned().unwrap_or_default();
+                    if ids.is_empty() {
+                        ids.push(Id::new("ip", "192.0.2.1")); // every connection has an address
+                    }
+                    let auth = if self.sent.get(&origin) == Some(&ids) {
+                        vec![]
+                    } else {
+                        self.sent.insert(origin, ids.clone());
+                        ids
+                    };
+                    (self.session_id(&cur).unwrap_or(0), auth, xid, origin)
                 };
                 let c = Command {
                     session,
                     xid,
-                    origin: 0,
+                    origin,
                     auth,
                     seen_zxid: 0,
                     op,
@@ -1626,12 +1676,25 @@ mod tests {
                 a
             }
 
+            /// The origin of `name`'s current connection: the session's name and connection
+            /// number, hashed (0 is the server's own).
+            fn origin_of(&self, name: &str) -> u64 {
+                let conn = self.conns.get(name).copied().unwrap_or(1);
+                let mut h = StableHasher::new();
+                h.str(name);
+                h.u64(conn);
+                h.0 | 1
+            }
+
             fn caller_ids(&self, opts: &StdMap<&str, &str>) -> Vec<Id> {
                 let who = opts
                     .get("as")
                     .map(|s| s.to_string())
                     .unwrap_or_else(|| self.current.clone());
-                self.auth.get(&who).cloned().unwrap_or_default()
+                self.auth
+                    .get(&self.origin_of(&who))
+                    .cloned()
+                    .unwrap_or_default()
             }
 
             /// Runs one line; returns the actual rendering when an expectation is given and
@@ -1685,6 +1748,15 @@ mod tests {
                         self.next_xid = Some(parse_num(arg(0)?)? as i32);
                         return Ok(());
                     }
+                    "conn" => {
+                        let n = parse_num(arg(0)?)? as u64;
+                        self.conns.insert(self.current.clone(), n);
+                        return Ok(());
+                    }
+                    "carried" => {
+                        let c = self.last_cmd.as_ref().ok_or("no command yet")?;
+                        (format!("carried {}", c.auth.len()), Cmp::List)
+                    }
                     "auth" => {
                         let name = arg(0)?.to_string();
                         let scheme = arg(1)?;
@@ -1693,7 +1765,8 @@ mod tests {
                             "digest" => Id::new("digest", acl::digest_id(value)),
                             _ => Id::new(scheme, value),
                         };
-                        self.auth.entry(name).or_default().push(id);
+                        let origin = self.origin_of(&name);
+                        self.auth.entry(origin).or_default().push(id);
                         return Ok(());
                     }
                     "session" => {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use imbl::OrdSet;
 
-use crate::proto::types::{SessionId, Zxid};
+use crate::proto::types::{Id, SessionId, Zxid};
 use crate::txn::OpResult;
 
 /// The idempotency record: a session's last write and what it returned.
@@ -24,6 +24,17 @@ pub struct LastWrite {
     pub result: OpResult,
 }
 
+/// The connection a session's writes come from, and the identities it holds (its address
+/// and what `addauth` added), as the first write of that connection recorded them. A
+/// connection's later writes carry no identities: they refer to these (see
+/// `txn::Command::auth`). ZooKeeper's identities belong to a connection, not a session, so
+/// a session resumed elsewhere records the new connection's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Identified {
+    pub origin: u64,
+    pub ids: Arc<[Id]>,
+}
+
 /// One live session.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Session {
@@ -32,6 +43,7 @@ pub struct Session {
     /// Paths of the ephemerals it owns, sorted.
     pub(crate) ephemerals: OrdSet<Arc<str>>,
     pub(crate) last: Option<Arc<LastWrite>>,
+    pub(crate) identified: Option<Arc<Identified>>,
 }
 
 impl Session {
@@ -41,6 +53,7 @@ impl Session {
             passwd: Arc::from(passwd),
             ephemerals: OrdSet::new(),
             last: None,
+            identified: None,
         }
     }
     pub fn ephemerals(&self) -> impl Iterator<Item = &Arc<str>> + '_ {
@@ -51,6 +64,17 @@ impl Session {
     }
     pub fn last_write(&self) -> Option<&LastWrite> {
         self.last.as_deref()
+    }
+    pub fn identified(&self) -> Option<&Identified> {
+        self.identified.as_deref()
+    }
+    /// The identities of the connection `origin`, if it is the one the session's writes
+    /// last recorded.
+    pub fn identities_of(&self, origin: u64) -> Option<&Arc<[Id]>> {
+        self.identified
+            .as_deref()
+            .filter(|i| i.origin == origin)
+            .map(|i| &i.ids)
     }
     /// getEphemerals: owned paths starting with `prefix` (plain string prefix); a blank
     /// prefix or `/` (after trimming, as ZooKeeper does) means all of them. Sorted.

@@ -5,8 +5,8 @@
 //! Layout: a 16-byte file header (`MAGIC`, format version), then records, each
 //! `[payload len u32][crc32c(payload) u32][kind u8][7 zero bytes][payload][zeros to 16]`:
 //! one `Header`, node chunks in pre-order (a parent before its children, siblings sorted, so
-//! loading builds every children set in one pass without sorting), session chunks, and one
-//! `End` with the counts. A file without its `End` is incomplete and never loaded.
+//! loading builds every children set in one pass without sorting), session chunks, the
+//! sessions' recorded connection identities, and one `End` with the counts. A file without its `End` is incomplete and never loaded.
 //!
 //! Chunks keep memory bounded while writing (a snapshot of a million znodes never exists as
 //! one owned value) and let the loader read each chunk in place (`rkyv::access`, no
@@ -24,8 +24,8 @@ use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::consensus::{ArchivedJoint, Joint, Membership};
 use crate::machine::{Machine, MachineConfig, View};
-use crate::proto::types::{Acl, SessionId, Zxid};
-use crate::session::{LastWrite, Session, SessionTable};
+use crate::proto::types::{Acl, Id, SessionId, Zxid};
+use crate::session::{Identified, LastWrite, Session, SessionTable};
 use crate::tree::{Node, NodeKind, TreeAssembler, TreeBuilder};
 use crate::txn::OpResult;
 
@@ -44,6 +44,9 @@ const KIND_SESSIONS: u8 = 3;
 const KIND_END: u8 = 4;
 /// Right after the header, only while a configuration change is joint: its outgoing half.
 const KIND_JOINT: u8 = 5;
+/// After the sessions: the connection identities they recorded (files without them, written
+/// before identities were recorded, read as before).
+const KIND_IDENTITIES: u8 = 6;
 
 /// Where in the replicated log a snapshot stands.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -129,6 +132,19 @@ struct SnapSession {
     timeout_ms: i32,
     passwd: Vec<u8>,
     last: Option<SnapLastWrite>,
+}
+
+#[derive(Archive, Serialize, Deserialize)]
+struct IdentityChunk {
+    sessions: Vec<SnapIdentified>,
+}
+
+/// A session's `session::Identified`.
+#[derive(Archive, Serialize, Deserialize)]
+struct SnapIdentified {
+    session: SessionId,
+    origin: u64,
+    ids: Vec<Id>,
 }
 
 #[derive(Archive, Serialize, Deserialize)]
@@ -297,6 +313,24 @@ pub fn encode(
     if !sessions.sessions.is_empty() {
         out.record(KIND_SESSIONS, &sessions)?;
     }
+    let mut identities = IdentityChunk {
+        sessions: Vec::new(),
+    };
+    for (session, s) in view.sessions() {
+        let Some(i) = s.identified() else { continue };
+        identities.sessions.push(SnapIdentified {
+            session,
+            origin: i.origin,
+            ids: i.ids.to_vec(),
+        });
+        if identities.sessions.len() >= CHUNK_NODES {
+            out.record(KIND_IDENTITIES, &identities)?;
+            identities.sessions.clear();
+        }
+    }
+    if !identities.sessions.is_empty() {
+        out.record(KIND_IDENTITIES, &identities)?;
+    }
     let end = End {
         nodes: out.summary.nodes,
         sessions: out.summary.sessions,
@@ -379,7 +413,8 @@ fn records(bytes: &[u8]) -> Result<Vec<Raw<'_>>, SnapshotError> {
         let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
         let crc = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
         let kind = h[8];
-        if len > MAX_PAYLOAD || !(KIND_HEADER..=KIND_JOINT).contains(&kind) || h[9..] != [0; 7] {
+        if len > MAX_PAYLOAD || !(KIND_HEADER..=KIND_IDENTITIES).contains(&kind) || h[9..] != [0; 7]
+        {
             return Err(corrupt(off, "bad record header"));
         }
         let start = off + RECORD_HEADER_LEN;
@@ -587,6 +622,20 @@ fn decode_records(
                     session_count += 1;
                 }
             }
+            KIND_IDENTITIES => {
+                let chunk: &ArchivedIdentityChunk = access(raw)?;
+                for i in chunk.sessions.iter() {
+                    let ids = rkyv::deserialize::<Vec<Id>, RkyvError>(&i.ids)
+                        .map_err(|e| corrupt(raw.offset, e.to_string()))?;
+                    let session = sessions
+                        .get_mut(&i.session.to_native())
+                        .ok_or_else(|| corrupt(raw.offset, "identities of an unknown session"))?;
+                    session.identified = Some(Arc::new(Identified {
+                        origin: i.origin.to_native(),
+                        ids: Arc::from(ids),
+                    }));
+                }
+            }
             KIND_END => {
                 let e: &ArchivedEnd = access(raw)?;
                 end = Some((raw.offset, e.nodes.to_native(), e.sessions.to_native()));
@@ -783,14 +832,20 @@ mod tests {
         let mut m = sample();
         let (_, mut r) = decode(&bytes_of(&m), MachineConfig::default()).unwrap();
         let session = m.view().sessions().next().unwrap().0;
+        // The connection's identities were recorded before the snapshot: its writes refer to
+        // them, on the restored member as on the original.
+        let refers = Command {
+            auth: vec![],
+            ..cmd(
+                session,
+                8,
+                create("/a/s-", None, CreateMode::PersistentSequential, 1),
+            )
+        };
         let batch = Batch {
             time_ms: 1_700_000_001_000,
             commands: vec![
-                cmd(
-                    session,
-                    8,
-                    create("/a/s-", None, CreateMode::PersistentSequential, 1),
-                ),
+                refers,
                 cmd(
                     0,
                     0,
@@ -819,6 +874,10 @@ mod tests {
             .map(|a| (a.zxid, a.result))
             .collect();
         assert_eq!(x, y);
+        assert!(
+            matches!(x[0].1, crate::txn::OpResult::Created { .. }),
+            "{x:?}"
+        );
         assert_eq!(m.view().tree(), r.view().tree());
         assert_eq!(m.view().session_table(), r.view().session_table());
     }

@@ -1,6 +1,6 @@
 //! What the replicated log carries and what applying it yields.
 //!
-//! ringkeeper logs *commands* (a write request stamped with its session, xid, caller identities
+//! ringkeeper logs *commands* (a write request stamped with its session, xid, connection
 //! and the leader's clock) rather than ZooKeeper's pre-validated Txns. Applying a command is
 //! deterministic (`machine::Machine::apply_batch`): every member validates it against the same
 //! state and reaches the same result, error results included (failed writes consume a zxid, as
@@ -42,11 +42,15 @@ pub struct Command {
     pub session: SessionId,
     /// The client's xid; with `session` it identifies a retry (idempotency).
     pub xid: i32,
-    /// Opaque routing tag of the member/shard/connection that waits for the reply.
-    /// Not part of the state: apply only hands it back.
+    /// Unique tag of the member/shard/connection that waits for the reply: apply hands it
+    /// back, and it names the connection whose identities the command refers to.
     pub origin: u64,
-    /// The caller's identities (ip, digests, super) at the time of the request; ACL checks at
-    /// apply use these.
+    /// The connection's identities (ip, digests, super), sent once: on its first write and
+    /// on the first after an `addauth` that added one. Apply records them on the session
+    /// (`session::Identified`) and checks every write of the connection against the record;
+    /// empty means "as recorded". A reconfig carries them always (the leader decides it
+    /// before logging anything). Logs written before this carry them on every command, which
+    /// reads the same.
     pub auth: Vec<Id>,
     /// The newest zxid the client can have seen when it sent this: the lastZxidSeen of its
     /// ConnectRequest for the first write on a resumed connection, `Zxid::MAX` otherwise. A

@@ -15,8 +15,9 @@ use crate::txn::{Batch, Command};
 /// Largest frame accepted: a raft append is capped at 1 MiB of entries by the consensus
 /// config, but one entry (a batch of commands) can reach a log segment's size.
 pub const MAX_FRAME: usize = 256 << 20;
-/// Identifies the protocol (and its version) in the hello.
-const MAGIC: u32 = 0x524b_5032; // "RKP2": with the peer_auth handshake
+/// Identifies the protocol (and its version) in the hello: "RKP3". Bumped whenever members of two builds would apply the same log differently
+/// (RKP3: writes refer to their connection's recorded identities), so that they never mix.
+const MAGIC: u32 = 0x524b_5033;
 /// The handshake's frames are this small; a longer one is refused before it is read.
 pub const MAX_HANDSHAKE_FRAME: usize = 1 + NONCE_BYTES + MAC_BYTES; // the challenge, the largest
 

@@ -713,7 +713,23 @@ fn check_snapshot(m: &eraftpb::Message) -> Result<(), Refusal> {
     if !meta.has_conf_state() {
         return refuse("MsgSnapshot without a configuration");
     }
-    check_conf_state(meta.get_conf_state())
+    let cs = meta.get_conf_state();
+    check_conf_state(cs)?;
+    // The leader sends its own state, in which it votes. Otherwise the receiver could be
+    // made the only voter: raft-rs would then elect it at once, before the snapshot is
+    // persisted, and panic. (A leader a change removed hands over instead of sending.)
+    if !cs
+        .voters
+        .iter()
+        .chain(&cs.voters_outgoing)
+        .any(|&id| id == m.from)
+    {
+        return refuse(format!(
+            "MsgSnapshot from member {} with a configuration {cs:?} in which it does not vote",
+            m.from
+        ));
+    }
+    Ok(())
 }
 
 /// Whether raft-rs can restore `cs` (it panics when it cannot): the same steps as its own
@@ -1199,6 +1215,21 @@ mod tests {
             m.mut_snapshot().mut_metadata().set_conf_state(cs.clone());
             assert!(refused(&m), "{cs:?}");
         }
+        // The sender must vote in it: else it could make the receiver the only voter.
+        let to = ok.to;
+        for cs in [
+            eraftpb::ConfState::from((vec![to], vec![ok.from])),
+            eraftpb::ConfState::from((vec![to, 9], vec![])),
+        ] {
+            let mut m = ok.clone();
+            m.mut_snapshot().mut_metadata().set_conf_state(cs.clone());
+            assert!(refused(&m), "{cs:?}");
+        }
+        let mut joint = eraftpb::ConfState::from((vec![to, 9], vec![]));
+        joint.voters_outgoing = vec![ok.from, to];
+        let mut m = ok.clone();
+        m.mut_snapshot().mut_metadata().set_conf_state(joint);
+        assert!(!refused(&m), "an outgoing voter sends while joint");
         let mut m = ok.clone();
         m.mut_snapshot().mut_metadata().clear_conf_state();
         assert!(refused(&m), "no configuration");

@@ -80,6 +80,9 @@ struct ConnState {
     /// The client's lastZxidSeen at handshake, until its first write carries it (see
     /// `txn::Command::seen_zxid`); `i64::MAX` afterwards.
     seen_zxid: i64,
+    /// Whether a write has carried `ids` as they are now; later writes refer to them
+    /// (`txn::Command::auth`).
+    ids_sent: bool,
 }
 
 /// The part of a connection other tasks of the shard talk to.
@@ -138,6 +141,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, _permit: DescriptorPermi
             pending: VecDeque::new(),
             closing: false,
             seen_zxid: i64::MAX,
+            ids_sent: false,
         }),
         out: out_tx,
         queued_bytes: Cell::new(0),
@@ -532,7 +536,15 @@ impl ConnHandle {
                     received: Instant::now(),
                     reply: None,
                 });
-                let auth = st.ids.as_slice().to_vec();
+                // Sent once per connection (a reconfig, decided before it is logged, always
+                // carries them and leaves them unsent); see `txn::Command::auth`.
+                let send_ids =
+                    matches!(op, Op::Reconfig(_)) || !std::mem::replace(&mut st.ids_sent, true);
+                let auth = if send_ids {
+                    st.ids.as_slice().to_vec()
+                } else {
+                    Vec::new()
+                };
                 drop(st);
                 self.shard.shared.metrics.writes.inc();
                 self.shard.submit(Command {
@@ -650,6 +662,9 @@ impl ConnHandle {
                         limit: MAX_SESSION_IDENTITIES,
                     }
                     .into());
+                }
+                if missing > 0 {
+                    st.ids_sent = false;
                 }
                 if is_super {
                     st.ids.add_last(sup)?;

@@ -1,9 +1,9 @@
 //! The identities a connection's session holds (its address, and what `addauth` added),
 //! bounded in number and size (sans-IO).
 //!
-//! Every write carries them into the log (`txn::Command::auth`), so an unbounded list would
-//! let one session make every later write of its own huge, and a linear duplicate check would
-//! make many `addauth` calls quadratic. A refusal is answered AuthFailed (and the connection
+//! A connection's first write (and its first after an `addauth` that added one) carries them
+//! into the log (`txn::Command::auth`), so an unbounded list would make those writes huge, and
+//! a linear duplicate check would make many `addauth` calls quadratic. A refusal is answered AuthFailed (and the connection
 //! closed), as ZooKeeper answers a failed `addauth`.
 
 use std::collections::HashSet;

@@ -957,7 +957,9 @@ impl Sequencer {
         let Op::Reconfig(op) = &cmd.op else {
             return self.seal(vec![cmd]);
         };
-        let (members, mut cc) = match self.plan_reconfig(&cmd.auth, op) {
+        // The caller's identities decide here, and go no further (nothing records them).
+        let auth = std::mem::take(&mut cmd.auth);
+        let (members, mut cc) = match self.plan_reconfig(&auth, op) {
             Ok(plan) => plan,
             Err(code) => {
                 cmd.op = Op::Fail(code);
@@ -1030,7 +1032,15 @@ impl Sequencer {
     /// A committed configuration change: raft switches to it. Returns its context (the
     /// batch that writes the new member list, or nothing).
     fn apply_conf_change(&mut self, entry: &raft::eraftpb::Entry) -> Result<Vec<u8>, ServerError> {
-        let context = self.consensus.apply_conf_change(entry)?;
+        let Some(context) = self.consensus.apply_conf_change(entry)? else {
+            self.shared.metrics.config_changes_refused.inc();
+            tracing::error!(
+                index = entry.index,
+                "a committed configuration change does not apply to this configuration; \
+                 skipped (every member skips it alike): the leader that logged it is faulty"
+            );
+            return Ok(Vec::new());
+        };
         self.shared.metrics.config_changes.inc();
         let members = self.consensus.membership();
         tracing::info!(

@@ -8,7 +8,7 @@ import os
 import socket
 import struct
 
-MAGIC = 0x524B5032  # "RKP2"
+MAGIC = 0x524B5033  # "RKP3"
 HELLO, RAFT, FORWARD, TOUCH, SNAPSHOT_CHUNK, ATTACHED, DIGEST, CHALLENGE, PROOF = range(1, 10)
 ACCEPT_LABEL = b"ringkeeper peer accept v1"
 DIAL_LABEL = b"ringkeeper peer dial v1"

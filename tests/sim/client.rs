@@ -17,7 +17,7 @@
 use rand::rngs::StdRng;
 use rand::Rng;
 use ringkeeper::proto::types::{
-    Acl, CheckVersionRequest, CreateRequest, DeleteRequest, ErrorCode, SetDataRequest, Stat,
+    Acl, CheckVersionRequest, CreateRequest, DeleteRequest, ErrorCode, Id, SetDataRequest, Stat,
 };
 use ringkeeper::txn::{Command, Op, OpResult, WriteOp};
 
@@ -343,7 +343,8 @@ impl Sim {
             },
             xid: cur.xid,
             origin: o,
-            auth: Vec::new(),
+            // Every attempt is a new connection: its first write carries its identities.
+            auth: vec![Id::new("ip", format!("10.0.0.{c}"))],
             seen_zxid: if cur.maybe_in_log {
                 last_seen
             } else {

@@ -780,6 +780,7 @@ impl Sim {
                     node.consensus
                         .apply_conf_change(entry)
                         .map_err(|e| format!("member {id}: change {}: {e}", entry.index))?
+                        .ok_or_else(|| format!("member {id}: change {} was refused", entry.index))?
                 } else {
                     entry.data.to_vec()
                 };
