@@ -9,7 +9,7 @@
 # compiler. This machine has one stable toolchain and cannot fetch another, so the run sets
 # RUSTC_BOOTSTRAP=1 (stable rustc then accepts the flags) and uses `-s none` (no sanitizer:
 # the targets are safe Rust, and a panic is what we look for). The client corpus is seeded with
-# every request captured from a real ZooKeeper (../shared/testdata/zk-wire/vectors.jsonl); the
+# every request captured from a real ZooKeeper (tests/testdata/zk-wire/vectors.jsonl); the
 # peer corpus with a few hand-encoded raft messages (below).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -26,7 +26,7 @@ fi
 
 CORPUS=fuzz/corpus/frame_and_request
 mkdir -p "$CORPUS"
-VECTORS=../shared/testdata/zk-wire/vectors.jsonl
+VECTORS=tests/testdata/zk-wire/vectors.jsonl
 if [[ -f $VECTORS && -z "$(ls -A "$CORPUS")" ]]; then
     python3 - "$VECTORS" "$CORPUS" <<'PY'
 import json, sys, hashlib, pathlib

@@ -827,6 +827,14 @@ impl Config {
         self.members.iter().find(|m| m.id == id)
     }
 
+    /// The state machine's settings (every member of an ensemble must share them).
+    pub fn machine_config(&self) -> crate::machine::MachineConfig {
+        crate::machine::MachineConfig {
+            ttl_enabled: self.ttl_enabled,
+            ..Default::default()
+        }
+    }
+
     /// The session timeout granted for a requested one: `min(max(requested, min), max)`.
     pub fn negotiate_timeout(&self, requested: i32) -> i32 {
         requested

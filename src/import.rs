@@ -73,7 +73,7 @@ pub fn import(
             }
         }
     }
-    std::fs::create_dir_all(data_dir).map_err(|source| ImportError::Io {
+    crate::log::durable::create_dir_all(data_dir).map_err(|source| ImportError::Io {
         path: data_dir.to_path_buf(),
         source,
     })?;

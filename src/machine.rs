@@ -40,6 +40,17 @@ pub struct MachineConfig {
     pub max_sessions: usize,
 }
 
+impl MachineConfig {
+    /// The settings as `key=value` words. Members applying one log with different ones would
+    /// diverge, so the peer handshake refuses a member whose words differ.
+    pub fn shared_settings(&self) -> String {
+        format!(
+            "ttl_enabled={} max_sessions={}",
+            self.ttl_enabled, self.max_sessions
+        )
+    }
+}
+
 impl Default for MachineConfig {
     fn default() -> Self {
         MachineConfig {

@@ -1,4 +1,4 @@
-//! Golden vectors captured from a real ZooKeeper 3.8.0 (`shared/testdata/zk-wire/`).
+//! Golden vectors captured from a real ZooKeeper 3.8.0 (`tests/testdata/zk-wire/`).
 //!
 //! Every request is split into frames and decoded (checked against what the capture says was
 //! sent, and re-encoded byte for byte where the encoding is canonical). Every response frame
@@ -55,19 +55,10 @@ fn spans(v: &serde_json::Value) -> Vec<(usize, usize)> {
         .unwrap_or_default()
 }
 
-fn load() -> Option<Vec<Vector>> {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/zk-wire/vectors.jsonl");
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) => {
-            println!(
-                "NOTICE: golden vectors not found at {} ({e}); skipping",
-                path.display()
-            );
-            return None;
-        }
-    };
+fn load() -> Vec<Vector> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testdata/zk-wire/vectors.jsonl");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("golden vectors at {}: {e}", path.display()));
     let vectors = text
         .lines()
         .filter(|l| !l.trim().is_empty())
@@ -86,7 +77,7 @@ fn load() -> Option<Vec<Vector>> {
             }
         })
         .collect();
-    Some(vectors)
+    vectors
 }
 
 fn masked(bytes: &[u8], spans: &[(usize, usize)]) -> Vec<u8> {
@@ -625,7 +616,7 @@ fn check_request(name: &str, h: &RequestHeader, res: &Result<Request, RequestErr
 
 #[test]
 fn golden_vectors() {
-    let Some(vectors) = load() else { return };
+    let vectors = load();
     assert!(
         vectors.len() >= 120,
         "expected the full capture, got {} vectors",

@@ -540,8 +540,8 @@ fn garbage_never_panics() {
     let tmp = tempfile::tempdir().unwrap();
     let log = tmp.path().join("log");
     let snap = tmp.path().join("snap");
-    std::fs::create_dir_all(&log).unwrap();
-    std::fs::create_dir_all(&snap).unwrap();
+    crate::log::durable::create_dir_all(&log).unwrap();
+    crate::log::durable::create_dir_all(&snap).unwrap();
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     let mut noise = |n: usize| -> Vec<u8> {
         (0..n)

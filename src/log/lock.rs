@@ -64,7 +64,7 @@ pub struct DataDirLock {
 impl DataDirLock {
     /// Creates `dir` if needed, locks `dir/LOCK` and writes this process's pid into it.
     pub fn acquire(dir: &Path) -> Result<DataDirLock, LockError> {
-        std::fs::create_dir_all(dir).map_err(|source| LockError::CreateDir {
+        super::durable::create_dir_all(dir).map_err(|source| LockError::CreateDir {
             dir: dir.to_path_buf(),
             source,
         })?;
@@ -97,7 +97,9 @@ impl DataDirLock {
             file.set_len(0)?;
             file.seek(SeekFrom::Start(0))?;
             writeln!(file, "{}", std::process::id())?;
-            file.sync_data()
+            file.sync_data()?;
+            // The LOCK entry itself (a new file is durable once its directory is synced).
+            super::durable::sync_dir(dir)
         };
         write_pid(&mut file).map_err(|source| LockError::WritePid { path, source })?;
         Ok(DataDirLock {

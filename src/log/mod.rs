@@ -6,6 +6,7 @@
 //! - [`wal`]: the glommio shell: segment files, the group-commit writer task, recovery I/O, and
 //!   the start-up io_uring probe.
 //! - [`lock`]: the exclusive data dir lock.
+//! - [`durable`]: directories created and entries renamed so that they survive a power cut.
 //! - [`snapshots`]: snapshot files (write, list, load with fallback, purge).
 //!
 //! Typical use by the consensus driver, on one glommio executor:
@@ -19,6 +20,7 @@
 //! wal.wait_durable(ticket).await?;           // then on_persist_ready / send persisted msgs
 //! ```
 
+pub mod durable;
 pub mod lock;
 pub mod record;
 pub mod snapshots;

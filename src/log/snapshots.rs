@@ -9,6 +9,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use super::durable;
 use crate::machine::{Machine, MachineConfig, View};
 use crate::snapshot::{self, Meta, SnapshotError, Summary};
 
@@ -125,7 +126,7 @@ fn write_file<T>(
     index: u64,
     body: impl FnOnce(&mut std::io::BufWriter<std::fs::File>, &Path) -> Result<T, SnapshotFileError>,
 ) -> Result<(PathBuf, T), SnapshotFileError> {
-    std::fs::create_dir_all(dir).map_err(io("create dir", dir))?;
+    durable::create_dir_all(dir).map_err(io("create dir", dir))?;
     let path = path_of(dir, index);
     let tmp = dir.join(format!("{index:020}{TMP_SUFFIX}"));
     let result = (|| {
@@ -137,8 +138,7 @@ fn write_file<T>(
             .map_err(|e| io("write", &tmp)(e.into_error()))?;
         file.sync_all().map_err(io("fsync", &tmp))?;
         drop(file);
-        std::fs::rename(&tmp, &path).map_err(io("rename", &tmp))?;
-        sync_dir(dir)?;
+        durable::rename(&tmp, &path).map_err(io("rename", &tmp))?;
         Ok(value)
     })();
     match result {
@@ -153,9 +153,7 @@ fn write_file<T>(
 }
 
 fn sync_dir(dir: &Path) -> Result<(), SnapshotFileError> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io("fsync dir", dir))
+    durable::sync_dir(dir).map_err(io("fsync dir", dir))
 }
 
 /// Reads and decodes one snapshot file.

@@ -260,12 +260,7 @@ impl Wal {
     /// in order, validates, zeroes a torn tail, and starts the writer task.
     pub async fn open(dir: &Path, opts: WalOptions) -> Result<(Wal, Recovery), WalError> {
         opts.validate()?;
-        if !dir.is_dir() {
-            std::fs::create_dir_all(dir).map_err(|e| WalError::io("create dir", dir, e))?;
-            if let Some(parent) = dir.parent() {
-                sync_dir_std(parent)?;
-            }
-        }
+        super::durable::create_dir_all(dir).map_err(|e| WalError::io("create dir", dir, e))?;
         dma_probe(dir).await?;
         let seqs = list_segments(dir)?;
         let mut seqs = seqs;
@@ -1116,6 +1111,8 @@ async fn prepare_segment(dir: &Path, seq: u64, opts: WalOptions) -> Result<(), W
         file.close()
             .await
             .map_err(|e| WalError::glommio("close", &tmp, e))?;
+        // Made durable just below, on the ring rather than blocking the executor.
+        #[allow(clippy::disallowed_methods)]
         std::fs::rename(&tmp, &path).map_err(|e| WalError::io("rename", &tmp, e))?;
         sync_dir(dir).await
     }
@@ -1139,9 +1136,7 @@ async fn sync_dir(dir: &Path) -> Result<(), WalError> {
 }
 
 fn sync_dir_std(dir: &Path) -> Result<(), WalError> {
-    std::fs::File::open(dir)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| WalError::io("fsync dir", dir, e))
+    super::durable::sync_dir(dir).map_err(|e| WalError::io("fsync dir", dir, e))
 }
 
 /// Works around glommio #605: the first DMA file a thread opens decides, per device, whether
@@ -1521,7 +1516,7 @@ mod tests {
     }
 
     fn copy_log(from: &Path, to: &Path) {
-        std::fs::create_dir_all(to).unwrap();
+        crate::log::durable::create_dir_all(to).unwrap();
         for ent in std::fs::read_dir(from).unwrap() {
             let ent = ent.unwrap();
             std::fs::copy(ent.path(), to.join(ent.file_name())).unwrap();

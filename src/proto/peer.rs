@@ -18,8 +18,10 @@ pub const MAX_FRAME: usize = 256 << 20;
 /// Identifies the protocol (and its version) in the hello: "RKP3". Bumped whenever members of two builds would apply the same log differently
 /// (RKP3: writes refer to their connection's recorded identities), so that they never mix.
 const MAGIC: u32 = 0x524b_5033;
+/// The settings text a hello carries is at most this long, in bytes.
+pub const MAX_SETTINGS_BYTES: usize = 256;
 /// The handshake's frames are this small; a longer one is refused before it is read.
-pub const MAX_HANDSHAKE_FRAME: usize = 1 + NONCE_BYTES + MAC_BYTES; // the challenge, the largest
+pub const MAX_HANDSHAKE_FRAME: usize = 1 + 4 + 16 + NONCE_BYTES + 2 + MAX_SETTINGS_BYTES; // the hello
 
 const HELLO: u8 = 1;
 const RAFT: u8 = 2;
@@ -51,6 +53,8 @@ pub enum PeerProtoError {
     NotAPeer(u64),
     #[error("member {0} sent no proof")]
     NoProof(u64),
+    #[error("member {from} runs with other settings that every member must share: {differences}")]
+    SettingsDiffer { from: u64, differences: String },
     #[error(transparent)]
     Auth(#[from] PeerAuthError),
 }
@@ -61,12 +65,19 @@ pub struct Dialing {
     from: u64,
     to: u64,
     nonce: Nonce,
+    settings: String,
 }
 
 impl Dialing {
-    /// Member `from` dials member `to`; `nonce` fresh from a random source.
-    pub fn new(from: u64, to: u64, nonce: Nonce) -> Dialing {
-        Dialing { from, to, nonce }
+    /// Member `from` dials member `to`; `nonce` fresh from a random source; `settings` the
+    /// ones every member must share (see `PeerMsg::Hello`).
+    pub fn new(from: u64, to: u64, nonce: Nonce, settings: &str) -> Dialing {
+        Dialing {
+            from,
+            to,
+            nonce,
+            settings: settings.to_string(),
+        }
     }
 
     pub fn hello(&self) -> PeerMsg {
@@ -74,6 +85,7 @@ impl Dialing {
             from: self.from,
             to: self.to,
             nonce: self.nonce,
+            settings: self.settings.clone(),
         }
     }
 
@@ -97,8 +109,15 @@ impl Dialing {
 
 #[derive(Debug, PartialEq)]
 pub enum PeerMsg {
-    /// First frame of a connection: who dialed, whom it meant to reach, and its nonce.
-    Hello { from: u64, to: u64, nonce: Nonce },
+    /// First frame of a connection: who dialed, whom it meant to reach, its nonce, and the
+    /// settings every member must share (`key=value` words: members applying the same log
+    /// with different ones would diverge), which the acceptor compares with its own.
+    Hello {
+        from: u64,
+        to: u64,
+        nonce: Nonce,
+        settings: String,
+    },
     /// The acceptor's answer to a hello: its nonce, and its proof of the secret.
     Challenge { nonce: Nonce, mac: Tag },
     /// The dialer's proof of the secret, ending the handshake.
@@ -130,12 +149,23 @@ pub fn encode(msg: &PeerMsg, out: &mut Vec<u8>) -> Result<(), PeerProtoError> {
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
     match msg {
-        PeerMsg::Hello { from, to, nonce } => {
+        PeerMsg::Hello {
+            from,
+            to,
+            nonce,
+            settings,
+        } => {
+            if settings.len() > MAX_SETTINGS_BYTES {
+                out.truncate(start);
+                return Err(PeerProtoError::Malformed("hello settings"));
+            }
             out.push(HELLO);
             out.extend_from_slice(&MAGIC.to_le_bytes());
             out.extend_from_slice(&from.to_le_bytes());
             out.extend_from_slice(&to.to_le_bytes());
             out.extend_from_slice(nonce);
+            out.extend_from_slice(&(settings.len() as u16).to_le_bytes());
+            out.extend_from_slice(settings.as_bytes());
         }
         PeerMsg::Challenge { nonce, mac } => {
             out.push(CHALLENGE);
@@ -213,7 +243,8 @@ pub fn decode(body: &[u8]) -> Result<PeerMsg, PeerProtoError> {
         .ok_or(PeerProtoError::Malformed("empty"))?;
     match kind {
         HELLO => {
-            if payload.len() != 20 + NONCE_BYTES || payload[..4] != MAGIC.to_le_bytes() {
+            const FIXED: usize = 20 + NONCE_BYTES + 2;
+            if payload.len() < FIXED || payload[..4] != MAGIC.to_le_bytes() {
                 return Err(PeerProtoError::BadHello);
             }
             let word = |at: usize| {
@@ -221,10 +252,18 @@ pub fn decode(body: &[u8]) -> Result<PeerMsg, PeerProtoError> {
                 b.copy_from_slice(&payload[at..at + 8]);
                 u64::from_le_bytes(b)
             };
+            let len = u16::from_le_bytes([payload[FIXED - 2], payload[FIXED - 1]]) as usize;
+            if len > MAX_SETTINGS_BYTES || payload.len() != FIXED + len {
+                return Err(PeerProtoError::BadHello);
+            }
+            let settings = std::str::from_utf8(&payload[FIXED..])
+                .map_err(|_| PeerProtoError::BadHello)?
+                .to_string();
             Ok(PeerMsg::Hello {
                 from: word(4),
                 to: word(12),
-                nonce: array(&payload[20..]).ok_or(PeerProtoError::BadHello)?,
+                nonce: array(&payload[20..20 + NONCE_BYTES]).ok_or(PeerProtoError::BadHello)?,
+                settings,
             })
         }
         CHALLENGE => {
@@ -288,6 +327,42 @@ pub fn decode(body: &[u8]) -> Result<PeerMsg, PeerProtoError> {
     }
 }
 
+/// Which `key=value` words of two settings texts differ, for the operator.
+fn differences(from: u64, theirs: &str, ours: &str) -> String {
+    let pairs = |text: &str| -> Vec<(String, String)> {
+        text.split_whitespace()
+            .map(|w| {
+                let (k, v) = w.split_once('=').unwrap_or((w, ""));
+                (k.to_string(), v.to_string())
+            })
+            .collect()
+    };
+    let (theirs, ours) = (pairs(theirs), pairs(ours));
+    let value = |list: &[(String, String)], key: &str| {
+        list.iter()
+            .find(|(k, _)| k == key)
+            .map_or("(none)".to_string(), |(_, v)| v.clone())
+    };
+    let mut keys: Vec<&str> = theirs
+        .iter()
+        .chain(&ours)
+        .map(|(k, _)| k.as_str())
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| value(&theirs, k) != value(&ours, k))
+        .map(|k| {
+            format!(
+                "{k} is {} on member {from}, {} here",
+                value(&theirs, k),
+                value(&ours, k)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 fn array<const N: usize>(bytes: &[u8]) -> Option<[u8; N]> {
     bytes.try_into().ok()
 }
@@ -299,10 +374,12 @@ pub struct Accepting {
 }
 
 impl Accepting {
-    /// Member `me` received `hello`; `is_peer` says whether an id is one of its peers (not
-    /// itself); `nonce` fresh from a random source. Returns the challenge to send.
+    /// Member `me`, whose shared settings are `settings`, received `hello`; `is_peer` says
+    /// whether an id is one of its peers (not itself); `nonce` fresh from a random source.
+    /// Returns the challenge to send.
     pub fn new(
         me: u64,
+        settings: &str,
         hello: PeerMsg,
         is_peer: impl Fn(u64) -> bool,
         nonce: Nonce,
@@ -312,6 +389,7 @@ impl Accepting {
             from,
             to,
             nonce: dial_nonce,
+            settings: theirs,
         } = hello
         else {
             return Err(PeerProtoError::NoHello);
@@ -321,6 +399,12 @@ impl Accepting {
         }
         if from == me || !is_peer(from) {
             return Err(PeerProtoError::NotAPeer(from));
+        }
+        if theirs != settings {
+            return Err(PeerProtoError::SettingsDiffer {
+                from,
+                differences: differences(from, &theirs, settings),
+            });
         }
         let exchange = Exchange {
             from,
@@ -371,7 +455,27 @@ mod tests {
             from: 2,
             to: 3,
             nonce: [5; NONCE_BYTES],
+            settings: SETTINGS.into(),
         });
+        round_trip(PeerMsg::Hello {
+            from: 2,
+            to: 3,
+            nonce: [5; NONCE_BYTES],
+            settings: String::new(),
+        });
+        let mut frame = Vec::new();
+        let long = PeerMsg::Hello {
+            from: 2,
+            to: 3,
+            nonce: [5; NONCE_BYTES],
+            settings: "x".repeat(MAX_SETTINGS_BYTES),
+        };
+        encode(&long, &mut frame).unwrap();
+        assert_eq!(
+            frame.len() - 4,
+            MAX_HANDSHAKE_FRAME,
+            "the longest hello fits"
+        );
         round_trip(PeerMsg::Challenge {
             nonce: [1; NONCE_BYTES],
             mac: [2; MAC_BYTES],
@@ -420,13 +524,40 @@ mod tests {
 
     const KEY: &[u8] = b"the ensemble's secret, 32 bytes.";
 
+    const SETTINGS: &str = "ttl_enabled=true max_sessions=1048576";
+
     fn accept(key: &[u8], hello: PeerMsg) -> Result<(Accepting, PeerMsg), PeerProtoError> {
-        Accepting::new(3, hello, |id| [1, 2].contains(&id), [4; NONCE_BYTES], key)
+        let is_peer = |id| [1, 2].contains(&id);
+        Accepting::new(3, SETTINGS, hello, is_peer, [4; NONCE_BYTES], key)
+    }
+
+    #[test]
+    fn a_member_with_other_shared_settings_is_refused() {
+        let hello = Dialing::new(
+            2,
+            3,
+            [8; NONCE_BYTES],
+            "ttl_enabled=false max_sessions=1048576",
+        )
+        .hello();
+        let Err(PeerProtoError::SettingsDiffer { from, differences }) = accept(KEY, hello) else {
+            panic!("accepted");
+        };
+        assert_eq!(from, 2);
+        assert_eq!(differences, "ttl_enabled is false on member 2, true here");
+        let hello = Dialing::new(2, 3, [8; NONCE_BYTES], "ttl_enabled=true").hello();
+        let Err(PeerProtoError::SettingsDiffer { differences, .. }) = accept(KEY, hello) else {
+            panic!("accepted");
+        };
+        assert_eq!(
+            differences,
+            "max_sessions is (none) on member 2, 1048576 here"
+        );
     }
 
     #[test]
     fn a_handshake_between_holders_of_the_key() {
-        let dialing = Dialing::new(2, 3, [8; NONCE_BYTES]);
+        let dialing = Dialing::new(2, 3, [8; NONCE_BYTES], SETTINGS);
         let (accepting, challenge) = accept(KEY, dialing.hello()).unwrap();
         assert_eq!(accepting.claimed(), 2);
         let proof = dialing.proof(KEY, challenge).unwrap();
@@ -435,14 +566,14 @@ mod tests {
 
     #[test]
     fn either_side_refuses_a_peer_without_the_key() {
-        let dialing = Dialing::new(2, 3, [8; NONCE_BYTES]);
+        let dialing = Dialing::new(2, 3, [8; NONCE_BYTES], SETTINGS);
         let (_, challenge) = accept(b"another secret", dialing.hello()).unwrap();
         assert!(matches!(
             dialing.proof(KEY, challenge),
             Err(PeerProtoError::Auth(_))
         ));
         let (accepting, challenge) = accept(KEY, dialing.hello()).unwrap();
-        let proof = Dialing::new(2, 3, [8; NONCE_BYTES])
+        let proof = Dialing::new(2, 3, [8; NONCE_BYTES], SETTINGS)
             .proof(KEY, challenge)
             .unwrap();
         let forged = PeerMsg::Proof {
@@ -457,7 +588,7 @@ mod tests {
 
     #[test]
     fn hellos_that_are_refused_before_any_proof() {
-        let hello = |from, to| Dialing::new(from, to, [8; NONCE_BYTES]).hello();
+        let hello = |from, to| Dialing::new(from, to, [8; NONCE_BYTES], SETTINGS).hello();
         assert!(matches!(
             accept(KEY, hello(2, 4)),
             Err(PeerProtoError::WrongMember {
@@ -478,7 +609,7 @@ mod tests {
             accept(KEY, PeerMsg::Attached(1)),
             Err(PeerProtoError::NoHello)
         ));
-        let dialing = Dialing::new(2, 3, [8; NONCE_BYTES]);
+        let dialing = Dialing::new(2, 3, [8; NONCE_BYTES], SETTINGS);
         let (accepting, _) = accept(KEY, dialing.hello()).unwrap();
         assert!(matches!(
             accepting.check(KEY, PeerMsg::Attached(1)),

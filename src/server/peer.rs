@@ -343,7 +343,8 @@ async fn dial_handshake(
     to: u64,
     shared: &Shared,
 ) -> Result<(), String> {
-    let dialing = Dialing::new(me, to, rand::random());
+    let settings = shared.config.machine_config().shared_settings();
+    let dialing = Dialing::new(me, to, rand::random(), &settings);
     let mut frame = Vec::new();
     encode(&dialing.hello(), &mut frame)?;
     stream.write_all(&frame).await.map_err(|e| e.to_string())?;
@@ -367,6 +368,7 @@ async fn accept_handshake(
     let hello = read_msg(stream, peer::MAX_HANDSHAKE_FRAME).await?;
     let (accepting, challenge) = Accepting::new(
         shared.config.server_id,
+        &shared.config.machine_config().shared_settings(),
         hello,
         |id| accepted.known.borrow().contains(&id),
         rand::random(),
@@ -561,9 +563,8 @@ async fn within<T>(
 /// its own, then `msg` (raft's MsgSnapshot) to end it. Blocking: runs on a thread, so the
 /// leader's executor (and its clients) never wait for a large transfer.
 pub fn send_snapshot(
-    me: u64,
+    shared: &Shared,
     to: u64,
-    key: &[u8],
     addr: SocketAddr,
     view: &crate::machine::View,
     meta: &crate::snapshot::Meta,
@@ -575,7 +576,7 @@ pub fn send_snapshot(
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(Duration::from_secs(30)));
     let _ = stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
-    dial_handshake_blocking(&mut stream, me, to, key)?;
+    dial_handshake_blocking(&mut stream, shared, to)?;
     let mut out = std::io::BufWriter::with_capacity(WRITE_BATCH, stream);
     let mut frame = Vec::new();
     let mut chunk = Vec::with_capacity(SNAPSHOT_CHUNK);
@@ -605,12 +606,12 @@ pub fn send_snapshot(
 /// The dialer's handshake on a blocking stream (the snapshot sender's thread).
 fn dial_handshake_blocking(
     stream: &mut std::net::TcpStream,
-    me: u64,
+    shared: &Shared,
     to: u64,
-    key: &[u8],
 ) -> Result<(), String> {
     use std::io::{Read, Write};
-    let dialing = Dialing::new(me, to, rand::random());
+    let settings = shared.config.machine_config().shared_settings();
+    let dialing = Dialing::new(shared.config.server_id, to, rand::random(), &settings);
     let mut frame = Vec::new();
     encode(&dialing.hello(), &mut frame)?;
     stream.write_all(&frame).map_err(|e| e.to_string())?;
@@ -623,7 +624,9 @@ fn dial_handshake_blocking(
     let mut body = vec![0; len];
     stream.read_exact(&mut body).map_err(|e| e.to_string())?;
     let answer = peer::decode(&body).map_err(|e| e.to_string())?;
-    let proof = dialing.proof(key, answer).map_err(|e| e.to_string())?;
+    let proof = dialing
+        .proof(secret(shared), answer)
+        .map_err(|e| e.to_string())?;
     encode(&proof, &mut frame)?;
     stream.write_all(&frame).map_err(|e| e.to_string())
 }

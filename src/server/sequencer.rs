@@ -116,10 +116,7 @@ pub async fn run(
         .detach();
     }
 
-    let machine_config = MachineConfig {
-        ttl_enabled: config.ttl_enabled,
-        ..Default::default()
-    };
+    let machine_config = config.machine_config();
     let snap_dir = snapshots::dir_of(&config.data_dir);
     let started = Instant::now();
     // The snapshot loads on a thread of its own while this executor reads the log.
@@ -1303,12 +1300,11 @@ impl Sequencer {
             index,
             "member is behind the log this leader keeps; sending a snapshot"
         );
-        let (me, tx) = (self.shared.config.server_id, self.inbox_tx.clone());
-        let key = super::peer::secret(&self.shared).to_vec();
+        let (shared, tx) = (self.shared.clone(), self.inbox_tx.clone());
         let spawned = std::thread::Builder::new()
             .name("rk-snapshot-send".into())
             .spawn(move || {
-                let result = super::peer::send_snapshot(me, to, &key, addr, &view, &meta, msg);
+                let result = super::peer::send_snapshot(&shared, to, addr, &view, &meta, msg);
                 let _ = tx.send_blocking(Event::SnapshotSent { to, result });
             });
         if let Err(e) = spawned {

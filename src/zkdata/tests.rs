@@ -45,7 +45,7 @@ fn names(prefix: &str) -> Vec<String> {
 fn scratch() -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let v2 = tmp.path().join("version-2");
-    fs::create_dir(&v2).expect("mkdir");
+    crate::log::durable::create_dir_all(&v2).expect("mkdir");
     for e in fs::read_dir(fixture_v2()).expect("fixture dir") {
         let e = e.expect("entry");
         fs::copy(e.path(), v2.join(e.file_name())).expect("copy");
@@ -170,8 +170,8 @@ fn version2_dir_and_separate_log_dir_are_accepted() {
 
     let tmp = tempfile::tempdir().expect("tempdir");
     let (data, logs) = (tmp.path().join("data"), tmp.path().join("logs"));
-    fs::create_dir_all(data.join("version-2")).expect("mkdir");
-    fs::create_dir_all(logs.join("version-2")).expect("mkdir");
+    crate::log::durable::create_dir_all(&data.join("version-2")).expect("mkdir");
+    crate::log::durable::create_dir_all(&logs.join("version-2")).expect("mkdir");
     for e in fs::read_dir(fixture_v2()).expect("fixture") {
         let e = e.expect("entry");
         let name = e.file_name();
@@ -268,7 +268,8 @@ fn no_valid_snapshot_is_an_error_naming_them() {
 fn compressed_snapshot_is_refused_clearly() {
     let (_tmp, v2) = scratch();
     let newest = names("snapshot.").pop().expect("snapshot");
-    fs::rename(v2.join(&newest), v2.join(format!("{newest}.snappy"))).expect("rename");
+    crate::log::durable::rename(&v2.join(&newest), &v2.join(format!("{newest}.snappy")))
+        .expect("rename");
     let err = load_dir(&v2, None).expect_err("compressed");
     assert!(
         matches!(

@@ -23,9 +23,15 @@ def frame(kind, payload=b""):
     return struct.pack("<I", 1 + len(payload)) + bytes([kind]) + payload
 
 
-def hello(sender, receiver, nonce=None):
+# The settings every member must share, as harness.Ensemble's members run
+# (MachineConfig::shared_settings): a hello with others is refused.
+SETTINGS = b"ttl_enabled=true max_sessions=1048576"
+
+
+def hello(sender, receiver, nonce=None, settings=SETTINGS):
     nonce = nonce if nonce is not None else os.urandom(32)
-    return frame(HELLO, struct.pack("<IQQ", MAGIC, sender, receiver) + nonce), nonce
+    body = struct.pack("<IQQ", MAGIC, sender, receiver) + nonce
+    return frame(HELLO, body + struct.pack("<H", len(settings)) + settings), nonce
 
 
 def _mac(key, label, sender, receiver, dial_nonce, accept_nonce):

@@ -1,6 +1,6 @@
 """Replays the golden wire vectors captured from Apache ZooKeeper 3.8.0 against ringkeeper.
 
-The vectors live outside the repository, in ../shared/testdata/zk-wire/vectors.jsonl (read its
+The vectors are in tests/testdata/zk-wire/vectors.jsonl (read its
 README.md first): 127 request/response exchanges in capture order, grouped in three phases.
 Each phase runs against its own fresh ringkeeper with the settings the capture used:
 
@@ -52,14 +52,8 @@ import zkwire
 
 pytestmark = pytest.mark.ringkeeper_only
 
-GOLDEN_DIR = harness.REPO_ROOT.parent / "shared" / "testdata" / "zk-wire"
+GOLDEN_DIR = harness.REPO_ROOT / "tests" / "testdata" / "zk-wire"
 VECTORS_PATH = GOLDEN_DIR / "vectors.jsonl"
-if not VECTORS_PATH.is_file():
-    pytest.skip(
-        "golden vectors not found at %s (../shared/testdata/zk-wire/vectors.jsonl from the repo root)"
-        % VECTORS_PATH,
-        allow_module_level=True,
-    )
 
 VECTORS = [json.loads(line) for line in VECTORS_PATH.read_text().splitlines() if line.strip()]
 PHASES = list(dict.fromkeys(v["phase"] for v in VECTORS))
