@@ -334,3 +334,30 @@ def test_identities_per_session_are_bounded(server, kazoo_clients):
     bystander.set("/auth-bystander", b"1")
     assert bystander.get("/auth-bystander")[0] == b"1"
     assert can_handshake(server)
+
+
+# ----------------------------------------------------------------------------
+# requests in flight per connection
+
+
+@ringkeeper_only
+@pytest.mark.timeout(60)
+def test_requests_in_flight_per_connection_are_bounded(server_factory):
+    """--max-outstanding-per-conn: reads queued behind a connection's writes
+    (answered in order, after them) stop the server reading that connection
+    once the limit is reached; every request is still answered, in order.
+    (The setting was once parsed and ignored: a hard-coded 1024 applied.)"""
+    server = server_factory(extra_args=["--max-outstanding-per-conn", "4"])
+    before = int(mntr(server)["rk_reads_paused"])
+    writes, reads = 20, 200
+    frames = [zkwire.frame(zkwire.request_header(1 + i, zkwire.OP_CREATE)
+                           + zkwire.create_body("/inflight-%d" % i)) for i in range(writes)]
+    frames += [zkwire.frame(zkwire.request_header(1 + writes + i, zkwire.OP_EXISTS)
+                            + zkwire.path_watch_body("/inflight-0")) for i in range(reads)]
+    with zkwire.connect(server.addr) as c:
+        c.send_raw(b"".join(frames))
+        replies = [c._next_reply(30) for _ in range(writes + reads)]
+        c.close_session()
+    assert [r.xid for r in replies] == list(range(1, 1 + writes + reads))
+    assert all(r.err == 0 for r in replies), [r.err for r in replies if r.err]
+    assert int(mntr(server)["rk_reads_paused"]) > before
