@@ -18,6 +18,7 @@ pub mod machine;
 pub mod proto;
 pub mod raft_guard;
 pub mod reconfig;
+pub mod replica;
 pub mod server;
 pub mod session;
 pub mod snapshot;

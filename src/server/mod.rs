@@ -55,33 +55,7 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
 }
 
-/// Routing tag of a request: which member process, shard and connection waits for it. Every
-/// member applies every command, and only the one whose process sent it finds the connection.
-/// Layout: instance (24 bits: member id, then 16 random bits per process start) | shard (8)
-/// | connection (32; each shard starts counting at a random number, so a command of an
-/// earlier process that commits late finds no connection even if the instance bits repeat).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Origin(pub u64);
-
-impl Origin {
-    pub fn new(instance: u32, shard: u16, conn: u32) -> Origin {
-        debug_assert!(instance < 1 << 24 && shard < 256);
-        Origin(((instance as u64) << 40) | ((shard as u64 & 0xff) << 32) | conn as u64)
-    }
-    pub fn instance(self) -> u32 {
-        (self.0 >> 40) as u32
-    }
-    /// The member whose process made this origin.
-    pub fn member(self) -> u64 {
-        u64::from(self.instance() >> 16)
-    }
-    pub fn shard(self) -> u16 {
-        ((self.0 >> 32) & 0xff) as u16
-    }
-    pub fn conn(self) -> u32 {
-        self.0 as u32
-    }
-}
+pub use crate::txn::Origin;
 
 /// This process's instance bits for `Origin` (never all ones: `u64::MAX` is the reaper's).
 fn new_instance(member: u64) -> u32 {

@@ -5,7 +5,6 @@
 //! next), and once durable (on a quorum) it is applied and the result fanned out to every
 //! shard. Nothing waits on a timer: batch size follows load.
 
-use std::collections::HashSet;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -24,32 +23,19 @@ use crate::machine::{Machine, MachineConfig};
 use crate::proto::peer::PeerMsg;
 use crate::proto::types::{ErrorCode, Id, SessionId};
 use crate::reconfig::{self, CONFIG_NODE};
-use crate::session::ExpiryTracker;
-use crate::txn::{Applied, Batch, Command, Op, OpResult, ReconfigOp};
+use crate::replica::intake::{self, Forwarded, Intake, Proposal, MAX_BATCH_COMMANDS};
+use crate::replica::snapshot_schedule::SnapshotSchedule;
+use crate::replica::syncs::Syncs;
+use crate::replica::transfers::{Send, Transfers};
+use crate::txn::{Applied, Batch, Command, Op, ReconfigOp};
 use raft::eraftpb::{ConfChangeV2, EntryType, MessageType};
 
-/// Most commands in one proposal; more wait for the next.
-const MAX_BATCH_COMMANDS: usize = 4096;
 /// Log bytes waiting for the disk above which nothing new is proposed: commands wait in
 /// `pending` (bounded upstream by each connection's limit) instead of piling up in the log's
 /// buffer, which refuses to grow past its own hard limit.
 const MAX_LOG_BACKLOG: usize = 16 << 20;
-/// Bytes a log record adds to an entry's data (header, index, term, alignment), rounded up.
-const ENTRY_OVERHEAD: usize = 128;
-/// The log since the last snapshot must reach 1/this of its size before the next one.
-const SNAPSHOT_LOG_RATIO: u64 = 4;
-/// After a failed snapshot, the next attempt waits this long.
-const SNAPSHOT_RETRY: Duration = Duration::from_secs(10);
-/// A sync's ReadIndex request is repeated this often until answered (raft drops it while no
-/// leader is known, or while a new leader has not committed in its term).
-const SYNC_RETRY: Duration = Duration::from_millis(500);
-/// A member that received a snapshot and has not said it installed it within this (plus
-/// one second per 10 MB: it decodes and fsyncs it) is sent another.
-const SNAPSHOT_INSTALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// The leader sends its tree digest this often; members keep their own for this many entries.
 const DIGEST_INTERVAL: Duration = Duration::from_secs(1);
-/// Origin of the reaper's commands (no connection waits for them).
-const REAPER_ORIGIN: u64 = u64::MAX;
 
 enum Event {
     Shard(ToSequencer),
@@ -179,10 +165,10 @@ pub async fn run(
         )));
     }
     let replayed = entries.len();
-    let mut schedule = SnapshotSchedule::default();
+    let mut last_snapshot_bytes = 0;
     let (machine, snapshot_at, snapshot_members) = match loaded {
         Some(l) => {
-            schedule.last_bytes = std::fs::metadata(&l.path).map_or(0, |m| m.len());
+            last_snapshot_bytes = std::fs::metadata(&l.path).map_or(0, |m| m.len());
             let members = l.meta.membership();
             (l.machine, Some((l.meta.index, l.meta.term)), Some(members))
         }
@@ -218,22 +204,19 @@ pub async fn run(
         wal: Rc::new(wal),
         consensus,
         machine,
-        tracker: ExpiryTracker::new(config.tick_time_ms as i64),
+        intake: Intake::new(config.tick_time_ms as i64),
         links,
         inbox_tx,
-        pending: Vec::new(),
         last_time_ms: 0,
-        reaping: HashSet::new(),
         next_reap: Instant::now(),
         last_tick: Instant::now(),
         unpersisted: 0,
-        reaps_in_flight: 0,
         replay_until: None,
         round: 0,
         snap_dir,
-        snapshots: schedule,
+        snapshots: SnapshotSchedule::new(config.snap_count, config.snap_bytes, last_snapshot_bytes),
+        clock: Instant::now(),
         applied_index: snap_index,
-        refused: Default::default(),
         max_entry_bytes: (config.log_segment_bytes as usize)
             .min(crate::log::record::MAX_PAYLOAD_LEN),
         compaction: None,
@@ -243,13 +226,9 @@ pub async fn run(
         config_zxid: -1,
         known_leader: None,
         published_first: false,
-        syncs: Default::default(),
-        next_sync: 1,
-        ready_syncs: Vec::new(),
+        syncs: Syncs::new(shared.instance),
         machine_config,
-        transfers: HashSet::new(),
-        owners: Default::default(),
-        installs: Default::default(),
+        transfers: Transfers::default(),
         installing: false,
         incoming: None,
         installed: None,
@@ -280,30 +259,25 @@ struct Sequencer {
     wal: Rc<Wal>,
     consensus: Consensus,
     machine: Machine,
-    tracker: ExpiryTracker,
+    /// The commands waiting to be proposed, and the leader's rules on them.
+    intake: Intake,
     links: Vec<ConnectedSender<ToShard>>,
     inbox_tx: async_channel::Sender<Event>,
-    pending: Vec<Command>,
     last_time_ms: i64,
-    /// Paths with a reaper delete in flight, so a slow commit does not propose them twice.
-    reaping: HashSet<String>,
     next_reap: Instant,
     last_tick: Instant,
     /// Readies submitted to the log and not yet durable.
     unpersisted: usize,
-    /// Reaper deletes proposed and not yet applied; `reaping` is cleared when this drops to 0.
-    reaps_in_flight: usize,
     /// Until the replayed log is applied, the member does not serve.
     replay_until: Option<u64>,
     /// Apply rounds published so far.
     round: u64,
     snap_dir: std::path::PathBuf,
     snapshots: SnapshotSchedule,
+    /// The origin of the monotonic milliseconds the sans-IO parts take (`mono_ms`).
+    clock: Instant,
     /// The last log index applied.
     applied_index: u64,
-    /// Writes refused for lack of disk space, each answered once every entry up to its index
-    /// is applied (so that each connection's replies stay in order).
-    refused: std::collections::VecDeque<(u64, Applied)>,
     /// The largest log entry the log accepts (see `seal`).
     max_entry_bytes: usize,
     /// The latest log compaction (it holds the log until it ends; each waits for the one
@@ -321,19 +295,11 @@ struct Sequencer {
     known_leader: Option<u64>,
     /// Whether the shards have their first view (they listen only once they do).
     published_first: bool,
-    /// sync requests waiting for their ReadIndex, by context number.
-    syncs: std::collections::HashMap<u64, SyncWait>,
-    next_sync: u64,
-    /// syncs with a read index: (index, origin, xid), answered once `index` is applied.
-    ready_syncs: Vec<(u64, u64, i32)>,
+    /// sync requests, waiting for their read index or for it to be applied.
+    syncs: Syncs,
     machine_config: MachineConfig,
-    /// Members a snapshot is being streamed to (one at a time each).
-    transfers: HashSet<u64>,
-    /// Members that received a snapshot and have not acknowledged it yet, and until when
-    /// that is waited for.
-    installs: std::collections::HashMap<u64, Instant>,
-    /// On the leader: the member each session was last attached on (see `session_moved`).
-    owners: std::collections::HashMap<SessionId, u64>,
+    /// Snapshots streamed to members that fell behind.
+    transfers: Transfers,
     /// A snapshot from the leader is being checked and stored.
     installing: bool,
     /// The state of the last snapshot received, for raft to install: (index, machine).
@@ -348,25 +314,6 @@ struct Sequencer {
     /// An installed snapshot's (ready number, index): raft hears it is applied once that
     /// ready is durable.
     installed: Option<(u64, u64)>,
-}
-
-struct SyncWait {
-    origin: u64,
-    xid: i32,
-    asked: Instant,
-}
-
-/// When the next snapshot is due.
-#[derive(Default)]
-struct SnapshotSchedule {
-    /// Commands and log bytes applied since the last snapshot began.
-    commands: u64,
-    bytes: u64,
-    running: bool,
-    /// After a failure, no new attempt before this.
-    not_before: Option<Instant>,
-    /// Size of the last snapshot written.
-    last_bytes: u64,
 }
 
 /// A snapshot written by the background thread (or why not).
@@ -400,7 +347,7 @@ impl Sequencer {
             let stopping = self.shared.shutdown.load(Ordering::SeqCst);
             if stopping {
                 // Writes not yet proposed were never acknowledged: drop them; finish the rest.
-                self.pending.clear();
+                self.intake.clear();
             }
             self.propose()?;
             self.pump().await?;
@@ -420,22 +367,13 @@ impl Sequencer {
                     .metrics
                     .sequencer_commands
                     .add(cmds.len() as u64);
-                self.pending.extend(cmds);
+                self.intake.push(cmds);
             }
             Event::Shard(ToSequencer::Touch(sessions)) => self.touch(sessions),
             Event::Shard(ToSequencer::Sync { origin, xid }) => {
-                let ctx = self.next_sync;
-                self.next_sync += 1;
-                self.syncs.insert(
-                    ctx,
-                    SyncWait {
-                        origin: origin.0,
-                        xid,
-                        asked: Instant::now(),
-                    },
-                );
-                self.consensus
-                    .read_index(sync_ctx(self.shared.instance, ctx));
+                let now = self.mono_ms();
+                let ctx = self.syncs.ask(origin.0, xid, now);
+                self.consensus.read_index(ctx);
             }
             Event::Shard(ToSequencer::Attach { session, origin }) => {
                 // Another connection of this member holding the session is stale: it closes.
@@ -476,18 +414,16 @@ impl Sequencer {
                 self.receive_snapshot(from, data, msg)
             }
             Event::SnapshotSent { to, result } => {
-                self.transfers.remove(&to);
+                let now = self.mono_ms();
                 match result {
                     Ok(bytes) => {
-                        // Not reported to raft yet: it would probe at once, the member (still
-                        // storing and decoding) would refuse, and raft would ask for the whole
-                        // snapshot again. raft moves on when the member acknowledges it.
+                        // Reported to raft once the member acknowledges it (see `transfers`).
                         tracing::info!(peer = to, bytes, "snapshot sent");
-                        let wait = SNAPSHOT_INSTALL_TIMEOUT + Duration::from_millis(bytes / 10_000);
-                        self.installs.insert(to, Instant::now() + wait);
+                        self.transfers.sent(to, Some(bytes), now);
                     }
                     Err(e) => {
                         tracing::warn!(peer = to, "sending a snapshot failed: {e}");
+                        self.transfers.sent(to, None, now);
                         self.consensus.snapshot_sent(to, false);
                     }
                 }
@@ -536,28 +472,24 @@ impl Sequencer {
             },
             PeerMsg::RaftRefused(reason) => self.refused(from, &reason),
             PeerMsg::Forward(commands) => {
-                let n = commands.len() as u64;
-                // A member forwards its own clients' writes, nothing else: a forward with a
-                // command made on another member, or not a client's, is refused whole.
-                let foreign = commands
-                    .iter()
-                    .find(|c| Origin(c.origin).member() != from || !c.is_client_write());
-                if let Some(c) = foreign {
-                    self.shared.metrics.peer_frames_refused.inc();
-                    tracing::warn!(
-                        peer = from,
-                        origin_member = Origin(c.origin).member(),
-                        session = c.session,
-                        "refused a forward that is not this member's to send"
-                    );
-                    return;
-                }
-                if self.consensus.is_leader() {
-                    self.shared.metrics.forwarded_in.add(n);
-                    self.pending.extend(commands);
-                } else {
-                    // The sender sees the leader change soon and closes those connections.
-                    self.shared.metrics.forwards_dropped.add(n);
+                match self
+                    .intake
+                    .forward(from, commands, self.consensus.is_leader())
+                {
+                    Forwarded::Taken(n) => self.shared.metrics.forwarded_in.add(n as u64),
+                    Forwarded::Dropped(n) => self.shared.metrics.forwards_dropped.add(n as u64),
+                    Forwarded::Refused {
+                        origin_member,
+                        session,
+                    } => {
+                        self.shared.metrics.peer_frames_refused.inc();
+                        tracing::warn!(
+                            peer = from,
+                            origin_member,
+                            session,
+                            "refused a forward that is not this member's to send"
+                        );
+                    }
                 }
             }
             PeerMsg::Touch(sessions) => {
@@ -616,27 +548,9 @@ impl Sequencer {
     /// SessionMoved (`refuse_moved`), as in ZooKeeper, whose leader tracks the same owner.
     /// A new leader knows no owners until sessions attach again (its clients reconnect).
     fn session_moved(&mut self, session: SessionId, member: u64) {
-        if self.consensus.is_leader() && self.machine.has_session(session) {
-            self.owners.insert(session, member);
-        }
-    }
-
-    /// On the leader, before proposing: writes on a session from a member it no longer
-    /// lives on fail with SessionMoved (through the log, in their connection's order).
-    fn refuse_moved(&mut self) {
-        if self.owners.is_empty() {
-            return;
-        }
-        for c in &mut self.pending {
-            if c.session == 0 || matches!(c.op, Op::CreateSession { .. }) {
-                continue;
-            }
-            let member = Origin(c.origin).member();
-            if self.owners.get(&c.session).is_some_and(|&o| o != member) {
-                c.op = Op::Fail(ErrorCode::SessionMoved);
-                self.shared.metrics.sessions_moved.inc();
-            }
-        }
+        let live = self.machine.has_session(session);
+        self.intake
+            .attached(session, member, self.consensus.is_leader(), live);
     }
 
     /// Closes this member's connections holding `session`, but `keep`.
@@ -656,22 +570,16 @@ impl Sequencer {
             return;
         }
         let now = self.now_ms();
-        for (session, timeout) in sessions {
-            // Activity reported after the session was closed must not bring it back
-            // (it would only be expired again, for a log write).
-            if self.machine.has_session(session) {
-                self.tracker.touch(session, timeout, now);
-            }
-        }
+        let machine = &self.machine;
+        self.intake
+            .touch(sessions, now, |session| machine.has_session(session));
     }
 
     /// Connections with a write in flight are closed, and writes not yet proposed dropped:
     /// the old leader may have lost them, and their clients would wait forever. ZooKeeper
     /// drops its clients on a leader change too; they reconnect (same session) and retry.
     fn drop_writers(&mut self, why: &'static str) {
-        self.pending.clear();
-        self.reaping.clear();
-        self.reaps_in_flight = 0;
+        self.intake.clear();
         // Sent by `check_leader`, which can wait for a full link: this must not be lost.
         self.drop_writers = Some(why);
     }
@@ -712,7 +620,7 @@ impl Sequencer {
             if role == Role::Leader && self.replay_until.is_none() {
                 self.restart_session_clocks();
             }
-            self.owners.clear();
+            self.intake.forget_owners();
         }
         if let Some(why) = self.drop_writers.take() {
             for link in &self.links {
@@ -740,9 +648,8 @@ impl Sequencer {
                     "this member is not in the ensemble's configuration"
                 };
                 tracing::warn!("not serving: {why}; clients are disconnected");
-                self.pending.clear();
+                self.intake.clear();
                 self.syncs.clear();
-                self.ready_syncs.clear();
                 for link in &self.links {
                     let _ = link.send(ToShard::Unserve).await;
                 }
@@ -754,23 +661,9 @@ impl Sequencer {
     /// applied since the last one. The view is an O(1) MVCC clone: writes go on meanwhile and
     /// the snapshot is exactly the state at `index`.
     fn maybe_snapshot(&mut self, index: u64, term: u64) {
-        let config = &self.shared.config;
-        let s = &mut self.snapshots;
-        // A snapshot costs in proportion to the whole state, the log it saves in proportion to
-        // what was written since the last one: with a big tree and small writes, snap_count
-        // alone would rewrite hundreds of MB for every few MB of log. So the log since the
-        // last snapshot must also reach a quarter of that snapshot's size (at most 4x write
-        // amplification; a restart replays at most that much log).
-        if s.running
-            || (s.commands < config.snap_count && s.bytes < config.snap_bytes)
-            || s.bytes < s.last_bytes / SNAPSHOT_LOG_RATIO
-            || s.not_before.is_some_and(|t| Instant::now() < t)
-        {
+        if !self.snapshots.start_if_due(self.mono_ms()) {
             return;
         }
-        s.running = true;
-        s.commands = 0;
-        s.bytes = 0;
         let (view, meta) = self.snapshot_view(index, term);
         let (dir, tx) = (self.snap_dir.clone(), self.inbox_tx.clone());
         let spawned = std::thread::Builder::new()
@@ -787,13 +680,12 @@ impl Sequencer {
             });
         if let Err(e) = spawned {
             tracing::error!("cannot start the snapshot thread: {e}");
-            self.snapshots.running = false;
-            self.snapshots.not_before = Some(Instant::now() + SNAPSHOT_RETRY);
+            let now = self.mono_ms();
+            self.snapshots.failed(now);
         }
     }
 
     fn snapshot_done(&mut self, done: SnapshotDone) {
-        self.snapshots.running = false;
         let (path, summary) = match done.result {
             Ok(ok) => ok,
             Err(e) => {
@@ -801,12 +693,12 @@ impl Sequencer {
                 // time, not data. Try again later (on a full disk, once space is freed).
                 tracing::error!(index = done.index, "snapshot failed: {e}; retrying later");
                 self.shared.metrics.snapshot_failures.inc();
-                self.snapshots.not_before = Some(Instant::now() + SNAPSHOT_RETRY);
+                let now = self.mono_ms();
+                self.snapshots.failed(now);
                 return;
             }
         };
-        self.snapshots.not_before = None;
-        self.snapshots.last_bytes = summary.bytes;
+        self.snapshots.written(summary.bytes);
         self.shared.metrics.snapshots_written.inc();
         tracing::info!(
             file = %path.display(),
@@ -856,27 +748,20 @@ impl Sequencer {
             self.last_tick += Duration::from_millis(TICK_MS);
             self.consensus.tick();
         }
-        let consensus = &mut self.consensus;
-        self.installs.retain(|&member, until| {
-            if !consensus.snapshotting(member) {
-                return false; // installed
-            }
-            if Instant::now() < *until {
-                return true;
-            }
+        let mono = self.mono_ms();
+        let consensus = &self.consensus;
+        for member in self
+            .transfers
+            .overdue(mono, |member| consensus.snapshotting(member))
+        {
             tracing::warn!(
                 peer = member,
                 "a snapshot sent was never acknowledged; sending another"
             );
-            consensus.snapshot_sent(member, false);
-            false
-        });
-        for (ctx, wait) in self.syncs.iter_mut() {
-            if wait.asked.elapsed() >= SYNC_RETRY {
-                wait.asked = Instant::now();
-                self.consensus
-                    .read_index(sync_ctx(self.shared.instance, *ctx));
-            }
+            self.consensus.snapshot_sent(member, false);
+        }
+        for ctx in self.syncs.retries(mono) {
+            self.consensus.read_index(ctx);
         }
         self.publish_leader_stats();
         if !self.consensus.is_leader() || self.replay_until.is_some() {
@@ -890,59 +775,44 @@ impl Sequencer {
             });
         }
         let now_ms = self.now_ms();
-        // Expired sessions stay "closing" in the tracker until their expiry is applied.
-        let expired: Vec<SessionId> = self.tracker.expired(now_ms);
-        if !expired.is_empty() {
-            tracing::info!(count = expired.len(), "expiring sessions");
-            self.pending
-                .push(internal(Op::ExpireSessions { sessions: expired }));
-        }
-        if now >= self.next_reap {
+        let reap = now >= self.next_reap;
+        if reap {
             self.next_reap =
                 now + Duration::from_millis(self.shared.config.container_check_interval_ms);
-            for path in self.machine.view().reap_candidates(now_ms) {
-                if self.reaping.insert(path.clone()) {
-                    self.reaps_in_flight += 1;
-                    let mut cmd = internal(Op::DeleteContainer { path });
-                    cmd.origin = REAPER_ORIGIN;
-                    self.pending.push(cmd);
-                }
-            }
+        }
+        let expired = self.intake.tick(now_ms, &self.machine.view(), reap);
+        if expired > 0 {
+            tracing::info!(count = expired, "expiring sessions");
         }
     }
 
     /// Seal the pending commands into one proposal (on the leader), or pass them to the
     /// leader (elsewhere; while no leader is known they wait, and the member does not serve).
     fn propose(&mut self) -> Result<(), ServerError> {
-        if self.pending.is_empty() {
+        if self.intake.is_empty() {
             return Ok(());
         }
         if !self.consensus.is_leader() {
             self.forward();
             return Ok(());
         }
-        self.refuse_moved();
+        let moved = self.intake.refuse_moved();
+        self.shared.metrics.sessions_moved.add(moved as u64);
         if self.wal.out_of_space() {
-            self.refuse_for_space();
+            let instance = self.shared.instance;
+            let (zxid, after) = (self.machine.last_zxid(), self.consensus.last_index());
+            let refused = self.intake.refuse_for_space(instance, zxid, after);
+            self.shared.metrics.writes_rejected.add(refused as u64);
         }
         if self.wal.pending_bytes() > MAX_LOG_BACKLOG {
             self.shared.metrics.log_backpressure.inc();
             return Ok(());
         }
-        while !self.pending.is_empty() {
-            // A reconfig goes in a log entry of its own, in its place among the others.
-            let limit = self.pending.len().min(MAX_BATCH_COMMANDS);
-            let take = self.pending[..limit]
-                .iter()
-                .position(|c| matches!(c.op, Op::Reconfig(_)))
-                .unwrap_or(limit);
-            if take == 0 {
-                let cmd = self.pending.remove(0);
-                self.reconfigure(cmd)?;
-                continue;
+        while let Some(proposal) = self.intake.next_proposal() {
+            match proposal {
+                Proposal::Reconfig(cmd) => self.reconfigure(cmd)?,
+                Proposal::Commands(commands) => self.seal(commands)?,
             }
-            let commands: Vec<Command> = self.pending.drain(..take).collect();
-            self.seal(commands)?;
         }
         Ok(())
     }
@@ -1100,49 +970,38 @@ impl Sequencer {
     /// record limit (a segment's size: a record never spans segments, and an oversized one
     /// would poison the log). A single command that alone is too large fails in its place,
     /// through the log, so every connection's replies stay in order.
-    fn seal(&mut self, mut commands: Vec<Command>) -> Result<(), ServerError> {
-        let mut batch = Batch {
-            time_ms: self.now_ms(),
-            commands: Vec::new(),
-        };
-        loop {
-            batch.commands = commands;
-            let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&batch)
-                .map_err(|e| ServerError::Startup(format!("cannot serialize a batch: {e}")))?;
-            if bytes.len() + ENTRY_OVERHEAD <= self.max_entry_bytes {
-                self.shared.metrics.batches_proposed.inc();
-                self.shared
-                    .metrics
-                    .batch_commands
-                    .record(batch.commands.len() as u64);
-                self.consensus.propose(bytes.to_vec())?;
-                let n = bytes.len() as i64;
-                self.proposal_sizes = Some(match self.proposal_sizes {
-                    Some((_, min, max)) => (n, min.min(n), max.max(n)),
-                    None => (n, n, n),
-                });
-                if self.proposed_at.len() == MAX_BATCH_COMMANDS {
-                    self.proposed_at.pop_front(); // only a latency sample is lost
-                }
-                self.proposed_at
-                    .push_back((self.consensus.last_index(), Instant::now()));
-                return Ok(());
-            }
-            commands = std::mem::take(&mut batch.commands);
-            if commands.len() == 1 {
-                tracing::warn!(
-                    bytes = bytes.len(),
-                    limit = self.max_entry_bytes,
-                    "a write is larger than a log segment holds; failing it (raise log_segment_bytes)"
-                );
-                self.shared.metrics.writes_rejected.inc();
-                commands[0].op = Op::Fail(ErrorCode::MarshallingError);
-                continue;
-            }
-            let second = commands.split_off(commands.len() / 2);
-            self.seal(commands)?;
-            commands = second;
+    /// Proposes `commands` in as many log entries as they need (see `intake::seal`).
+    fn seal(&mut self, commands: Vec<Command>) -> Result<(), ServerError> {
+        let mut oversize = 0;
+        let sealed = intake::seal(commands, self.now_ms(), self.max_entry_bytes, &mut oversize)
+            .map_err(|e| ServerError::Startup(e.to_string()))?;
+        if oversize > 0 {
+            tracing::warn!(
+                writes = oversize,
+                limit = self.max_entry_bytes,
+                "a write is larger than a log segment holds; failing it (raise log_segment_bytes)"
+            );
+            self.shared.metrics.writes_rejected.add(oversize as u64);
         }
+        for batch in sealed {
+            self.shared.metrics.batches_proposed.inc();
+            self.shared
+                .metrics
+                .batch_commands
+                .record(batch.commands as u64);
+            let n = batch.bytes.len() as i64;
+            self.consensus.propose(batch.bytes)?;
+            self.proposal_sizes = Some(match self.proposal_sizes {
+                Some((_, min, max)) => (n, min.min(n), max.max(n)),
+                None => (n, n, n),
+            });
+            if self.proposed_at.len() == MAX_BATCH_COMMANDS {
+                self.proposed_at.pop_front(); // only a latency sample is lost
+            }
+            self.proposed_at
+                .push_back((self.consensus.last_index(), Instant::now()));
+        }
+        Ok(())
     }
 
     fn forward(&mut self) {
@@ -1150,73 +1009,13 @@ impl Sequencer {
             return;
         };
         let mut sent = true;
-        while !self.pending.is_empty() && sent {
-            let take = self.pending.len().min(MAX_BATCH_COMMANDS);
-            let commands: Vec<Command> = self.pending.drain(..take).collect();
+        while !self.intake.is_empty() && sent {
+            let commands = self.intake.take_chunk();
             self.shared.metrics.forwarded_out.add(commands.len() as u64);
             sent = peers.send(leader, &PeerMsg::Forward(commands));
         }
         if !sent {
             self.drop_writers("a write could not be passed to the leader");
-        }
-    }
-
-    /// The disk is full (the next log segment cannot be made): data writes are answered
-    /// Throttled ("not executed, try again later") at once instead of waiting an unknown time.
-    /// Sessions still open and close, so that clients can connect and read, and the server's
-    /// own commands (expiry, the reaper) go on, all in what is left of the active segment.
-    fn refuse_for_space(&mut self) {
-        let instance = self.shared.instance;
-        let (mut keep, refuse): (Vec<Command>, Vec<Command>) =
-            self.pending.drain(..).partition(|c| {
-                c.origin == 0
-                    || c.origin == REAPER_ORIGIN
-                    || matches!(c.op, Op::CreateSession { .. } | Op::CloseSession)
-            });
-        // Another member's clients hear only what the log says: their refusals go through
-        // it, as small failed commands, in the room the active segment has left.
-        let (local, foreign): (Vec<Command>, Vec<Command>) = refuse
-            .into_iter()
-            .partition(|c| Origin(c.origin).instance() == instance);
-        keep.extend(foreign.into_iter().map(|mut c| {
-            c.op = Op::Fail(ErrorCode::Throttled);
-            c
-        }));
-        self.pending = keep;
-        let refuse = local;
-        if refuse.is_empty() {
-            return;
-        }
-        self.shared.metrics.writes_rejected.add(refuse.len() as u64);
-        let zxid = self.machine.last_zxid();
-        // Each connection's replies go out in order: these follow everything proposed so far
-        // and precede everything proposed later.
-        let after = self.consensus.last_index();
-        self.refused.extend(refuse.into_iter().map(|c| {
-            let applied = Applied {
-                origin: c.origin,
-                session: c.session,
-                xid: c.xid,
-                zxid,
-                result: OpResult::Error(ErrorCode::Throttled),
-                triggers: Vec::new(),
-                ended_sessions: Vec::new(),
-                duplicate: false,
-            };
-            (after, applied)
-        }));
-    }
-
-    /// Moves the refused writes that are due once entry `index` is applied into `applied`.
-    fn release_refused(&mut self, index: u64, applied: &mut Vec<Applied>) {
-        while self
-            .refused
-            .front()
-            .is_some_and(|(after, _)| *after <= index)
-        {
-            if let Some((_, a)) = self.refused.pop_front() {
-                applied.push(a);
-            }
         }
     }
 
@@ -1234,30 +1033,18 @@ impl Sequencer {
                 self.install_snapshot(out.number, index).await?;
             }
             for (ctx, index) in out.read_states.drain(..) {
-                let mine = sync_ctx(self.shared.instance, 0);
-                if ctx.len() != mine.len() || ctx[..4] != mine[..4] {
-                    continue; // another process's (raft-rs keys pending reads by context alone)
-                }
-                let ctx = u64::from_le_bytes(ctx[4..].try_into().unwrap_or_default());
-                if let Some(wait) = self.syncs.remove(&ctx) {
-                    self.ready_syncs.push((index, wait.origin, wait.xid));
-                }
+                self.syncs.answered(&ctx, index);
             }
             self.persist(&mut out);
             self.apply(out).await?;
         }
-        let refused_due = self
-            .refused
-            .front()
-            .is_some_and(|(after, _)| *after <= self.applied_index);
-        let syncs_due = self
-            .ready_syncs
-            .iter()
-            .any(|(index, ..)| *index <= self.applied_index);
+        let refused_due = self.intake.refusals_due(self.applied_index);
+        let syncs_due = self.syncs.any_due(self.applied_index);
         if (refused_due || syncs_due) && self.published_first {
             // Nothing they must wait for is in flight: answer them now.
             let mut applied = Vec::new();
-            self.release_refused(self.applied_index, &mut applied);
+            self.intake
+                .release_refused(self.applied_index, &mut applied);
             self.publish(self.machine.view(), applied).await;
         }
         Ok(())
@@ -1284,16 +1071,18 @@ impl Sequencer {
             let m = msg.get_snapshot().get_metadata();
             (m.index, m.term)
         };
-        if self.transfers.contains(&to) {
-            return; // the transfer under way reports for both
-        }
         let addr = self.peers.as_ref().and_then(|p| p.addr(to));
-        // Not the state we hold now: raft asks again.
-        let Some(addr) = addr.filter(|_| index == self.applied_index) else {
-            self.consensus.snapshot_sent(to, false);
-            return;
+        let decision = self
+            .transfers
+            .want(to, index, self.applied_index, addr.is_some());
+        let addr = match (decision, addr) {
+            (Send::Start, Some(addr)) => addr,
+            (Send::Already, _) => return,
+            _ => {
+                self.consensus.snapshot_sent(to, false);
+                return;
+            }
         };
-        self.transfers.insert(to);
         let (view, meta) = self.snapshot_view(index, term);
         tracing::info!(
             peer = to,
@@ -1309,7 +1098,8 @@ impl Sequencer {
             });
         if let Err(e) = spawned {
             tracing::error!("cannot start a snapshot transfer: {e}");
-            self.transfers.remove(&to);
+            let now = self.mono_ms();
+            self.transfers.sent(to, None, now);
             self.consensus.snapshot_sent(to, false);
         }
     }
@@ -1382,8 +1172,7 @@ impl Sequencer {
         self.follow_config();
         self.digests.reset(index, self.machine.digest());
         self.replay_until = None;
-        self.snapshots.commands = 0;
-        self.snapshots.bytes = 0;
+        self.snapshots.installed();
         let view = self.machine.view();
         self.shared
             .last_zxid
@@ -1475,9 +1264,9 @@ impl Sequencer {
         for entry in &out.committed {
             last_index = entry.index;
             last_term = entry.term;
-            self.snapshots.bytes += entry.data.len() as u64;
+            self.snapshots.applied(0, entry.data.len() as u64);
             // Refusals due before this entry's replies (refused after the entry before it).
-            self.release_refused(entry.index - 1, &mut applied);
+            self.intake.release_refused(entry.index - 1, &mut applied);
             let context;
             let payload = if is_conf_change(entry) {
                 context = self.apply_conf_change(entry)?;
@@ -1497,7 +1286,7 @@ impl Sequencer {
                 .metrics
                 .commands_applied
                 .add(batch.commands.len() as u64);
-            self.snapshots.commands += batch.commands.len() as u64;
+            self.snapshots.applied(batch.commands.len() as u64, 0);
             for a in self.machine.apply_batch(entry.term, &batch) {
                 self.track_sessions(&a);
                 applied.push(a);
@@ -1506,7 +1295,7 @@ impl Sequencer {
         }
         self.check_digests();
         self.follow_config();
-        self.release_refused(last_index, &mut applied);
+        self.intake.release_refused(last_index, &mut applied);
         self.consensus.applied(last_index)?;
         self.applied_index = last_index;
         while let Some(&(index, at)) = self.proposed_at.front() {
@@ -1557,15 +1346,7 @@ impl Sequencer {
     /// Sends one apply round to the shards, with the syncs it satisfies.
     async fn publish(&mut self, view: crate::machine::View, applied: Vec<Applied>) {
         let first = self.round == 0;
-        let applied_index = self.applied_index;
-        let mut synced = Vec::new();
-        self.ready_syncs.retain(|&(index, origin, xid)| {
-            let due = index <= applied_index;
-            if due {
-                synced.push((origin, xid));
-            }
-            !due
-        });
+        let synced = self.syncs.take_due(self.applied_index);
         self.shared.metrics.syncs.add(synced.len() as u64);
         self.round += 1;
         if let Ok(mut latest) = self.shared.latest.lock() {
@@ -1601,7 +1382,7 @@ impl Sequencer {
                 learners: peers.len() as u64,
                 synced_followers: synced(false),
                 synced_observers: synced(true),
-                pending_syncs: self.transfers.len() as u64,
+                pending_syncs: self.transfers.sending() as u64,
                 last_proposal_size: last,
                 min_proposal_size: min,
                 max_proposal_size: max,
@@ -1614,7 +1395,7 @@ impl Sequencer {
 
     fn publish_gauges(&self) {
         let m = &self.shared.metrics;
-        m.sequencer_queue.set(self.pending.len() as i64);
+        m.sequencer_queue.set(self.intake.len() as i64);
         m.log_queue.set(self.wal.pending_bytes() as i64);
         m.raft_term.set(self.consensus.term() as i64);
         m.commit_index.set(self.consensus.commit_index() as i64);
@@ -1627,48 +1408,29 @@ impl Sequencer {
     }
 
     fn track_sessions(&mut self, a: &crate::txn::Applied) {
-        use crate::txn::OpResult;
-        if let OpResult::SessionCreated {
-            session,
-            timeout_ms,
-            ..
-        } = &a.result
-        {
-            let now = self.now_ms();
-            self.tracker.touch(*session, *timeout_ms, now);
-            if self.consensus.is_leader() && a.origin != 0 {
-                self.owners.insert(*session, Origin(a.origin).member());
-            }
-        }
-        for s in &a.ended_sessions {
-            self.tracker.remove(*s);
-            self.owners.remove(s);
-        }
-        if a.origin == REAPER_ORIGIN {
-            self.reaps_in_flight = self.reaps_in_flight.saturating_sub(1);
-            if self.reaps_in_flight == 0 {
-                self.reaping.clear();
-            }
-        }
+        let now = self.now_ms();
+        self.intake.applied(a, self.consensus.is_leader(), now);
     }
 
     /// A (new) leader gives every session a fresh full timeout.
     fn restart_session_clocks(&mut self) {
         let now = self.now_ms();
-        let view = self.machine.view();
-        for (session, timeout) in view.session_timeouts() {
-            self.tracker.touch(session, timeout, now);
-        }
+        self.intake.restart_clocks(&self.machine.view(), now);
     }
 
     fn session_buckets(&self) -> Vec<(i64, Vec<SessionId>)> {
         let mut buckets: std::collections::BTreeMap<i64, Vec<SessionId>> = Default::default();
         for (session, _) in self.machine.view().session_timeouts() {
-            if let Some(deadline) = self.tracker.deadline(session) {
+            if let Some(deadline) = self.intake.deadline(session) {
                 buckets.entry(deadline).or_default().push(session);
             }
         }
         buckets.into_iter().collect()
+    }
+
+    /// Milliseconds on the monotonic clock, for the sans-IO parts' timers.
+    fn mono_ms(&self) -> u64 {
+        self.clock.elapsed().as_millis() as u64
     }
 
     /// The leader's wall clock in ms, never going backwards.
@@ -1706,31 +1468,10 @@ impl Sequencer {
     }
 }
 
-fn internal(op: Op) -> Command {
-    Command {
-        session: 0,
-        xid: 0,
-        origin: 0,
-        auth: Vec::new(),
-        seen_zxid: i64::MAX,
-        op,
-    }
-}
-
 fn send_all(peers: Option<&Peers>, messages: Vec<raft::eraftpb::Message>) {
     if let Some(peers) = peers {
         for m in messages {
             peers.send(m.to, &PeerMsg::Raft(m));
         }
     }
-}
-
-/// A sync's ReadIndex context: this process's instance, then its number. raft-rs keys pending
-/// reads by context alone, so numbers from another member, or from this member before a
-/// restart, must never collide with ours.
-fn sync_ctx(instance: u32, n: u64) -> Vec<u8> {
-    let mut ctx = Vec::with_capacity(12);
-    ctx.extend_from_slice(&instance.to_le_bytes());
-    ctx.extend_from_slice(&n.to_le_bytes());
-    ctx
 }

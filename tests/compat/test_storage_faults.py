@@ -616,16 +616,20 @@ def _kill_at(server, moment, within=3.0):
     """SIGKILLs the server at `moment` (or after `within` s if it is not seen); says whether
     the moment was seen."""
     snap, log = Path(server.data_dir, "snap"), Path(server.data_dir, "log")
+
+    def names(d):  # snap/ appears with the first snapshot (a slow machine may not have one yet)
+        return os.listdir(d) if d.is_dir() else []
+
     seen = moment == "random"
-    before = set(os.listdir(snap))
+    before = set(names(snap))
     deadline = time.monotonic() + within
     while not seen and time.monotonic() < deadline:
         if moment == "snapshot-write":
-            seen = any(n.endswith(".snap.tmp") for n in os.listdir(snap))
+            seen = any(n.endswith(".snap.tmp") for n in names(snap))
         elif moment == "purge":
-            seen = any(n.endswith(".snap") and n not in before for n in os.listdir(snap))
+            seen = any(n.endswith(".snap") and n not in before for n in names(snap))
         else:
-            seen = any(n.endswith(".seg.tmp") for n in os.listdir(log))
+            seen = any(n.endswith(".seg.tmp") for n in names(log))
     server.kill()
     return seen
 
