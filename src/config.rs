@@ -1,9 +1,15 @@
 //! Server configuration: defaults, a TOML file, an Apache `zoo.cfg`, and command-line flags,
-//! each layer overriding the ones before it. The table of settings is `docs/CONFIGURATION.md`.
+//! each layer overriding the ones before it.
+//!
+//! Every setting is defined once, in the `settings!` table below: its `Config` field, type,
+//! default, flag, TOML key, zoo.cfg key, check and doc line. The table generates `Config`,
+//! `ServeArgs`, `ConfigLayer`, the merge and the per-setting checks, and `SETTINGS`, against
+//! which a test checks the table of `docs/CONFIGURATION.md`.
 //!
 //! The only I/O here is reading the files named by `--config` and `--zoo-cfg`, the `myid` file
 //! a zoo.cfg ensemble names this member with, and resolving members' host names.
 
+use std::fmt::Display;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
@@ -22,6 +28,9 @@ pub const DEFAULT_FOUR_LETTER_WHITELIST: &[&str] = &["ruok", "srvr", "isro"];
 /// A peer secret shorter than this is refused: it is the whole of the ensemble's protection.
 pub const MIN_PEER_SECRET_BYTES: usize = 16;
 
+/// The default tickTime; the session timeout bounds default to multiples of the final one.
+const DEFAULT_TICK_MS: i32 = 2000;
+
 // Ranges accepted by validation.
 const MAX_SHARDS: usize = 256; // a request's routing tag has 8 bits for the shard
 const MIN_PACKET_BYTES: usize = 1024;
@@ -35,67 +44,543 @@ const MAX_OUTSTANDING_PER_CONN: u32 = 1_000_000;
 const MIN_SEND_QUEUE_BYTES: usize = 64 << 10;
 const MAX_SEND_QUEUE_BYTES: usize = 16 << 20;
 
-/// Every setting of a member, resolved and validated.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Config {
+/// One setting as `docs/CONFIGURATION.md` and `--help` describe it (from the `settings!`
+/// table, like everything else about it).
+#[derive(Clone, Copy, Debug)]
+pub struct Setting {
+    /// Its key in the TOML file.
+    pub toml: &'static str,
+    /// Its command-line flag, `--` included.
+    pub flag: &'static str,
+    /// What the flag's value is (`BOOL`: the flag alone means true).
+    pub value_name: &'static str,
+    /// The zoo.cfg keys that set it; for the settings read by dedicated code (addresses,
+    /// `server.N`, `myid`) as the docs write them.
+    pub zoo_cfg: &'static [&'static str],
+    /// One line of doc: the `Config` field's and `--help`'s.
+    pub doc: &'static str,
+    /// The default as the docs table shows it (code in backticks).
+    pub default: fn() -> String,
+}
+
+impl Setting {
+    /// The flag as the docs table's flag column writes it.
+    pub fn usage(&self) -> String {
+        if self.value_name == "BOOL" {
+            format!("{}[=BOOL]", self.flag)
+        } else {
+            format!("{} {}", self.flag, self.value_name)
+        }
+    }
+}
+
+/// The table of settings: each row defines one setting, as
+///
+/// ```text
+/// /// doc line (the Config field's and --help's)
+/// field: ConfigType [LayerType, flag FlagType] {   // the types in brackets when they differ
+///     default EXPR [, shown "as the docs write it"];
+///     [toml "key";]                   // the TOML key when it is not the field's name
+///     flag "long-name" "VALUE" [clap attributes] [=> from_flag];
+///     [zoo ["key", ...] [sysprop] [=> parser];]   // no parser: dedicated code reads it
+///     [resolve |value, default, config, warnings| ...;]  // when not `value or default`
+///     check none | positive | range(lo, hi) | with(fn);
+/// }
+/// ```
+///
+/// `sysprop`: ZooKeeper reads the key as a system property, so zoo.cfg may also write it with
+/// a `zookeeper.` prefix. Resolvers run after every setting without one has its value.
+macro_rules! settings {
+    // Rows are first brought to one shape (three types each), then expanded together.
+    (@rows [$($done:tt)*]) => { settings!(@emit $($done)*); };
+    (@rows [$($done:tt)*] #[doc = $doc:literal] $field:ident : $ty:ty [$lty:ty, flag $fty:ty]
+        { $($body:tt)* } $($rest:tt)*) => {
+        settings!(@rows [$($done)* { [$doc] $field $ty, $lty, $fty; $($body)* }] $($rest)*);
+    };
+    (@rows [$($done:tt)*] #[doc = $doc:literal] $field:ident : $ty:ty [$lty:ty]
+        { $($body:tt)* } $($rest:tt)*) => {
+        settings!(@rows [$($done)* { [$doc] $field $ty, $lty, Option<$lty>; $($body)* }] $($rest)*);
+    };
+    (@rows [$($done:tt)*] #[doc = $doc:literal] $field:ident : $ty:ty
+        { $($body:tt)* } $($rest:tt)*) => {
+        settings!(@rows [$($done)* { [$doc] $field $ty, $ty, Option<$ty>; $($body)* }] $($rest)*);
+    };
+
+    (@emit $({
+        [$doc:literal] $field:ident $ty:ty, $lty:ty, $fty:ty;
+        default $default:expr $(, shown $shown:literal)?;
+        $(toml $toml:literal;)?
+        flag $long:literal $vn:literal $([$($attr:tt)*])? $(=> $from_flag:expr)?;
+        $(zoo [$($zkey:literal),*] $($zkind:ident)? $(=> $zparse:expr)?;)?
+        $(resolve $resolve:expr;)?
+        check $ck:ident $(($($ca:expr),*))?;
+    })*) => {
+        /// Every setting of a member, resolved and validated.
+        #[derive(Clone, Debug, PartialEq)]
+        pub struct Config {
+            $( #[doc = $doc] pub $field: $ty, )*
+        }
+
+        impl Default for Config {
+            fn default() -> Self {
+                Config { $( $field: $default, )* }
+            }
+        }
+
+        /// `ringkeeper serve` flags. Each one overrides the config files.
+        #[derive(clap::Args, Clone, Debug, Default, PartialEq)]
+        pub struct ServeArgs {
+            /// TOML configuration file (keys as in docs/CONFIGURATION.md).
+            #[arg(long, value_name = "FILE")]
+            pub config: Option<PathBuf>,
+            /// Apache ZooKeeper zoo.cfg to take settings from (overrides --config).
+            #[arg(long, value_name = "FILE")]
+            pub zoo_cfg: Option<PathBuf>,
+            $(
+                #[arg(long = $long, value_name = $vn, help = flag_help(concat!("--", $long))
+                    $(, $($attr)*)?)]
+                pub $field: $fty,
+            )*
+        }
+
+        /// One source of settings: every field optional; `None` leaves the earlier value.
+        /// Also the schema of the TOML file (unknown keys are an error there).
+        #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct ConfigLayer {
+            $( $(#[serde(rename = $toml)])? pub $field: Option<$lty>, )*
+        }
+
+        /// Every setting, in the table's order.
+        pub const SETTINGS: &[Setting] = &[$(
+            Setting {
+                toml: settings!(@toml $field $(, $toml)?),
+                flag: concat!("--", $long),
+                value_name: $vn,
+                zoo_cfg: &[$($($zkey),*)?],
+                doc: $doc,
+                default: settings!(@shown $field $(, $shown)?),
+            },
+        )*];
+
+        impl ConfigLayer {
+            /// Values set in `later` replace those of `self` (a member list as a whole).
+            pub fn overlay(&mut self, later: ConfigLayer) {
+                $( if later.$field.is_some() { self.$field = later.$field; } )*
+            }
+
+            /// The layer the command-line flags make (`--config`/`--zoo-cfg` are not settings).
+            pub fn from_args(args: &ServeArgs) -> Result<ConfigLayer, ConfigError> {
+                Ok(ConfigLayer { $( $field: settings!(@from_flag args.$field $(, $from_flag)?), )* })
+            }
+        }
+
+        impl Config {
+            /// The merged layer over the defaults, not yet validated.
+            fn resolve(
+                mut merged: ConfigLayer,
+                warnings: &mut Vec<String>,
+            ) -> Result<Config, ConfigError> {
+                let d = Config::default();
+                let mut config = d.clone();
+                $( settings!(@plain config.$field, merged $(, $resolve)?); )*
+                $( settings!(@resolve config.$field, merged, d, warnings $(, $resolve)?); )*
+                Ok(config)
+            }
+
+            /// Each setting's own check, in the table's order.
+            fn check_settings(&self) -> Result<(), ConfigError> {
+                $( settings!(@check $ck, self.$field, stringify!($field) $(, $($ca),*)?); )*
+                Ok(())
+            }
+        }
+
+        /// Applies zoo.cfg `key` when a setting's parser reads it; false when none does.
+        fn apply_zoo_key(
+            layer: &mut ConfigLayer,
+            key: &str,
+            entry: &ZooEntry,
+        ) -> Result<bool, ConfigError> {
+            $( $( settings!(@zoo layer.$field, key, entry, [$($zkey),*] $(, $zparse)?); )? )*
+            Ok(false)
+        }
+
+        /// Keys ZooKeeper reads as system properties: zoo.cfg may prefix them `zookeeper.`.
+        fn is_system_property_key(key: &str) -> bool {
+            $( $( settings!(@sysprop key, [$($zkey),*] $(, $zkind)?); )? )*
+            false
+        }
+    };
+
+    (@toml $field:ident) => { stringify!($field) };
+    (@toml $field:ident, $toml:literal) => { $toml };
+    (@shown $field:ident) => { || format!("`{}`", Config::default().$field.doc_text()) };
+    (@shown $field:ident, $shown:literal) => { || $shown.to_string() };
+    (@from_flag $args:ident . $field:ident) => { $args.$field.clone() };
+    (@from_flag $args:ident . $field:ident, $from:expr) => {
+        match &$args.$field {
+            Some(value) => Some(($from)(value)?),
+            None => None,
+        }
+    };
+    (@plain $config:ident . $field:ident, $merged:ident) => {
+        if let Some(value) = $merged.$field.take() {
+            $config.$field = value;
+        }
+    };
+    (@plain $config:ident . $field:ident, $merged:ident, $resolve:expr) => {};
+    (@resolve $config:ident . $field:ident, $merged:ident, $d:ident, $w:ident) => {};
+    (@resolve $config:ident . $field:ident, $merged:ident, $d:ident, $w:ident, $resolve:expr) => {
+        $config.$field = resolve_with($resolve, $merged.$field.take(), $d.$field, &$config, $w)?;
+    };
+    (@check none, $value:expr, $name:expr) => {};
+    (@check positive, $value:expr, $name:expr) => { check_positive($name, $value)?; };
+    (@check range, $value:expr, $name:expr, $lo:expr, $hi:expr) => {
+        check_range($name, $value, $lo, $hi)?;
+    };
+    (@check with, $value:expr, $name:expr, $check:expr) => { ($check)(&$value)?; };
+    (@zoo $layer:ident . $field:ident, $key:ident, $entry:ident, [$($zkey:literal),*]) => {};
+    (@zoo $layer:ident . $field:ident, $key:ident, $entry:ident, [$($zkey:literal),*],
+        $parse:expr) => {
+        if [$($zkey),*].contains(&$key) {
+            $layer.$field = zoo_value($parse, $entry)?;
+            return Ok(true);
+        }
+    };
+    (@sysprop $key:ident, [$($zkey:literal),*]) => {};
+    (@sysprop $key:ident, [$($zkey:literal),*], sysprop) => {
+        if [$($zkey),*].contains(&$key) {
+            return true;
+        }
+    };
+    ($($rows:tt)*) => { settings!(@rows [] $($rows)*); };
+}
+
+settings! {
     /// Where clients connect.
-    pub client_addr: SocketAddr,
-    /// Snapshots (and the log unless `data_log_dir` is set).
-    pub data_dir: PathBuf,
-    /// The write-ahead log; `None` means inside `data_dir`.
-    pub data_log_dir: Option<PathBuf>,
-    /// Executor threads, one per core.
-    pub shards: usize,
+    client_addr: SocketAddr [String] {
+        default SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 2181);
+        flag "client-addr" "IP:PORT";
+        zoo ["clientPortAddress", "clientPort"];
+        // Without one, this member's own entry in the member list may give it (from_layers).
+        resolve |value, default, _, _| value.map_or(Ok(default), |s| parse_addr(&s));
+        check none;
+    }
+    /// Snapshots, and the log unless `data_log_dir` is set.
+    data_dir: PathBuf {
+        default PathBuf::from("./data");
+        flag "data-dir" "DIR";
+        zoo ["dataDir"] => ZooEntry::path;
+        check with(|dir: &PathBuf| {
+            if dir.as_os_str().is_empty() {
+                return Err(invalid("data_dir must not be empty".to_string()));
+            }
+            Ok(())
+        });
+    }
+    /// The write-ahead log directory; `None` means inside `data_dir`.
+    data_log_dir: Option<PathBuf> [PathBuf] {
+        default None, shown "same as `data_dir`";
+        flag "data-log-dir" "DIR";
+        zoo ["dataLogDir"] => ZooEntry::path;
+        resolve |value, _, _, _| Ok(value.filter(|p| !p.as_os_str().is_empty()));
+        check none;
+    }
+    /// Executor threads, one pinned per core.
+    shards: usize {
+        default default_shards(), shown "number of available cores";
+        flag "shards" "N";
+        check range(1, MAX_SHARDS);
+    }
     /// ZooKeeper's tickTime: session expiry granularity and the default timeout bounds.
-    pub tick_time_ms: i32,
-    pub min_session_timeout_ms: i32,
-    pub max_session_timeout_ms: i32,
+    tick_time_ms: i32 {
+        default DEFAULT_TICK_MS;
+        flag "tick-time" "MS" [allow_negative_numbers = true];
+        zoo ["tickTime"] => |e| e.int(1, i32::MAX.into()).map(Some);
+        check positive;
+    }
+    /// Smallest negotiated session timeout.
+    min_session_timeout_ms: i32 {
+        default 2 * DEFAULT_TICK_MS, shown "2 × tick";
+        flag "min-session-timeout" "MS" [allow_negative_numbers = true];
+        zoo ["minSessionTimeout"] => ZooEntry::session_timeout;
+        resolve |value, _, config, _| from_tick(value, config, 2, "min_session_timeout_ms");
+        check positive;
+    }
+    /// Largest negotiated session timeout.
+    max_session_timeout_ms: i32 {
+        default 20 * DEFAULT_TICK_MS, shown "20 × tick";
+        flag "max-session-timeout" "MS" [allow_negative_numbers = true];
+        zoo ["maxSessionTimeout"] => ZooEntry::session_timeout;
+        resolve |value, _, config, _| from_tick(value, config, 20, "max_session_timeout_ms");
+        check none;
+    }
     /// Largest frame payload accepted (jute.maxbuffer); larger frames close the connection.
-    pub max_packet_bytes: usize,
+    max_packet_bytes: usize {
+        default 1_048_575;
+        flag "max-packet-size" "BYTES";
+        zoo ["jute.maxbuffer"] sysprop => |e| e.int(0, i32::MAX.into()).map(Some);
+        check range(MIN_PACKET_BYTES, MAX_PACKET_BYTES);
+    }
     /// Concurrent connections per client IP; 0 = unlimited.
-    pub max_client_cnxns: u32,
+    max_client_cnxns: u32 {
+        default 60;
+        flag "max-client-cnxns" "N";
+        zoo ["maxClientCnxns"] => |e| e.int(0, u32::MAX.into()).map(Some);
+        check none;
+    }
     /// `user:base64(sha1(user:password))`; a client that authenticates as it is super.
-    pub super_digest: Option<String>,
-    /// The ensemble's shared secret (the file's bytes, trailing whitespace trimmed): members
-    /// prove they hold it before any peer message is read. `None`: the peer port is open to
-    /// anyone who can reach it (said loudly at start-up).
-    pub peer_secret: Option<PeerSecret>,
-    /// Four-letter words that are answered (always includes `srvr`, as ZooKeeper does).
-    pub four_letter_whitelist: Vec<String>,
+    super_digest: Option<String> [String] {
+        default None, shown "none";
+        flag "super-digest" "USER:HASH";
+        zoo ["DigestAuthenticationProvider.superDigest"] sysprop => ZooEntry::text;
+        resolve |value, _, _, _| Ok(value.filter(|s| !s.is_empty()));
+        check with(|digest: &Option<String>| digest.as_deref().map_or(Ok(()), check_super_digest));
+    }
+    /// The ensemble's shared secret, read from a file (at least 16 bytes, trailing whitespace trimmed); members prove they hold it before any peer message is read (`None`: the peer port is open to anyone who reaches it).
+    peer_secret: Option<PeerSecret> [PathBuf] {
+        default None, shown "none";
+        toml "peer_secret_file";
+        flag "peer-secret-file" "FILE";
+        zoo ["ringkeeper.peerSecretFile"] => ZooEntry::path;
+        resolve |value, _, _, _| {
+            value
+                .filter(|p| !p.as_os_str().is_empty())
+                .map(|path| PeerSecret::read(&path))
+                .transpose()
+        };
+        check none;
+    }
+    /// Four-letter words that are answered, `*` for all (`srvr` always is, as in ZooKeeper).
+    four_letter_whitelist: Vec<String> {
+        default DEFAULT_FOUR_LETTER_WHITELIST.iter().map(|s| s.to_string()).collect();
+        flag "four-letter-whitelist" "CMDS" [value_delimiter = ','];
+        zoo ["4lw.commands.whitelist"] sysprop => ZooEntry::list;
+        resolve |value, default, _, warnings| {
+            Ok(value.map_or(default, |list| normalize_whitelist(&list, warnings)))
+        };
+        check none;
+    }
     /// TTL nodes (ZooKeeper's extendedTypesEnabled).
-    pub ttl_enabled: bool,
+    ttl_enabled: bool {
+        default false;
+        flag "ttl-enabled" "BOOL" [
+            num_args = 0..=1, require_equals = true, default_missing_value = "true"
+        ];
+        zoo ["extendedTypesEnabled"] sysprop => ZooEntry::boolean;
+        check none;
+    }
     /// Membership changes at run time (ZooKeeper's reconfigEnabled; off by default there too).
-    pub reconfig_enabled: bool,
-    /// This member joins a running ensemble: it starts with no configuration of its own and
-    /// takes the ensemble's (with its state) from the leader once a reconfig adds it.
-    pub join: bool,
-    /// How often empty containers and expired TTL nodes are looked for.
-    pub container_check_interval_ms: u64,
-    /// A connection that has not completed its handshake by then is closed.
-    pub sessionless_timeout_ms: u64,
+    reconfig_enabled: bool {
+        default false;
+        flag "reconfig-enabled" "BOOL" [
+            num_args = 0..=1, require_equals = true, default_missing_value = "true"
+        ];
+        zoo ["reconfigEnabled"] => ZooEntry::boolean;
+        check none;
+    }
+    /// This member joins a running ensemble: it starts with no configuration of its own and takes the ensemble's (with its state) from the leader once a reconfig adds it.
+    join: bool {
+        default false;
+        flag "join" "BOOL" [
+            num_args = 0..=1, require_equals = true, default_missing_value = "true"
+        ];
+        check none;
+    }
+    /// How often empty containers and expired TTL nodes are looked for, in ms.
+    container_check_interval_ms: u64 {
+        default 1000;
+        flag "container-check-interval" "MS";
+        zoo ["znode.container.checkIntervalMs"] sysprop => |e| e.int(0, i64::MAX).map(Some);
+        check range(1, MAX_INTERVAL_MS);
+    }
+    /// A connection that has not completed its handshake by then (ms) is closed.
+    sessionless_timeout_ms: u64 {
+        default 10_000;
+        flag "sessionless-timeout" "MS";
+        check range(1, MAX_INTERVAL_MS);
+    }
     /// Requests a connection may have in flight before the server stops reading from it.
-    pub max_outstanding_per_conn: u32,
-    /// Bytes of replies queued for a connection beyond which the server stops reading its
-    /// requests until the client reads them.
-    pub max_send_queue_bytes: usize,
-    /// Watched paths one session may hold on this member (0: no watches).
-    pub max_watches_per_session: usize,
+    max_outstanding_per_conn: u32 {
+        default 1000;
+        flag "max-outstanding-per-conn" "N";
+        check range(1, MAX_OUTSTANDING_PER_CONN);
+    }
+    /// Bytes of replies queued for a connection beyond which the server stops reading its requests until the client reads them.
+    max_send_queue_bytes: usize {
+        default 4 << 20;
+        flag "max-send-queue-bytes" "BYTES";
+        check range(MIN_SEND_QUEUE_BYTES, MAX_SEND_QUEUE_BYTES);
+    }
+    /// Watched paths one session may hold on this member (0: no watches); past it a watch request fails QuotaExceeded.
+    max_watches_per_session: usize {
+        default crate::watch::DEFAULT_MAX_WATCHES_PER_SESSION;
+        flag "max-watches-per-session" "N";
+        check none;
+    }
     /// Watched (session, path) pairs on this member, all sessions together.
-    pub max_watches: usize,
-    /// Size of one preallocated log segment file.
-    pub log_segment_bytes: u64,
+    max_watches: usize {
+        default crate::watch::DEFAULT_MAX_WATCHES_TOTAL;
+        flag "max-watches" "N";
+        check none;
+    }
+    /// Size of one preallocated log segment file, a multiple of 4096.
+    log_segment_bytes: u64 {
+        default 64 << 20;
+        flag "log-segment-bytes" "BYTES";
+        check with(|&seg: &u64| {
+            if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&seg) || seg % SEGMENT_ALIGN != 0 {
+                return Err(invalid(format!(
+                    "log_segment_bytes must be a multiple of {SEGMENT_ALIGN} between \
+                     {MIN_SEGMENT_BYTES} and {MAX_SEGMENT_BYTES} (got {seg})"
+                )));
+            }
+            Ok(())
+        });
+    }
     /// A snapshot is taken after this many transactions (ZooKeeper's snapCount) ...
-    pub snap_count: u64,
+    snap_count: u64 {
+        default 100_000;
+        flag "snap-count" "N";
+        zoo ["snapCount"] => |e| e.int(1, i64::MAX).map(Some);
+        check positive;
+    }
     /// ... or this many bytes of log entries since the last one, whichever comes first.
-    pub snap_bytes: u64,
-    /// Snapshots kept; log segments older than the oldest kept one are removed.
-    pub snap_retain_count: usize,
+    snap_bytes: u64 {
+        default 256 << 20;
+        flag "snap-bytes" "BYTES";
+        zoo ["snapSizeLimitInKb"] => ZooEntry::size_kb;
+        check positive;
+    }
+    /// Snapshots kept (at least 2); log segments older than the oldest kept one are removed.
+    snap_retain_count: usize {
+        default 3;
+        flag "snap-retain-count" "N";
+        // ZooKeeper's minimum is 3.
+        zoo ["autopurge.snapRetainCount"] => |e| Ok(Some(e.number()?.clamp(3, 1000) as usize));
+        // One snapshot could be the one a crash left corrupt: keep one to fall back on.
+        check range(2, 1000);
+    }
     /// This member's id (1-255): the top byte of the session ids it creates.
-    pub server_id: u64,
+    server_id: u64 {
+        default 1;
+        flag "server-id" "ID";
+        // Read by Config::from_args when zoo.cfg lists the servers.
+        zoo ["dataDir/myid"];
+        check range(1, 255);
+    }
     /// A `tracing` filter: `info`, `debug`, `ringkeeper=debug,warn`, ...
-    pub log_level: String,
-    /// Every member of the ensemble, this one included; empty for a standalone server.
-    pub members: Vec<MemberConfig>,
+    log_level: String {
+        default "info".to_string();
+        flag "log-level" "FILTER";
+        check with(|filter: &String| match tracing_subscriber::EnvFilter::try_new(filter) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(invalid(format!(
+                "log_level `{filter}`: {}",
+                one_line(&e.to_string())
+            ))),
+        });
+    }
+    /// Every member of the ensemble, this one included (flag: `ID=` and then what follows `server.ID=` in a zoo.cfg; the election port is ignored); none for a standalone server.
+    members: Vec<MemberConfig> [Vec<MemberSpec>, flag Option<Vec<String>>] {
+        default Vec::new(), shown "none";
+        flag "member" "ID=HOST:PEER_PORT[:ELECTION_PORT][:observer][;[HOST:]CLIENT_PORT]"
+            [action = clap::ArgAction::Append] => |specs: &Vec<String>| {
+                specs.iter().map(|s| MemberSpec::parse_flag(s)).collect::<Result<Vec<_>, _>>()
+            };
+        // server.N lines: dedicated code in parse_zoo_cfg.
+        zoo ["server.N"];
+        resolve |value, _, _, _| {
+            value.unwrap_or_default().iter().map(MemberSpec::resolve).collect()
+        };
+        check none;
+    }
+}
+
+/// `--help` for a setting's flag: its doc line and default.
+fn flag_help(flag: &str) -> String {
+    match SETTINGS.iter().find(|s| s.flag == flag) {
+        Some(s) => format!("{} [default: {}]", s.doc, (s.default)().replace('`', "")),
+        None => String::new(),
+    }
+}
+
+/// A default as the docs show it.
+trait DocText {
+    fn doc_text(&self) -> String;
+}
+
+macro_rules! doc_text_by_display {
+    ($($t:ty),*) => {
+        $( impl DocText for $t {
+            fn doc_text(&self) -> String {
+                self.to_string()
+            }
+        } )*
+    };
+}
+doc_text_by_display!(bool, i32, u32, u64, usize, String, SocketAddr);
+
+impl DocText for PathBuf {
+    fn doc_text(&self) -> String {
+        self.display().to_string()
+    }
+}
+
+impl DocText for Vec<String> {
+    fn doc_text(&self) -> String {
+        self.join(", ")
+    }
+}
+
+/// Runs a setting's resolver (a function, so that its closure's types are inferred).
+fn resolve_with<L, T>(
+    resolve: impl FnOnce(Option<L>, T, &Config, &mut Vec<String>) -> Result<T, ConfigError>,
+    value: Option<L>,
+    default: T,
+    config: &Config,
+    warnings: &mut Vec<String>,
+) -> Result<T, ConfigError> {
+    resolve(value, default, config, warnings)
+}
+
+/// A session timeout bound: the value given, or `factor` x the final tick.
+fn from_tick(
+    value: Option<i32>,
+    config: &Config,
+    factor: i32,
+    name: &str,
+) -> Result<i32, ConfigError> {
+    if let Some(v) = value {
+        return Ok(v);
+    }
+    let tick = config.tick_time_ms;
+    // Checked before deriving: a negative tick would derive a misleading bound.
+    check_positive("tick_time_ms", tick)?;
+    tick.checked_mul(factor)
+        .ok_or_else(|| invalid(format!("{name}: {factor} x tick_time_ms {tick} overflows")))
+}
+
+fn check_positive<T: PartialOrd + Default + Display>(
+    name: &str,
+    value: T,
+) -> Result<(), ConfigError> {
+    if value <= T::default() {
+        return Err(invalid(format!("{name} must be > 0 (got {value})")));
+    }
+    Ok(())
+}
+
+fn check_range<T: PartialOrd + Display>(
+    name: &str,
+    value: T,
+    lo: T,
+    hi: T,
+) -> Result<(), ConfigError> {
+    if value < lo || value > hi {
+        return Err(invalid(format!("{name} must be {lo}-{hi} (got {value})")));
+    }
+    Ok(())
 }
 
 /// One member of an ensemble, as every member's configuration names it.
@@ -109,45 +594,6 @@ pub struct MemberConfig {
     pub client_addr: Option<SocketAddr>,
     /// A non-voting member (raft learner, ZooKeeper observer).
     pub observer: bool,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        let tick = 2000;
-        Config {
-            client_addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 2181),
-            data_dir: PathBuf::from("./data"),
-            data_log_dir: None,
-            shards: default_shards(),
-            tick_time_ms: tick,
-            min_session_timeout_ms: 2 * tick,
-            max_session_timeout_ms: 20 * tick,
-            max_packet_bytes: 1_048_575,
-            max_client_cnxns: 60,
-            super_digest: None,
-            peer_secret: None,
-            four_letter_whitelist: DEFAULT_FOUR_LETTER_WHITELIST
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-            ttl_enabled: false,
-            reconfig_enabled: false,
-            join: false,
-            container_check_interval_ms: 1000,
-            sessionless_timeout_ms: 10_000,
-            max_outstanding_per_conn: 1000,
-            max_send_queue_bytes: 4 << 20,
-            max_watches_per_session: crate::watch::DEFAULT_MAX_WATCHES_PER_SESSION,
-            max_watches: crate::watch::DEFAULT_MAX_WATCHES_TOTAL,
-            log_segment_bytes: 64 << 20,
-            snap_count: 100_000,
-            snap_bytes: 256 << 20,
-            snap_retain_count: 3,
-            server_id: 1,
-            log_level: "info".to_string(),
-            members: Vec::new(),
-        }
-    }
 }
 
 fn default_shards() -> usize {
@@ -174,162 +620,6 @@ pub enum ConfigError {
     },
     #[error("invalid configuration: {0}")]
     Invalid(String),
-}
-
-/// `ringkeeper serve` flags. Each one overrides the config files.
-#[derive(clap::Args, Clone, Debug, Default, PartialEq)]
-pub struct ServeArgs {
-    /// TOML configuration file (keys as in docs/CONFIGURATION.md).
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Apache ZooKeeper zoo.cfg to take settings from (overrides --config).
-    #[arg(long, value_name = "FILE")]
-    pub zoo_cfg: Option<PathBuf>,
-    /// Client listen address [default: 127.0.0.1:2181].
-    #[arg(long, value_name = "IP:PORT")]
-    pub client_addr: Option<String>,
-    /// Data directory [default: ./data].
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Log directory [default: the data directory].
-    #[arg(long, value_name = "DIR")]
-    pub data_log_dir: Option<PathBuf>,
-    /// Executor threads [default: number of cores].
-    #[arg(long, value_name = "N")]
-    pub shards: Option<usize>,
-    /// tickTime in ms [default: 2000].
-    #[arg(long, value_name = "MS", allow_negative_numbers = true)]
-    pub tick_time: Option<i32>,
-    /// Smallest negotiated session timeout in ms [default: 2 x tick].
-    #[arg(long, value_name = "MS", allow_negative_numbers = true)]
-    pub min_session_timeout: Option<i32>,
-    /// Largest negotiated session timeout in ms [default: 20 x tick].
-    #[arg(long, value_name = "MS", allow_negative_numbers = true)]
-    pub max_session_timeout: Option<i32>,
-    /// Largest request frame in bytes (jute.maxbuffer) [default: 1048575].
-    #[arg(long, value_name = "BYTES")]
-    pub max_packet_size: Option<usize>,
-    /// Connections per client IP, 0 = unlimited [default: 60].
-    #[arg(long, value_name = "N")]
-    pub max_client_cnxns: Option<u32>,
-    /// Super user digest, `user:base64(sha1(user:password))`.
-    #[arg(long, value_name = "USER:HASH")]
-    pub super_digest: Option<String>,
-    /// File holding the ensemble's shared peer secret (the same on every member, at least 16
-    /// bytes); members authenticate each other with it.
-    #[arg(long, value_name = "FILE")]
-    pub peer_secret_file: Option<PathBuf>,
-    /// Four-letter words to answer, comma separated, `*` for all.
-    #[arg(long, value_name = "CMDS", value_delimiter = ',')]
-    pub four_letter_whitelist: Option<Vec<String>>,
-    /// Allow TTL nodes (`--ttl-enabled` or `--ttl-enabled=false`).
-    #[arg(
-        long,
-        value_name = "BOOL",
-        num_args = 0..=1,
-        require_equals = true,
-        default_missing_value = "true"
-    )]
-    pub ttl_enabled: Option<bool>,
-    /// Allow membership changes at run time (`reconfig`, `ringkeeper reconfig`).
-    #[arg(
-        long,
-        value_name = "BOOL",
-        num_args = 0..=1,
-        require_equals = true,
-        default_missing_value = "true"
-    )]
-    pub reconfig_enabled: Option<bool>,
-    /// Join a running ensemble (this member is added by a reconfig; see docs/CONFIGURATION.md).
-    #[arg(
-        long,
-        value_name = "BOOL",
-        num_args = 0..=1,
-        require_equals = true,
-        default_missing_value = "true"
-    )]
-    pub join: Option<bool>,
-    /// Container/TTL reaper period in ms [default: 1000].
-    #[arg(long, value_name = "MS")]
-    pub container_check_interval: Option<u64>,
-    /// Handshake deadline for new connections in ms [default: 10000].
-    #[arg(long, value_name = "MS")]
-    pub sessionless_timeout: Option<u64>,
-    /// Requests in flight per connection before reads pause [default: 1000].
-    #[arg(long, value_name = "N")]
-    pub max_outstanding_per_conn: Option<u32>,
-    /// Queued reply bytes per connection before its reads pause [default: 4194304].
-    #[arg(long, value_name = "BYTES")]
-    pub max_send_queue_bytes: Option<usize>,
-    /// Watched paths per session; past it a watch request fails QuotaExceeded [default: 524288].
-    #[arg(long, value_name = "N")]
-    pub max_watches_per_session: Option<usize>,
-    /// Watches on this member, all sessions together [default: 4194304].
-    #[arg(long, value_name = "N")]
-    pub max_watches: Option<usize>,
-    /// Log segment size in bytes, a multiple of 4096 [default: 67108864].
-    #[arg(long, value_name = "BYTES")]
-    pub log_segment_bytes: Option<u64>,
-    /// Transactions between snapshots [default: 100000].
-    #[arg(long, value_name = "N")]
-    pub snap_count: Option<u64>,
-    /// Log bytes between snapshots [default: 268435456].
-    #[arg(long, value_name = "BYTES")]
-    pub snap_bytes: Option<u64>,
-    /// Snapshots kept (at least 2) [default: 3].
-    #[arg(long, value_name = "N")]
-    pub snap_retain_count: Option<usize>,
-    /// This member's id, 1-255 [default: 1].
-    #[arg(long, value_name = "ID")]
-    pub server_id: Option<u64>,
-    /// tracing filter (`info`, `debug`, `ringkeeper=trace,info`) [default: info].
-    #[arg(long, value_name = "FILTER")]
-    pub log_level: Option<String>,
-    /// An ensemble member, once per member (this one included): `ID=` and then what follows
-    /// `server.ID=` in a zoo.cfg, `HOST:PEER_PORT[:ELECTION_PORT][:observer][;[HOST:]CLIENT_PORT]`
-    /// (the election port is ignored: members talk on the peer port only).
-    #[arg(
-        long = "member",
-        value_name = "ID=HOST:PORT[:PORT][:observer][;[HOST:]PORT]",
-        action = clap::ArgAction::Append
-    )]
-    pub members: Vec<String>,
-}
-
-/// One source of settings: every field optional; `None` leaves the earlier value.
-/// Also the schema of the TOML file (unknown keys are an error there).
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConfigLayer {
-    pub client_addr: Option<String>,
-    pub data_dir: Option<PathBuf>,
-    pub data_log_dir: Option<PathBuf>,
-    pub shards: Option<usize>,
-    pub tick_time_ms: Option<i32>,
-    pub min_session_timeout_ms: Option<i32>,
-    pub max_session_timeout_ms: Option<i32>,
-    pub max_packet_bytes: Option<usize>,
-    pub max_client_cnxns: Option<u32>,
-    pub super_digest: Option<String>,
-    pub peer_secret_file: Option<PathBuf>,
-    pub four_letter_whitelist: Option<Vec<String>>,
-    pub ttl_enabled: Option<bool>,
-    pub reconfig_enabled: Option<bool>,
-    pub join: Option<bool>,
-    pub container_check_interval_ms: Option<u64>,
-    pub sessionless_timeout_ms: Option<u64>,
-    pub max_outstanding_per_conn: Option<u32>,
-    pub max_send_queue_bytes: Option<usize>,
-    pub max_watches_per_session: Option<usize>,
-    pub max_watches: Option<usize>,
-    pub log_segment_bytes: Option<u64>,
-    pub snap_count: Option<u64>,
-    pub snap_bytes: Option<u64>,
-    pub snap_retain_count: Option<usize>,
-    pub server_id: Option<u64>,
-    pub log_level: Option<String>,
-    /// The whole ensemble: a later layer's list replaces an earlier one's.
-    pub members: Option<Vec<MemberSpec>>,
 }
 
 /// A member as a layer gives it (a `[[members]]` table, a `--member` flag or a zoo.cfg
@@ -411,92 +701,7 @@ impl MemberSpec {
     }
 }
 
-macro_rules! overlay_fields {
-    ($self:ident, $later:ident, $($field:ident),*) => {
-        $( if $later.$field.is_some() { $self.$field = $later.$field; } )*
-    };
-}
-
 impl ConfigLayer {
-    /// Values set in `later` replace those of `self`.
-    pub fn overlay(&mut self, later: ConfigLayer) {
-        overlay_fields!(
-            self,
-            later,
-            client_addr,
-            data_dir,
-            data_log_dir,
-            shards,
-            tick_time_ms,
-            min_session_timeout_ms,
-            max_session_timeout_ms,
-            max_packet_bytes,
-            max_client_cnxns,
-            super_digest,
-            peer_secret_file,
-            four_letter_whitelist,
-            ttl_enabled,
-            reconfig_enabled,
-            join,
-            container_check_interval_ms,
-            sessionless_timeout_ms,
-            max_outstanding_per_conn,
-            max_send_queue_bytes,
-            max_watches_per_session,
-            max_watches,
-            log_segment_bytes,
-            snap_count,
-            snap_bytes,
-            snap_retain_count,
-            server_id,
-            log_level,
-            members
-        );
-    }
-
-    /// The layer the command-line flags make (`--config`/`--zoo-cfg` are not settings).
-    pub fn from_args(args: &ServeArgs) -> Result<ConfigLayer, ConfigError> {
-        let members = match args.members.as_slice() {
-            [] => None,
-            specs => Some(
-                specs
-                    .iter()
-                    .map(|s| MemberSpec::parse_flag(s))
-                    .collect::<Result<Vec<_>, _>>()?,
-            ),
-        };
-        Ok(ConfigLayer {
-            client_addr: args.client_addr.clone(),
-            data_dir: args.data_dir.clone(),
-            data_log_dir: args.data_log_dir.clone(),
-            shards: args.shards,
-            tick_time_ms: args.tick_time,
-            min_session_timeout_ms: args.min_session_timeout,
-            max_session_timeout_ms: args.max_session_timeout,
-            max_packet_bytes: args.max_packet_size,
-            max_client_cnxns: args.max_client_cnxns,
-            super_digest: args.super_digest.clone(),
-            peer_secret_file: args.peer_secret_file.clone(),
-            four_letter_whitelist: args.four_letter_whitelist.clone(),
-            ttl_enabled: args.ttl_enabled,
-            reconfig_enabled: args.reconfig_enabled,
-            join: args.join,
-            container_check_interval_ms: args.container_check_interval,
-            sessionless_timeout_ms: args.sessionless_timeout,
-            max_outstanding_per_conn: args.max_outstanding_per_conn,
-            max_send_queue_bytes: args.max_send_queue_bytes,
-            max_watches_per_session: args.max_watches_per_session,
-            max_watches: args.max_watches,
-            log_segment_bytes: args.log_segment_bytes,
-            snap_count: args.snap_count,
-            snap_bytes: args.snap_bytes,
-            snap_retain_count: args.snap_retain_count,
-            server_id: args.server_id,
-            log_level: args.log_level.clone(),
-            members,
-        })
-    }
-
     /// Parses a TOML config file's text; `path` only labels errors.
     pub fn from_toml(text: &str, path: &Path) -> Result<ConfigLayer, ConfigError> {
         toml::from_str(text).map_err(|e| ConfigError::File {
@@ -546,190 +751,25 @@ impl Config {
             merged.overlay(layer);
         }
         let mut warnings = Vec::new();
-        let d = Config::default();
-        let tick_time_ms = merged.tick_time_ms.unwrap_or(d.tick_time_ms);
-        if tick_time_ms <= 0 {
-            return Err(invalid(format!(
-                "tick_time_ms must be > 0 (got {tick_time_ms})"
-            )));
+        let client_addr_given = merged.client_addr.is_some();
+        let mut config = Config::resolve(merged, &mut warnings)?;
+        // ZooKeeper's dynamic-config style: the client address on this member's own line.
+        if !client_addr_given {
+            if let Some(addr) = config.member(config.server_id).and_then(|m| m.client_addr) {
+                config.client_addr = addr;
+            }
         }
-        let derived = |factor: i32, name: &str| {
-            tick_time_ms.checked_mul(factor).ok_or_else(|| {
-                invalid(format!(
-                    "{name}: {factor} x tick_time_ms {tick_time_ms} overflows"
-                ))
-            })
-        };
-        let min_session_timeout_ms = match merged.min_session_timeout_ms {
-            Some(v) => v,
-            None => derived(2, "min_session_timeout_ms")?,
-        };
-        let max_session_timeout_ms = match merged.max_session_timeout_ms {
-            Some(v) => v,
-            None => derived(20, "max_session_timeout_ms")?,
-        };
-        let members = match &merged.members {
-            Some(list) => list
-                .iter()
-                .map(MemberSpec::resolve)
-                .collect::<Result<Vec<_>, _>>()?,
-            None => Vec::new(),
-        };
-        let server_id = merged.server_id.unwrap_or(d.server_id);
-        let client_addr = match &merged.client_addr {
-            Some(s) => parse_addr(s)?,
-            // ZooKeeper's dynamic-config style: the client address on this member's own line.
-            None => members
-                .iter()
-                .find(|m| m.id == server_id)
-                .and_then(|m| m.client_addr)
-                .unwrap_or(d.client_addr),
-        };
-        let four_letter_whitelist = match &merged.four_letter_whitelist {
-            Some(list) => normalize_whitelist(list, &mut warnings),
-            None => d.four_letter_whitelist,
-        };
-        let config = Config {
-            client_addr,
-            data_dir: merged.data_dir.unwrap_or(d.data_dir),
-            data_log_dir: merged.data_log_dir.filter(|p| !p.as_os_str().is_empty()),
-            shards: merged.shards.unwrap_or(d.shards),
-            tick_time_ms,
-            min_session_timeout_ms,
-            max_session_timeout_ms,
-            max_packet_bytes: merged.max_packet_bytes.unwrap_or(d.max_packet_bytes),
-            max_client_cnxns: merged.max_client_cnxns.unwrap_or(d.max_client_cnxns),
-            super_digest: merged.super_digest.filter(|s| !s.is_empty()),
-            peer_secret: match merged
-                .peer_secret_file
-                .filter(|p| !p.as_os_str().is_empty())
-            {
-                Some(path) => Some(PeerSecret::read(&path)?),
-                None => None,
-            },
-            four_letter_whitelist,
-            ttl_enabled: merged.ttl_enabled.unwrap_or(d.ttl_enabled),
-            reconfig_enabled: merged.reconfig_enabled.unwrap_or(d.reconfig_enabled),
-            join: merged.join.unwrap_or(d.join),
-            container_check_interval_ms: merged
-                .container_check_interval_ms
-                .unwrap_or(d.container_check_interval_ms),
-            sessionless_timeout_ms: merged
-                .sessionless_timeout_ms
-                .unwrap_or(d.sessionless_timeout_ms),
-            max_outstanding_per_conn: merged
-                .max_outstanding_per_conn
-                .unwrap_or(d.max_outstanding_per_conn),
-            max_send_queue_bytes: merged
-                .max_send_queue_bytes
-                .unwrap_or(d.max_send_queue_bytes),
-            max_watches_per_session: merged
-                .max_watches_per_session
-                .unwrap_or(d.max_watches_per_session),
-            max_watches: merged.max_watches.unwrap_or(d.max_watches),
-            log_segment_bytes: merged.log_segment_bytes.unwrap_or(d.log_segment_bytes),
-            snap_count: merged.snap_count.unwrap_or(d.snap_count),
-            snap_bytes: merged.snap_bytes.unwrap_or(d.snap_bytes),
-            snap_retain_count: merged.snap_retain_count.unwrap_or(d.snap_retain_count),
-            server_id,
-            log_level: merged.log_level.unwrap_or(d.log_level),
-            members,
-        };
         config.validate()?;
         Ok((config, warnings))
     }
 
-    /// Checks ranges and cross-field rules.
+    /// Checks each setting's range, then the rules between settings.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.tick_time_ms <= 0 {
-            return Err(invalid(format!(
-                "tick_time_ms must be > 0 (got {})",
-                self.tick_time_ms
-            )));
-        }
-        if self.min_session_timeout_ms <= 0 {
-            return Err(invalid(format!(
-                "min_session_timeout_ms must be > 0 (got {})",
-                self.min_session_timeout_ms
-            )));
-        }
+        self.check_settings()?;
         if self.min_session_timeout_ms > self.max_session_timeout_ms {
             return Err(invalid(format!(
                 "min_session_timeout_ms ({}) must not be larger than max_session_timeout_ms ({})",
                 self.min_session_timeout_ms, self.max_session_timeout_ms
-            )));
-        }
-        if self.data_dir.as_os_str().is_empty() {
-            return Err(invalid("data_dir must not be empty".to_string()));
-        }
-        if !(1..=MAX_SHARDS).contains(&self.shards) {
-            return Err(invalid(format!(
-                "shards must be 1-{MAX_SHARDS} (got {})",
-                self.shards
-            )));
-        }
-        if !(MIN_PACKET_BYTES..=MAX_PACKET_BYTES).contains(&self.max_packet_bytes) {
-            return Err(invalid(format!(
-                "max_packet_bytes must be {MIN_PACKET_BYTES}-{MAX_PACKET_BYTES} (got {})",
-                self.max_packet_bytes
-            )));
-        }
-        if let Some(digest) = &self.super_digest {
-            check_super_digest(digest)?;
-        }
-        for (name, value) in [
-            (
-                "container_check_interval_ms",
-                self.container_check_interval_ms,
-            ),
-            ("sessionless_timeout_ms", self.sessionless_timeout_ms),
-        ] {
-            if !(1..=MAX_INTERVAL_MS).contains(&value) {
-                return Err(invalid(format!(
-                    "{name} must be 1-{MAX_INTERVAL_MS} (got {value})"
-                )));
-            }
-        }
-        if !(1..=MAX_OUTSTANDING_PER_CONN).contains(&self.max_outstanding_per_conn) {
-            return Err(invalid(format!(
-                "max_outstanding_per_conn must be 1-{MAX_OUTSTANDING_PER_CONN} (got {})",
-                self.max_outstanding_per_conn
-            )));
-        }
-        if !(MIN_SEND_QUEUE_BYTES..=MAX_SEND_QUEUE_BYTES).contains(&self.max_send_queue_bytes) {
-            return Err(invalid(format!(
-                "max_send_queue_bytes must be {MIN_SEND_QUEUE_BYTES}-{MAX_SEND_QUEUE_BYTES} (got {})",
-                self.max_send_queue_bytes
-            )));
-        }
-        let seg = self.log_segment_bytes;
-        if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&seg) || seg % SEGMENT_ALIGN != 0 {
-            return Err(invalid(format!(
-                "log_segment_bytes must be a multiple of {SEGMENT_ALIGN} between \
-                 {MIN_SEGMENT_BYTES} and {MAX_SEGMENT_BYTES} (got {seg})"
-            )));
-        }
-        if self.snap_count == 0 || self.snap_bytes == 0 {
-            return Err(invalid("snap_count and snap_bytes must be > 0".to_string()));
-        }
-        // One snapshot could be the one a crash left corrupt: keep one to fall back on.
-        if !(2..=1000).contains(&self.snap_retain_count) {
-            return Err(invalid(format!(
-                "snap_retain_count must be 2-1000 (got {})",
-                self.snap_retain_count
-            )));
-        }
-        if !(1..=255).contains(&self.server_id) {
-            return Err(invalid(format!(
-                "server_id must be 1-255 (got {})",
-                self.server_id
-            )));
-        }
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
-            return Err(invalid(format!(
-                "log_level `{}`: {}",
-                self.log_level,
-                one_line(&e.to_string())
             )));
         }
         self.validate_members()
@@ -1245,20 +1285,6 @@ pub fn parse_zoo_cfg(text: &str, path: &Path) -> Result<(ConfigLayer, Vec<String
             _ => raw_key.as_str(),
         };
         let value = value.trim();
-        let num = |what: &str| -> Result<i64, ConfigError> {
-            parse_java_int(value)
-                .ok_or_else(|| err(line, format!("{raw_key}: `{value}` is not {what}")))
-        };
-        let in_range = |v: i64, lo: i64, hi: i64| -> Result<i64, ConfigError> {
-            if (lo..=hi).contains(&v) {
-                Ok(v)
-            } else {
-                Err(err(
-                    line,
-                    format!("{raw_key}: {v} is out of range {lo}-{hi}"),
-                ))
-            }
-        };
         if unsupported_security(&raw_key, value) {
             return Err(err(
                 line,
@@ -1268,70 +1294,18 @@ pub fn parse_zoo_cfg(text: &str, path: &Path) -> Result<(ConfigLayer, Vec<String
                 ),
             ));
         }
+        let entry = ZooEntry {
+            path,
+            line,
+            key: &raw_key,
+            value,
+        };
+        if apply_zoo_key(&mut layer, key, &entry)? {
+            continue;
+        }
         match key {
-            "ringkeeper.peerSecretFile" => layer.peer_secret_file = Some(PathBuf::from(value)),
-            "clientPort" => port = Some(in_range(num("a port")?, 1, 65535)? as u16),
+            "clientPort" => port = Some(entry.int_as("a port", 1, 65535)?),
             "clientPortAddress" => host = Some((value.to_string(), line)),
-            "dataDir" => layer.data_dir = Some(PathBuf::from(value)),
-            "dataLogDir" => layer.data_log_dir = Some(PathBuf::from(value)),
-            "tickTime" => {
-                layer.tick_time_ms = Some(in_range(num("a number")?, 1, i32::MAX.into())? as i32)
-            }
-            // -1 means "derive from tickTime", as in ZooKeeper.
-            "minSessionTimeout" | "maxSessionTimeout" => {
-                let v = in_range(num("a number")?, -1, i32::MAX.into())? as i32;
-                let v = (v != -1).then_some(v);
-                if key == "minSessionTimeout" {
-                    layer.min_session_timeout_ms = v;
-                } else {
-                    layer.max_session_timeout_ms = v;
-                }
-            }
-            "maxClientCnxns" => {
-                layer.max_client_cnxns =
-                    Some(in_range(num("a number")?, 0, u32::MAX.into())? as u32)
-            }
-            "4lw.commands.whitelist" => {
-                layer.four_letter_whitelist =
-                    Some(value.split(',').map(|s| s.trim().to_string()).collect())
-            }
-            "jute.maxbuffer" => {
-                layer.max_packet_bytes =
-                    Some(in_range(num("a number")?, 0, i32::MAX.into())? as usize)
-            }
-            "extendedTypesEnabled" | "reconfigEnabled" => {
-                let on = match value.to_ascii_lowercase().as_str() {
-                    "true" => true,
-                    "false" => false,
-                    _ => return Err(err(line, format!("{raw_key}: `{value}` is not true/false"))),
-                };
-                if key == "reconfigEnabled" {
-                    layer.reconfig_enabled = Some(on);
-                } else {
-                    layer.ttl_enabled = Some(on);
-                }
-            }
-            "znode.container.checkIntervalMs" => {
-                layer.container_check_interval_ms =
-                    Some(in_range(num("a number")?, 0, i64::MAX)? as u64)
-            }
-            "DigestAuthenticationProvider.superDigest" => {
-                layer.super_digest = Some(value.to_string())
-            }
-            "snapCount" => layer.snap_count = Some(in_range(num("a number")?, 1, i64::MAX)? as u64),
-            "snapSizeLimitInKb" => {
-                // ZooKeeper: 0 or less disables the size trigger.
-                let kb = num("a number")?;
-                layer.snap_bytes = Some(if kb <= 0 {
-                    u64::MAX
-                } else {
-                    (kb as u64).saturating_mul(1024)
-                });
-            }
-            // ZooKeeper's minimum is 3.
-            "autopurge.snapRetainCount" => {
-                layer.snap_retain_count = Some(num("a number")?.clamp(3, 1000) as usize)
-            }
             k if k.starts_with("server.") && ensemble => {
                 let id = &k["server.".len()..];
                 let id = id
@@ -1384,15 +1358,95 @@ pub fn parse_zoo_cfg(text: &str, path: &Path) -> Result<(ConfigLayer, Vec<String
     Ok((layer, warnings))
 }
 
-fn is_system_property_key(key: &str) -> bool {
-    matches!(
-        key,
-        "4lw.commands.whitelist"
-            | "jute.maxbuffer"
-            | "extendedTypesEnabled"
-            | "znode.container.checkIntervalMs"
-            | "DigestAuthenticationProvider.superDigest"
-    )
+/// One `key=value` entry of a zoo.cfg, as the settings' parsers read it; errors name the file,
+/// the line and the key as written.
+struct ZooEntry<'a> {
+    path: &'a Path,
+    line: usize,
+    key: &'a str,
+    value: &'a str,
+}
+
+impl ZooEntry<'_> {
+    fn err(&self, message: String) -> ConfigError {
+        ConfigError::File {
+            path: self.path.to_path_buf(),
+            line: self.line,
+            message: format!("{}: {message}", self.key),
+        }
+    }
+
+    fn number(&self) -> Result<i64, ConfigError> {
+        self.parse_number("a number")
+    }
+
+    fn parse_number(&self, what: &str) -> Result<i64, ConfigError> {
+        parse_java_int(self.value)
+            .ok_or_else(|| self.err(format!("`{}` is not {what}", self.value)))
+    }
+
+    /// A number within `lo..=hi`.
+    fn int<T: TryFrom<i64>>(&self, lo: i64, hi: i64) -> Result<T, ConfigError> {
+        self.int_as("a number", lo, hi)
+    }
+
+    fn int_as<T: TryFrom<i64>>(&self, what: &str, lo: i64, hi: i64) -> Result<T, ConfigError> {
+        let v = self.parse_number(what)?;
+        let out_of_range = || self.err(format!("{v} is out of range {lo}-{hi}"));
+        if !(lo..=hi).contains(&v) {
+            return Err(out_of_range());
+        }
+        T::try_from(v).map_err(|_| out_of_range())
+    }
+
+    /// `-1` means "derive from tickTime", as in ZooKeeper.
+    fn session_timeout(&self) -> Result<Option<i32>, ConfigError> {
+        let v: i32 = self.int(-1, i32::MAX.into())?;
+        Ok((v != -1).then_some(v))
+    }
+
+    /// Kilobytes; ZooKeeper: 0 or less disables the size trigger.
+    fn size_kb(&self) -> Result<Option<u64>, ConfigError> {
+        let kb = self.number()?;
+        Ok(Some(if kb <= 0 {
+            u64::MAX
+        } else {
+            (kb as u64).saturating_mul(1024)
+        }))
+    }
+
+    fn boolean(&self) -> Result<Option<bool>, ConfigError> {
+        match self.value.to_ascii_lowercase().as_str() {
+            "true" => Ok(Some(true)),
+            "false" => Ok(Some(false)),
+            _ => Err(self.err(format!("`{}` is not true/false", self.value))),
+        }
+    }
+
+    fn path(&self) -> Result<Option<PathBuf>, ConfigError> {
+        Ok(Some(PathBuf::from(self.value)))
+    }
+
+    fn text(&self) -> Result<Option<String>, ConfigError> {
+        Ok(Some(self.value.to_string()))
+    }
+
+    fn list(&self) -> Result<Option<Vec<String>>, ConfigError> {
+        Ok(Some(
+            self.value
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .collect(),
+        ))
+    }
+}
+
+/// Runs a setting's zoo.cfg parser (a function, so that its closure's types are inferred).
+fn zoo_value<'a, L>(
+    parse: impl FnOnce(&ZooEntry<'a>) -> Result<Option<L>, ConfigError>,
+    entry: &ZooEntry<'a>,
+) -> Result<Option<L>, ConfigError> {
+    parse(entry)
 }
 
 fn zoo_warning(path: &Path, line: usize, key: &str) -> String {
@@ -1833,7 +1887,7 @@ server.3 = localhost:2890:3890:observer;0.0.0.0:2183
             "--member=5=[::1]:2892:OBSERVER;[::1]:2185",
             "--server-id=2",
         ]);
-        assert_eq!(a.members.len(), 5);
+        assert_eq!(a.members.as_ref().map(Vec::len), Some(5));
         let (c, w) = Config::from_args(&a).unwrap();
         assert!(w.is_empty(), "{w:?}");
         assert_eq!(
@@ -1960,7 +2014,7 @@ observer = true
         assert_eq!(c.client_addr, sa("127.0.0.1:2182"));
         assert_eq!((c.voters(), c.learners()), (vec![1, 2], vec![3]));
         // Flags replace the whole list.
-        a.members = vec!["2=127.0.0.1:3000".into()];
+        a.members = Some(vec!["2=127.0.0.1:3000".into()]);
         let (c, _) = Config::from_args(&a).unwrap();
         assert_eq!(c.members, [member(2, "127.0.0.1:3000", None, false)]);
         assert_eq!(c.client_addr, sa("127.0.0.1:2181"));
@@ -2400,5 +2454,138 @@ observer = true
     fn localhost_addr() {
         let (c, _) = Config::from_args(&args(&["--client-addr=localhost:2999"])).unwrap();
         assert_eq!(c.client_addr, sa("127.0.0.1:2999"));
+    }
+
+    /// The cells of a markdown table row (`\|` is a pipe inside a cell).
+    fn table_cells(row: &str) -> Vec<String> {
+        let mut cells = vec![String::new()];
+        let row = row.trim().trim_start_matches('|').trim_end_matches('|');
+        let mut chars = row.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' if chars.peek() == Some(&'|') => {
+                    chars.next();
+                    cells.last_mut().unwrap().push('|');
+                }
+                '|' => cells.push(String::new()),
+                c => cells.last_mut().unwrap().push(c),
+            }
+        }
+        cells.into_iter().map(|c| c.trim().to_string()).collect()
+    }
+
+    /// The `code` spans of `text`; with `top_level`, only those outside parentheses.
+    fn code_spans(text: &str, top_level: bool) -> Vec<String> {
+        let (mut spans, mut depth, mut code) = (Vec::new(), 0, None::<String>);
+        for c in text.chars() {
+            match (&mut code, c) {
+                (Some(span), '`') => {
+                    if depth == 0 || !top_level {
+                        spans.push(std::mem::take(span));
+                    }
+                    code = None;
+                }
+                (Some(span), c) => span.push(c),
+                (None, '`') => code = Some(String::new()),
+                (None, '(') => depth += 1,
+                (None, ')') => depth -= 1,
+                (None, _) => {}
+            }
+        }
+        spans
+    }
+
+    #[test]
+    fn configuration_md_matches_the_settings() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/CONFIGURATION.md");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let header = "| TOML key | flag | zoo.cfg key | default | meaning |";
+        let rows: Vec<Vec<String>> = text
+            .lines()
+            .skip_while(|l| l.trim() != header)
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .map(table_cells)
+            .collect();
+        assert!(rows.len() > 1, "no settings table in {}", path.display());
+        let mut documented = Vec::new();
+        for cells in &rows {
+            assert_eq!(cells.len(), 5, "{cells:?}");
+            let key = code_spans(&cells[0], false).remove(0);
+            let key = key.trim_start_matches("[[").trim_end_matches("]]");
+            let s = SETTINGS
+                .iter()
+                .find(|s| s.toml == key)
+                .unwrap_or_else(|| panic!("CONFIGURATION.md: `{key}` is no setting"));
+            assert!(!documented.contains(&s.toml), "`{key}` has two rows");
+            documented.push(s.toml);
+            assert_eq!(
+                code_spans(&cells[1], false)[0],
+                s.usage(),
+                "flag of `{key}`"
+            );
+            // zoo.cfg keys: the code outside parentheses (notes), up to any `=`.
+            let zoo: Vec<String> = code_spans(&cells[2], true)
+                .into_iter()
+                .map(|k| k.split('=').next().unwrap().to_string())
+                .collect();
+            assert_eq!(zoo, s.zoo_cfg, "zoo.cfg keys of `{key}`");
+            if zoo.is_empty() {
+                assert_eq!(cells[2], "–", "zoo.cfg cell of `{key}`");
+            }
+            // A note in parentheses may follow the default.
+            let default = match cells[3].rsplit_once(" (") {
+                Some((d, note)) if note.ends_with(')') => d,
+                _ => cells[3].as_str(),
+            };
+            assert_eq!(default, (s.default)(), "default of `{key}`");
+        }
+        for s in SETTINGS {
+            assert!(
+                documented.contains(&s.toml),
+                "`{}` has no row in CONFIGURATION.md",
+                s.toml
+            );
+        }
+        // The paragraph after the table lists the system-property keys.
+        let paragraph: String = text
+            .lines()
+            .skip_while(|l| !l.starts_with("System-property keys ("))
+            .take_while(|l| !l.contains("also accepted"))
+            .chain(text.lines().filter(|l| l.contains("also accepted")).take(1))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let paragraph = paragraph.split(") are also accepted").next().unwrap();
+        let mut listed = code_spans(paragraph, false);
+        let mut defined: Vec<String> = SETTINGS
+            .iter()
+            .flat_map(|s| s.zoo_cfg.iter())
+            .filter(|k| is_system_property_key(k))
+            .map(|k| k.to_string())
+            .collect();
+        listed.sort();
+        defined.sort();
+        assert_eq!(listed, defined, "system-property keys in CONFIGURATION.md");
+    }
+
+    #[test]
+    fn every_setting_has_its_flag_and_toml_key() {
+        use clap::CommandFactory;
+        let cmd = Cli::command();
+        for s in SETTINGS {
+            let long = s.flag.trim_start_matches("--");
+            let arg = cmd
+                .get_arguments()
+                .find(|a| a.get_long() == Some(long))
+                .unwrap_or_else(|| panic!("no flag {}", s.flag));
+            assert!(arg
+                .get_help()
+                .is_some_and(|h| h.to_string().starts_with(s.doc)));
+            // Each TOML key is accepted (a wrong type is refused, an unknown key too).
+            let e = ConfigLayer::from_toml(&format!("{} = {{}}\n", s.toml), Path::new("t"))
+                .unwrap_err()
+                .to_string();
+            assert!(!e.contains("unknown field"), "{}: {e}", s.toml);
+        }
     }
 }
