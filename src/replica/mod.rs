@@ -6,8 +6,10 @@
 //! - [`snapshot_schedule`]: when the next snapshot is due.
 //! - [`syncs`]: `sync` requests, from their ReadIndex to their answer.
 //! - [`transfers`]: snapshots streamed to members that fell behind, until acknowledged.
+//! - [`leadership`]: what a change of leader means, and when the member serves.
 
 pub mod intake;
+pub mod leadership;
 pub mod snapshot_schedule;
 pub mod syncs;
 pub mod transfers;

@@ -24,6 +24,7 @@ use crate::proto::peer::PeerMsg;
 use crate::proto::types::{ErrorCode, Id, SessionId};
 use crate::reconfig::{self, CONFIG_NODE};
 use crate::replica::intake::{self, Forwarded, Intake, Proposal, MAX_BATCH_COMMANDS};
+use crate::replica::leadership::Leadership;
 use crate::replica::snapshot_schedule::SnapshotSchedule;
 use crate::replica::syncs::Syncs;
 use crate::replica::transfers::{Send, Transfers};
@@ -224,7 +225,7 @@ pub async fn run(
         peers,
         members: Vec::new(),
         config_zxid: -1,
-        known_leader: None,
+        leadership: Leadership::default(),
         published_first: false,
         syncs: Syncs::new(shared.instance),
         machine_config,
@@ -291,8 +292,8 @@ struct Sequencer {
     /// until a reconfig writes it), and the zxid that last changed them.
     members: Vec<MemberSpec>,
     config_zxid: i64,
-    /// The leader as last seen (a change closes connections with writes in flight).
-    known_leader: Option<u64>,
+    /// The leader as last seen, and whether this member serves.
+    leadership: Leadership,
     /// Whether the shards have their first view (they listen only once they do).
     published_first: bool,
     /// sync requests, waiting for their read index or for it to be applied.
@@ -382,7 +383,7 @@ impl Sequencer {
                 // leader hears where the session lives (on the link that then carries the
                 // session's writes, so it hears it first).
                 self.session_moved(session, self.shared.config.server_id);
-                if let (Some(peers), Some(leader)) = (&self.peers, self.known_leader) {
+                if let (Some(peers), Some(leader)) = (&self.peers, self.leadership.known()) {
                     if leader != self.shared.config.server_id {
                         peers.send(leader, &PeerMsg::Attached(session));
                     }
@@ -448,7 +449,7 @@ impl Sequencer {
             }
             Event::Peer(PeerEvent::Down(member)) => {
                 self.consensus.unreachable(member);
-                if self.known_leader == Some(member) && !self.consensus.is_leader() {
+                if self.leadership.known() == Some(member) && !self.consensus.is_leader() {
                     // Writes forwarded on the broken link may never have arrived.
                     self.drop_writers("the link to the leader broke");
                 }
@@ -564,7 +565,7 @@ impl Sequencer {
     /// Session activity: the leader's tracker takes it, other members pass it on.
     fn touch(&mut self, sessions: Vec<(SessionId, i32)>) {
         if !self.consensus.is_leader() {
-            if let (Some(peers), Some(leader)) = (&self.peers, self.known_leader) {
+            if let (Some(peers), Some(leader)) = (&self.peers, self.leadership.known()) {
                 peers.send(leader, &PeerMsg::Touch(sessions));
             }
             return;
@@ -604,8 +605,18 @@ impl Sequencer {
         self.shared
             .leader_id
             .store(leader.unwrap_or(0), Ordering::Relaxed);
-        if leader != self.known_leader {
-            let previous = std::mem::replace(&mut self.known_leader, leader);
+        let member = standalone
+            || self
+                .consensus
+                .membership()
+                .contains(self.shared.config.server_id);
+        let change = self.leadership.observe(
+            leader,
+            role == Role::Leader,
+            member,
+            self.replay_until.is_some(),
+        );
+        if let Some((previous, leader)) = change.leader {
             self.shared.metrics.leader_changes.inc();
             tracing::info!(
                 leader = ?leader,
@@ -614,12 +625,14 @@ impl Sequencer {
                 role = ?role,
                 "leader changed"
             );
-            if previous.is_some() {
-                self.drop_writers("the leader changed");
-            }
-            if role == Role::Leader && self.replay_until.is_none() {
-                self.restart_session_clocks();
-            }
+        }
+        if change.drop_writers {
+            self.drop_writers("the leader changed");
+        }
+        if change.restart_clocks {
+            self.restart_session_clocks();
+        }
+        if change.forget_owners {
             self.intake.forget_owners();
         }
         if let Some(why) = self.drop_writers.take() {
@@ -627,21 +640,17 @@ impl Sequencer {
                 let _ = link.send(ToShard::DropWriters(why)).await;
             }
         }
-        let member = standalone
-            || self
-                .consensus
-                .membership()
-                .contains(self.shared.config.server_id);
-        let serving = self.replay_until.is_none() && self.known_leader.is_some() && member;
-        if serving != self.shared.serving.load(Ordering::SeqCst) {
-            self.shared.serving.store(serving, Ordering::SeqCst);
-            if serving {
+        match change.serving {
+            Some(true) => {
+                self.shared.serving.store(true, Ordering::SeqCst);
                 tracing::info!(
                     zxid = format!("{:#x}", self.machine.last_zxid()),
-                    leader = ?self.known_leader,
+                    leader = ?self.leadership.known(),
                     "serving"
                 );
-            } else {
+            }
+            Some(false) => {
+                self.shared.serving.store(false, Ordering::SeqCst);
                 let why = if member {
                     "no leader is known"
                 } else {
@@ -654,6 +663,7 @@ impl Sequencer {
                     let _ = link.send(ToShard::Unserve).await;
                 }
             }
+            None => {}
         }
     }
 
@@ -1005,7 +1015,7 @@ impl Sequencer {
     }
 
     fn forward(&mut self) {
-        let (Some(peers), Some(leader)) = (&self.peers, self.known_leader) else {
+        let (Some(peers), Some(leader)) = (&self.peers, self.leadership.known()) else {
             return;
         };
         let mut sent = true;
@@ -1399,7 +1409,7 @@ impl Sequencer {
         m.log_queue.set(self.wal.pending_bytes() as i64);
         m.raft_term.set(self.consensus.term() as i64);
         m.commit_index.set(self.consensus.commit_index() as i64);
-        m.leader_id.set(self.known_leader.unwrap_or(0) as i64);
+        m.leader_id.set(self.leadership.known().unwrap_or(0) as i64);
         let ws = self.wal.stats();
         m.fsyncs.reset();
         m.fsyncs.add(ws.syncs);
