@@ -12,8 +12,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-use crate::config::Config;
-
 /// What ZooKeeper prints when a command needs a running server and there is none yet.
 pub const NOT_SERVING: &str = "This ZooKeeper instance is not currently serving requests";
 
@@ -202,22 +200,6 @@ pub struct ConfStats {
     /// An ensemble's members in ZooKeeper's dynamic configuration format (`server.N=` lines,
     /// `version=`), as `conf` lists them after `membership:`.
     pub membership: Option<String>,
-}
-
-impl ConfStats {
-    pub fn from_config(config: &Config) -> ConfStats {
-        ConfStats {
-            client_port: config.client_addr.port(),
-            data_dir: config.data_dir.display().to_string(),
-            data_log_dir: config.effective_data_log_dir().display().to_string(),
-            tick_time_ms: config.tick_time_ms,
-            max_client_cnxns: config.max_client_cnxns,
-            min_session_timeout_ms: config.min_session_timeout_ms,
-            max_session_timeout_ms: config.max_session_timeout_ms,
-            server_id: config.server_id,
-            membership: None,
-        }
-    }
 }
 
 /// Leader-only lines of stat/srvr and mntr.
@@ -1370,19 +1352,6 @@ mod tests {
         let got = four_letter("dirs", &s, &all());
         assert_eq!(got, "datadir_size: 67109337\nlogdir_size: 67109337\n");
         check_sample("dirs.txt", &got);
-    }
-
-    #[test]
-    fn conf_from_config() {
-        let c = ConfStats::from_config(&Config::default());
-        assert_eq!(c.client_port, 2181);
-        assert_eq!(c.data_dir, "./data");
-        assert_eq!(c.data_log_dir, "./data");
-        assert_eq!(
-            (c.min_session_timeout_ms, c.max_session_timeout_ms),
-            (4000, 40000)
-        );
-        assert_eq!(c.server_id, 1);
     }
 
     fn watches() -> Vec<SessionWatches> {

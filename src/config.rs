@@ -867,6 +867,21 @@ impl Config {
         self.members.iter().find(|m| m.id == id)
     }
 
+    /// What the `conf` four-letter word prints of this configuration.
+    pub fn conf_stats(&self) -> crate::admin::ConfStats {
+        crate::admin::ConfStats {
+            client_port: self.client_addr.port(),
+            data_dir: self.data_dir.display().to_string(),
+            data_log_dir: self.effective_data_log_dir().display().to_string(),
+            tick_time_ms: self.tick_time_ms,
+            max_client_cnxns: self.max_client_cnxns,
+            min_session_timeout_ms: self.min_session_timeout_ms,
+            max_session_timeout_ms: self.max_session_timeout_ms,
+            server_id: self.server_id,
+            membership: None,
+        }
+    }
+
     /// The state machine's settings (every member of an ensemble must share them).
     pub fn machine_config(&self) -> crate::machine::MachineConfig {
         crate::machine::MachineConfig {
@@ -1578,6 +1593,19 @@ mod tests {
     use super::*;
     use clap::Parser;
     use std::io::Write;
+
+    #[test]
+    fn conf_stats_of_the_defaults() {
+        let c = Config::default().conf_stats();
+        assert_eq!(c.client_port, 2181);
+        assert_eq!(c.data_dir, "./data");
+        assert_eq!(c.data_log_dir, "./data");
+        assert_eq!(
+            (c.min_session_timeout_ms, c.max_session_timeout_ms),
+            (4000, 40000)
+        );
+        assert_eq!(c.server_id, 1);
+    }
 
     #[derive(Parser)]
     struct Cli {

@@ -751,7 +751,7 @@ fn set_data(state: &mut State, cx: &mut Ctx<'_>, req: &SetDataRequest) -> OpOutc
 /// (this zxid in hex, as ZooKeeper writes it); its data watchers fire.
 fn set_config(state: &mut State, cx: &mut Ctx<'_>, members: &str) -> (Vec<u8>, Stat) {
     let data = format!("{members}version={:x}", cx.zxid).into_bytes();
-    let key: Arc<str> = Arc::from(crate::reconfig::CONFIG_NODE);
+    let key: Arc<str> = Arc::from(crate::tree::CONFIG_NODE);
     let acl = state
         .tree
         .get(&key)

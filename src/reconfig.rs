@@ -16,8 +16,7 @@ use crate::machine::View;
 use crate::proto::types::{perms, ErrorCode, Id};
 use crate::txn::ReconfigOp;
 
-/// The node holding the ensemble's configuration.
-pub const CONFIG_NODE: &str = "/zookeeper/config";
+pub use crate::tree::CONFIG_NODE;
 /// Most members a configuration may list.
 pub const MAX_MEMBERS: usize = 255;
 

@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 use super::conn::ConnHandle;
 use super::shard::Shard;
 use super::Diag;
-use crate::admin::{
-    self, ConfStats, ConnSessionStats, ConnStats, DumpStats, FourLetter, ServerStats,
-};
+use crate::admin::{self, ConnSessionStats, ConnStats, DumpStats, FourLetter, ServerStats};
 
 /// How long a four-letter word waits for the other shards.
 const COLLECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -110,7 +108,7 @@ impl Shard {
                 .started_at
                 .elapsed()
                 .map_or(0, |d| d.as_millis() as u64),
-            conf: ConfStats::from_config(&shared.config),
+            conf: shared.config.conf_stats(),
             leader: shared.leader_stats.lock().ok().and_then(|l| *l),
             env: admin::process_env(),
             extra: m.report(),

@@ -117,8 +117,11 @@ impl Node {
     }
 }
 
+/// The node holding the ensemble's configuration (written by reconfig, read by `conf`).
+pub const CONFIG_NODE: &str = "/zookeeper/config";
+
 /// The paths ZooKeeper creates at start and never lets a client delete.
-pub const RESERVED_PATHS: [&str; 4] = ["/", "/zookeeper", "/zookeeper/quota", "/zookeeper/config"];
+pub const RESERVED_PATHS: [&str; 4] = ["/", "/zookeeper", "/zookeeper/quota", CONFIG_NODE];
 
 pub fn is_reserved(path: &str) -> bool {
     RESERVED_PATHS.contains(&path)
@@ -219,7 +222,7 @@ impl Tree {
             ("/", node(&open_acl, &["zookeeper"])),
             ("/zookeeper", node(&open_acl, &["config", "quota"])),
             ("/zookeeper/quota", node(&open_acl, &[])),
-            ("/zookeeper/config", config),
+            (CONFIG_NODE, config),
         ] {
             tree.data_size += path.len() as u64;
             tree.digest = tree.digest.wrapping_add(node_hash(path, &n));
