@@ -17,7 +17,7 @@ use raft::eraftpb::{ConfChangeV2, ConfState, Entry, EntryType, HardState, Messag
 use raft::storage::MemStorage;
 use raft::{Config, GetEntriesContext, RaftState, RawNode, SnapshotStatus, StateRole, Storage};
 
-use crate::proto::raft_wire::{self, Refusal};
+use crate::peer_proto::raft_wire::{self, Refusal};
 use crate::raft_guard;
 
 /// Who votes and who only listens (raft learners, ZooKeeper observers).
@@ -449,7 +449,7 @@ impl Consensus {
     }
 
     /// A raft message that arrived on member `from`'s link (the member the link authenticated).
-    /// It is checked first (`raft_guard::admit`, which runs `proto::raft_wire::check` too; the
+    /// It is checked first (`raft_guard::admit`, which runs `peer_proto::raft_wire::check` too; the
     /// decoder has already checked every entry's payload): a message that fails is refused
     /// (`ConsensusError::Refused`) and raft-rs never sees it.
     pub fn step(&mut self, from: u64, mut msg: Message) -> Result<(), ConsensusError> {
@@ -813,7 +813,7 @@ mod tests {
 
     /// `m` encoded as a peer frame and decoded again: the message, or why it was refused.
     fn wire(m: &Message) -> Result<Message, String> {
-        use crate::proto::peer::{decode, encode, PeerMsg};
+        use crate::peer_proto::{decode, encode, PeerMsg};
         let mut buf = Vec::new();
         encode(&PeerMsg::Raft(m.clone()), &mut buf).unwrap();
         match decode(&buf[4..]).unwrap() {

@@ -15,6 +15,7 @@ pub mod import;
 pub mod inspect;
 pub mod log;
 pub mod machine;
+pub mod peer_proto;
 pub mod proto;
 pub mod raft_guard;
 pub mod reconfig;

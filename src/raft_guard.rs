@@ -1,6 +1,6 @@
 //! What a raft message from a peer must satisfy against this member's state before raft-rs
 //! sees it (sans-IO; `consensus::Consensus::step` applies it). The structural checks, which need
-//! no state, are `proto::raft_wire::check`; they run here again, cheaply, for callers that did
+//! no state, are `peer_proto::raft_wire::check`; they run here again, cheaply, for callers that did
 //! not decode the message from bytes (the snapshot path, the simulation).
 //!
 //! raft-rs trusts its peers: a message at a term near `u64::MAX`, entries that do not follow
@@ -11,7 +11,7 @@
 
 use raft::eraftpb::{Message, MessageType};
 
-use crate::proto::raft_wire::{self, Refusal, CAMPAIGN_TRANSFER};
+use crate::peer_proto::raft_wire::{self, Refusal, CAMPAIGN_TRANSFER};
 
 /// The parts of this member's raft state the checks look at.
 #[derive(Clone, Copy, Debug, Default)]

@@ -11,10 +11,8 @@
 
 use rkyv::{Archive, Deserialize, Serialize};
 
-use crate::proto::types::{
-    CheckVersionRequest, CreateRequest, DeleteRequest, ErrorCode, Id, SessionId, SetAclRequest,
-    SetDataRequest, Stat, Zxid,
-};
+use crate::proto::types::{ErrorCode, Id, SessionId, SetAclRequest, Stat, Zxid};
+pub use crate::proto::types::{MultiResult, WriteOp};
 
 /// One raft entry: everything the sequencer gathered while the previous entry was in flight.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -87,19 +85,6 @@ pub struct Command {
     /// xids on every connection, and their fresh writes must not be mistaken for retries.
     pub seen_zxid: Zxid,
     pub op: Op,
-}
-
-/// A write inside `multi`, or on its own.
-#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub enum WriteOp {
-    /// `opcode` is the request's: 1, 15, 19 or 21 (it picks container/TTL and the reply shape).
-    Create {
-        opcode: i32,
-        req: CreateRequest,
-    },
-    Delete(DeleteRequest),
-    SetData(SetDataRequest),
-    Check(CheckVersionRequest),
 }
 
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -191,21 +176,6 @@ pub enum OpResult {
         data: Vec<u8>,
         stat: Stat,
     },
-}
-
-/// One op's result inside a multi. On failure every op gets `Error`: 0 (rolled back) before
-/// the failing op, its code for the failing op, RuntimeInconsistency after it.
-#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub enum MultiResult {
-    Created {
-        opcode: i32,
-        path: String,
-        stat: Stat,
-    },
-    Deleted,
-    SetData(Stat),
-    Checked,
-    Error(ErrorCode),
 }
 
 /// Why a watch fires, as the applier reports it; the per-shard watch registry maps it to the

@@ -1,4 +1,4 @@
-//! Arbitrary bytes as peer frames from other members: each is decoded (`proto::peer::decode`),
+//! Arbitrary bytes as peer frames from other members: each is decoded (`peer_proto::decode`),
 //! and every raft message that passes the decoder's checks is stepped, as the sequencer does,
 //! into a real in-memory `Consensus` (member 2 of three, a follower with a short log), which is
 //! then driven as the shell drives it (ticks, readies persisted at once, committed entries
@@ -6,13 +6,13 @@
 //!
 //! Input: a sequence of `[link u8][len u16 LE][frame body]`, where `link % 4` is the member the
 //! link authenticated (0: a member the group does not know) and the body is the frame's kind
-//! and payload (`proto::peer`'s framing without the length).
+//! and payload (`peer_proto`'s framing without the length).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use ringkeeper::consensus::{is_conf_change, Consensus, Membership, StoredEntry};
 use raft::eraftpb::MessageType;
-use ringkeeper::proto::peer::{decode, PeerMsg};
+use ringkeeper::peer_proto::{decode, PeerMsg};
 
 fn member() -> Consensus {
     let entries = (1..=3)

@@ -3,8 +3,5 @@
 pub mod frame;
 pub mod jute;
 pub mod path;
-pub mod peer;
-pub mod peer_auth;
-pub mod raft_wire;
 pub mod records;
 pub mod types;

@@ -14,7 +14,7 @@ use crate::proto::types::{
     opcode, xid, Acl, CheckVersionRequest, CreateRequest, DeleteRequest, ErrorCode, EventType,
     SetAclRequest, SetDataRequest, Stat, Zxid, STATE_SYNC_CONNECTED,
 };
-use crate::txn::{MultiResult, WriteOp};
+use crate::proto::types::{MultiResult, WriteOp};
 
 /// The password length ZooKeeper hands out.
 pub const PASSWD_LEN: usize = 16;

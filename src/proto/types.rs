@@ -325,3 +325,31 @@ pub struct CheckVersionRequest {
     pub path: String,
     pub version: i32,
 }
+
+/// A write inside `multi`, or on its own.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub enum WriteOp {
+    /// `opcode` is the request's: 1, 15, 19 or 21 (it picks container/TTL and the reply shape).
+    Create {
+        opcode: i32,
+        req: CreateRequest,
+    },
+    Delete(DeleteRequest),
+    SetData(SetDataRequest),
+    Check(CheckVersionRequest),
+}
+
+/// One op's result inside a multi. On failure every op gets `Error`: 0 (rolled back) before
+/// the failing op, its code for the failing op, RuntimeInconsistency after it.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub enum MultiResult {
+    Created {
+        opcode: i32,
+        path: String,
+        stat: Stat,
+    },
+    Deleted,
+    SetData(Stat),
+    Checked,
+    Error(ErrorCode),
+}

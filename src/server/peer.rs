@@ -1,4 +1,4 @@
-//! Peer links: `proto::peer` frames over TCP between ensemble members, on the sequencer's
+//! Peer links: `peer_proto` frames over TCP between ensemble members, on the sequencer's
 //! executor.
 //!
 //! Each member dials every other member and only *sends* on the connections it dialed; it
@@ -13,7 +13,7 @@
 //! the caller, whose clients must then be told).
 //!
 //! Nothing a connection sends is read as a peer message before it has proven that it holds
-//! the ensemble's secret (`proto::peer_auth`), within `HANDSHAKE_TIMEOUT`, with at most
+//! the ensemble's secret (`peer_proto::auth`), within `HANDSHAKE_TIMEOUT`, with at most
 //! `MAX_HANDSHAKING` strangers at a time. After that a frame, once begun, must keep arriving
 //! (`FRAME_STALL_TIMEOUT`), a member holds at most `MAX_LINKS_PER_MEMBER` connections (a
 //! newer one closes its oldest: a reconnecting member must never be locked out by its own
@@ -34,7 +34,7 @@ use raft::eraftpb::MessageType;
 
 use super::listener::BudgetedListener;
 use super::{ServerError, Shared};
-use crate::proto::peer::{self, Accepting, Dialing, PeerMsg};
+use crate::peer_proto::{self as peer, Accepting, Dialing, PeerMsg};
 
 /// Frames queued for one peer before new ones are dropped.
 const QUEUE_FRAMES: usize = 4096;
@@ -110,7 +110,7 @@ struct Accepted {
 /// An authenticated connection: its number, and a sender whose drop closes it.
 type LinkIn = (u64, async_channel::Sender<()>);
 
-/// The ensemble's secret as the HMAC key (empty without one: see `proto::peer_auth`).
+/// The ensemble's secret as the HMAC key (empty without one: see `peer_proto::auth`).
 pub(super) fn secret(shared: &Shared) -> &[u8] {
     shared
         .config

@@ -20,7 +20,7 @@ use crate::consensus::{
 };
 use crate::log::{snapshots, LogRecord, Wal, WalOptions};
 use crate::machine::{Machine, MachineConfig};
-use crate::proto::peer::PeerMsg;
+use crate::peer_proto::PeerMsg;
 use crate::proto::types::{ErrorCode, Id, SessionId};
 use crate::reconfig::{self, CONFIG_NODE};
 use crate::replica::intake::{self, Forwarded, Intake, Proposal, MAX_BATCH_COMMANDS};
@@ -510,7 +510,7 @@ impl Sequencer {
         }
     }
 
-    /// A raft message from member `from` was refused (`proto::raft_wire`, `raft_guard`):
+    /// A raft message from member `from` was refused (`peer_proto::raft_wire`, `raft_guard`):
     /// counted, and logged unless a flood of them would flood the log.
     fn refused(&self, from: u64, reason: &str) {
         let metrics = &self.shared.metrics;

@@ -1,5 +1,5 @@
 """ringkeeper's peer protocol as an attacker (or a test) speaks it: frames,
-the authentication handshake of src/proto/peer_auth.rs, and raft messages in
+the authentication handshake of src/peer_proto/auth.rs, and raft messages in
 protobuf (eraftpb.proto). Only what the attack tests need."""
 
 import hashlib

@@ -367,7 +367,7 @@ impl Sim {
         // decodes (a structural check that refused one would split the ensemble). Checks
         // against the receiver's state may refuse a stale one (`step` below).
         let msg = {
-            use ringkeeper::proto::peer::{decode, encode, PeerMsg};
+            use ringkeeper::peer_proto::{decode, encode, PeerMsg};
             let mut buf = Vec::new();
             encode(&PeerMsg::Raft(msg), &mut buf).map_err(|e| e.to_string())?;
             match decode(&buf[4..]).map_err(|e| e.to_string())? {

@@ -2,13 +2,15 @@
 //! only to each other). No I/O here; `server::peer` moves the frames.
 //!
 //! Frame: `[len u32 LE][kind u8][payload]`, `len` counting kind and payload. A connection
-//! starts with the handshake of `proto::peer_auth` (`Hello` from the member that dialed,
+//! starts with the handshake of `peer_proto::auth` (`Hello` from the member that dialed,
 //! `Challenge` back, `Proof`); every later frame flows from the dialer to the acceptor.
+
+pub mod auth;
+pub mod raft_wire;
 
 use raft::eraftpb::Message;
 
-use crate::proto::peer_auth::{Exchange, Nonce, PeerAuthError, Tag, MAC_BYTES, NONCE_BYTES};
-use crate::proto::raft_wire;
+use self::auth::{Exchange, Nonce, PeerAuthError, Tag, MAC_BYTES, NONCE_BYTES};
 use crate::proto::types::SessionId;
 use crate::txn::{Batch, Command};
 
@@ -59,7 +61,7 @@ pub enum PeerProtoError {
     Auth(#[from] PeerAuthError),
 }
 
-/// The dialing side of the handshake (`proto::peer_auth`), without I/O: the hello to send,
+/// The dialing side of the handshake (`peer_proto::auth`), without I/O: the hello to send,
 /// then the proof that answers the acceptor's challenge once its MAC checks out.
 pub struct Dialing {
     from: u64,
