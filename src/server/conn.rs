@@ -690,6 +690,11 @@ impl ConnHandle {
             self.connected(applied, read_only);
         } else {
             let mut st = self.state.borrow_mut();
+            // Throttled: the write was refused before it was logged (disk full), so the
+            // identities it carried were not recorded; the next write carries them again.
+            if applied.result == OpResult::Error(ErrorCode::Throttled) {
+                st.ids_sent = false;
+            }
             let waiting = st.pending.iter_mut().find_map(|p| match p {
                 Pending::Write {
                     xid,

@@ -218,6 +218,7 @@ def test_disk_full_refuses_writes_serves_reads_and_recovers(mounts, server_facto
     zk = make_kazoo(s.hosts)
     acked = {}  # path -> data, every write the server said OK to
     refused = []  # paths of creates answered Throttled
+    fresh = None
     try:
         # A: acknowledged before the disk fills
         zk.create("/a", b"")
@@ -261,16 +262,13 @@ def test_disk_full_refuses_writes_serves_reads_and_recovers(mounts, server_facto
         # ...reads go on from the existing session and from a brand-new one
         assert zk.get("/a/n007")[0] == acked["/a/n007"]
         fresh = make_kazoo(s.hosts)
-        try:
-            a = {p: d for p, d in acked.items() if p.startswith("/a/")}
-            assert _read_all(fresh, a) == a
-            assert len(fresh.get_children("/b")) == sum(p.startswith("/b/") for p in acked)
-            # and the new session cannot write either
-            with pytest.raises(ThrottledOpError):
-                refused.append("/b/refused-fresh")
-                fresh.create("/b/refused-fresh", b"x")
-        finally:
-            _close(fresh)
+        a = {p: d for p, d in acked.items() if p.startswith("/a/")}
+        assert _read_all(fresh, a) == a
+        assert len(fresh.get_children("/b")) == sum(p.startswith("/b/") for p in acked)
+        # and the new session cannot write either
+        with pytest.raises(ThrottledOpError):
+            refused.append("/b/refused-fresh")
+            fresh.create("/b/refused-fresh", b"x")
         assert s.running()
 
         # free the space: writes come back by themselves (the server retries every 0.5 s)
@@ -292,9 +290,15 @@ def test_disk_full_refuses_writes_serves_reads_and_recovers(mounts, server_facto
             p, d = "/c/after%02d" % i, _payload("after%d" % i, 5000)
             zk.create(p, d, makepath=True)
             acked[p] = d
+        # the session whose only writes were refused writes again (its identities, which
+        # those writes carried, were never recorded: the next write carries them again)
+        fresh.create("/c/fresh", b"f")
+        acked["/c/fresh"] = b"f"
         assert "WAL: disk space is back; accepting writes again" in _log_since_last_start(s)
     finally:
         _close(zk)
+        if fresh is not None:
+            _close(fresh)
 
     # a crash, then everything acknowledged is there and nothing refused
     s.kill()
