@@ -14,7 +14,7 @@ pub const INSTALL_BYTES_PER_MS: u64 = 10_000;
 
 /// What to do with raft's request to send a member a snapshot.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Send {
+pub enum Stream {
     /// Stream it (it now counts as under way).
     Start,
     /// One is under way to that member: it reports for both.
@@ -34,15 +34,15 @@ pub struct Transfers {
 impl Transfers {
     /// raft wants `to` sent the state at `index`; this member has applied `applied`, and
     /// `reachable` says whether it knows the member's address.
-    pub fn want(&mut self, to: u64, index: u64, applied: u64, reachable: bool) -> Send {
+    pub fn want(&mut self, to: u64, index: u64, applied: u64, reachable: bool) -> Stream {
         if self.sending.contains(&to) {
-            return Send::Already;
+            return Stream::Already;
         }
         if !reachable || index != applied {
-            return Send::Refuse;
+            return Stream::Refuse;
         }
         self.sending.insert(to);
-        Send::Start
+        Stream::Start
     }
 
     /// The stream to `to` ended: `Some(bytes)` sent (wait for the member's acknowledgment),
@@ -86,10 +86,10 @@ mod tests {
     #[test]
     fn one_stream_per_member_and_only_of_the_applied_state() {
         let mut t = Transfers::default();
-        assert_eq!(t.want(2, 10, 10, true), Send::Start);
-        assert_eq!(t.want(2, 10, 10, true), Send::Already);
-        assert_eq!(t.want(3, 9, 10, true), Send::Refuse);
-        assert_eq!(t.want(3, 10, 10, false), Send::Refuse);
+        assert_eq!(t.want(2, 10, 10, true), Stream::Start);
+        assert_eq!(t.want(2, 10, 10, true), Stream::Already);
+        assert_eq!(t.want(3, 9, 10, true), Stream::Refuse);
+        assert_eq!(t.want(3, 10, 10, false), Stream::Refuse);
         assert_eq!(t.sending(), 1);
         t.sent(2, None, 0);
         assert_eq!(t.sending(), 0);
@@ -102,7 +102,7 @@ mod tests {
     #[test]
     fn an_unacknowledged_snapshot_is_sent_again() {
         let mut t = Transfers::default();
-        assert_eq!(t.want(2, 10, 10, true), Send::Start);
+        assert_eq!(t.want(2, 10, 10, true), Stream::Start);
         t.sent(2, Some(50 * INSTALL_BYTES_PER_MS), 1000);
         let deadline = 1000 + INSTALL_TIMEOUT_MS + 50;
         assert!(t.overdue(deadline - 1, |_| true).is_empty());

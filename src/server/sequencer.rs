@@ -27,7 +27,7 @@ use crate::replica::intake::{self, Forwarded, Intake, Proposal, MAX_BATCH_COMMAN
 use crate::replica::leadership::Leadership;
 use crate::replica::snapshot_schedule::SnapshotSchedule;
 use crate::replica::syncs::Syncs;
-use crate::replica::transfers::{Send, Transfers};
+use crate::replica::transfers::{Stream, Transfers};
 use crate::txn::{Applied, Batch, Command, Op, ReconfigOp};
 use raft::eraftpb::{ConfChangeV2, EntryType, MessageType};
 
@@ -1086,8 +1086,8 @@ impl Sequencer {
             .transfers
             .want(to, index, self.applied_index, addr.is_some());
         let addr = match (decision, addr) {
-            (Send::Start, Some(addr)) => addr,
-            (Send::Already, _) => return,
+            (Stream::Start, Some(addr)) => addr,
+            (Stream::Already, _) => return,
             _ => {
                 self.consensus.snapshot_sent(to, false);
                 return;

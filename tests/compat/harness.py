@@ -441,6 +441,16 @@ def parse_kv(text, sep):
     return out
 
 
+def mntr(server):
+    """A server's (or member's) mntr answer as a dict (values as text)."""
+    return parse_kv(zkwire.four_letter(server.addr, "mntr", timeout=3.0), "\t")
+
+
+def counter(server, name):
+    """One mntr counter of a server, 0 when it does not report it."""
+    return int(mntr(server).get(name, 0))
+
+
 class EnsembleMember(Server):
     """One member of an Ensemble: a Server (same logs, same LIVE_SERVERS)
     whose command line names every member, as this member sees them."""

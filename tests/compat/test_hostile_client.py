@@ -15,7 +15,7 @@ import time
 import pytest
 
 import zkwire
-from harness import TARGET, Server, wait_until
+from harness import TARGET, Server, mntr, wait_until
 
 ringkeeper_only = pytest.mark.skipif(
     TARGET != "ringkeeper", reason="ringkeeper's own limits and flags (ZooKeeper has no equivalent)"
@@ -24,11 +24,6 @@ ringkeeper_only = pytest.mark.skipif(
 # ringkeeper's limits these tests count on (src/server/identities.rs, descriptors.rs)
 MAX_SESSION_IDENTITIES = 32
 MAX_AUTH_BYTES = 1024
-
-
-def mntr(server):
-    text = zkwire.four_letter(server.addr, "mntr")
-    return dict(line.split("\t", 1) for line in text.splitlines() if "\t" in line)
 
 
 def rss_bytes(pid):

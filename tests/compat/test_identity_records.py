@@ -8,8 +8,7 @@ import pytest
 from kazoo.exceptions import NoAuthError
 from kazoo.security import make_digest_acl
 
-from harness import TARGET, parse_kv, wait_until
-import zkwire
+from harness import TARGET, mntr, wait_until
 
 ringkeeper_only = pytest.mark.skipif(
     TARGET != "ringkeeper", reason="what ringkeeper logs per write (ZooKeeper logs no identities)"
@@ -18,10 +17,6 @@ ringkeeper_only = pytest.mark.skipif(
 # Close to the per-session bounds (src/server/identities.rs): 31 digests of
 # ~1 KiB each beside the address, about 31 KiB of identities.
 USERS = ["u%02d" % i + "x" * 1000 for i in range(31)]
-
-
-def mntr(member):
-    return parse_kv(zkwire.four_letter(member.addr, "mntr", timeout=3.0), "\t")
 
 
 def authenticate(client):

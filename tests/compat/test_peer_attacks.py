@@ -17,7 +17,7 @@ import pytest
 import harness
 import peerwire as pw
 import zkwire
-from harness import parse_kv, wait_until
+from harness import counter, mntr, wait_until
 
 pytestmark = pytest.mark.skipif(harness.TARGET != "ringkeeper", reason="ringkeeper's peer protocol")
 
@@ -29,14 +29,6 @@ def kz(kazoo_clients):
         return kazoo_clients(hosts, timeout=timeout, **kw)
 
     return make
-
-
-def mntr(member):
-    return parse_kv(zkwire.four_letter(member.addr, "mntr", timeout=3.0), "\t")
-
-
-def counter(member, name):
-    return int(mntr(member).get(name, 0))
 
 
 def setup_state(ens, kz):

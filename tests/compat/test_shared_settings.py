@@ -5,17 +5,11 @@ handshake with the setting named, and joins once it runs with the ensemble's."""
 
 import pytest
 
-from harness import TARGET, parse_kv, wait_until
-import zkwire
+from harness import TARGET, counter, wait_until
 
 pytestmark = pytest.mark.skipif(
     TARGET != "ringkeeper", reason="ringkeeper's peer handshake (ZooKeeper does not compare them)"
 )
-
-
-def counter(member, name):
-    text = zkwire.four_letter(member.addr, "mntr", timeout=3.0)
-    return int(parse_kv(text, "\t").get(name, 0))
 
 
 @pytest.mark.timeout(120)
