@@ -1297,8 +1297,10 @@ impl Sequencer {
                 .commands_applied
                 .add(batch.commands.len() as u64);
             self.snapshots.applied(batch.commands.len() as u64, 0);
+            // One clock reading per entry, not one per command (new sessions' clocks).
+            let (now, leading) = (self.now_ms(), self.consensus.is_leader());
             for a in self.machine.apply_batch(entry.term, &batch) {
-                self.track_sessions(&a);
+                self.intake.applied(&a, leading, now);
                 applied.push(a);
             }
             self.note_digest(entry.index);
@@ -1415,11 +1417,6 @@ impl Sequencer {
         m.fsyncs.add(ws.syncs);
         m.log_bytes_written.reset();
         m.log_bytes_written.add(ws.bytes_written);
-    }
-
-    fn track_sessions(&mut self, a: &crate::txn::Applied) {
-        let now = self.now_ms();
-        self.intake.applied(a, self.consensus.is_leader(), now);
     }
 
     /// A (new) leader gives every session a fresh full timeout.
